@@ -1,0 +1,112 @@
+"""Reading and writing audio files.
+
+Reading accepts whatever soundfile (libsndfile: wav, flac, ogg, mp3, ...) or librosa reads, at any rate and channel
+count; channels are averaged to mono. Writing picks the format from the extension (``.wav``, ``.flac``, ``.ogg``)
+and is atomic.
+
+Peaks: Bark's decoder output is not bounded and can exceed 1.0 (the reference writes it as float WAV as it is).
+Integer formats cannot hold that, so by default (``peak="scale"``) a clip whose peak exceeds 1.0 is scaled down as a
+whole to a peak of 0.999, which keeps its shape; ``peak="clip"`` clips instead, and ``peak="keep"`` writes the raw
+values (float WAV only).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from barkkit.errors import AudioError
+from barkkit.files import atomic_output
+from barkkit.tokens import Audio
+
+__all__ = ["load_audio", "save_audio", "resample", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aiff", ".aif", ".au")
+WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+PeakPolicy = Literal["scale", "clip", "keep"]
+
+
+def resample(audio: Audio, sample_rate: int) -> Audio:
+    """The same audio at ``sample_rate`` (soxr, high quality). Returns ``audio`` itself when the rate matches."""
+    if audio.sample_rate == sample_rate:
+        return audio
+    import librosa
+
+    samples = librosa.resample(np.asarray(audio.samples), orig_sr=audio.sample_rate, target_sr=sample_rate, res_type="soxr_hq")
+    return Audio(samples, sample_rate)
+
+
+def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Audio:
+    """Read an audio file as mono float32, resampled to ``sample_rate`` when given.
+
+    Raises ``AudioError`` naming the file when it is missing, empty or not audio.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        import soundfile
+
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        samples = samples.mean(axis=1)
+    except Exception:
+        try:  # formats libsndfile lacks (m4a, ...) through librosa's audioread fallback
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                samples, rate = librosa.load(str(path), sr=None, mono=True)
+        except Exception as exc:
+            raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from None
+    if samples.size == 0:
+        raise AudioError(f"{path}: holds no audio samples")
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(f"{path}: holds NaN or infinite samples")
+    audio = Audio(samples, int(rate))
+    return resample(audio, sample_rate) if sample_rate else audio
+
+
+def _apply_peak(samples: np.ndarray, peak: PeakPolicy, float_output: bool) -> np.ndarray:
+    top = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if top <= 1.0 or (peak == "keep" and float_output):
+        return samples
+    if peak == "keep":
+        raise AudioError("peak='keep' needs a float WAV output; integer formats cannot hold samples beyond 1.0")
+    if peak == "clip":
+        return np.clip(samples, -1.0, 1.0)
+    return samples * (0.999 / top)
+
+
+def save_audio(
+    path: str | os.PathLike,
+    audio: Audio,
+    *,
+    pcm16: bool = False,
+    peak: PeakPolicy = "scale",
+) -> Path:
+    """Write ``audio`` to ``path``; the extension picks the format. Atomic: no partial file on failure.
+
+    Args:
+        pcm16: write 16-bit integer samples (WAV); by default WAV is 32-bit float, FLAC 24-bit, OGG Vorbis.
+        peak: what to do with samples beyond [-1, 1] (see the module docstring).
+    """
+    import soundfile
+
+    path = Path(path)
+    extension = path.suffix.lower()
+    if extension not in WRITE_FORMATS:
+        raise AudioError(f"{path}: cannot write '{extension or 'no extension'}'; use one of {', '.join(WRITE_FORMATS)}")
+    if extension == ".wav":
+        subtype = "PCM_16" if pcm16 else "FLOAT"
+    elif extension == ".flac":
+        subtype = "PCM_16" if pcm16 else "PCM_24"
+    else:
+        subtype = "VORBIS"
+    samples = _apply_peak(np.asarray(audio.samples, dtype=np.float32), peak, float_output=subtype == "FLOAT")
+    with atomic_output(path) as tmp:
+        soundfile.write(str(tmp), samples, audio.sample_rate, subtype=subtype, format=WRITE_FORMATS[extension])
+    return path

@@ -1,0 +1,217 @@
+"""Voices: Bark's "history prompts", the three token arrays a generation continues from.
+
+A voice comes from a preset name (resolved by the registered voice sources), an ``.npz`` file, a dict, or a
+finished generation; ``Voice.save`` writes the same three keys Bark uses, so every barkkit output is a voice.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from barkkit.errors import TokenError, VoiceError
+from barkkit.tokens import CoarseTokens, FineTokens, SemanticTokens, Tokens
+
+if TYPE_CHECKING:
+    from barkkit.pipeline import Generation
+    from barkkit.plugins import Plugins
+
+__all__ = ["Voice", "VoiceSource", "FolderVoiceSource", "VoiceLike", "TOKEN_KEYS", "load_token_file", "save_token_file"]
+
+TOKEN_KEYS: dict[str, type[Tokens]] = {
+    "semantic_prompt": SemanticTokens,
+    "coarse_prompt": CoarseTokens,
+    "fine_prompt": FineTokens,
+}
+"""The keys of Bark's voice files, and the token type each holds."""
+
+
+def load_token_file(path: str | os.PathLike, *, require: Iterable[str] = ()) -> dict[str, Tokens]:
+    """Read the token arrays of an ``.npz`` file (any of ``TOKEN_KEYS``), validated.
+
+    Raises ``VoiceError`` naming the file when it is missing, not an npz, lacks a required key or holds bad tokens.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VoiceError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise VoiceError(f"{path}: not a readable .npz token file ({exc})") from None
+    missing = [key for key in require if key not in arrays]
+    if missing:
+        raise VoiceError(f"{path}: missing key(s) {', '.join(missing)}; a voice file needs {', '.join(TOKEN_KEYS)}")
+    tokens: dict[str, Tokens] = {}
+    for key, array in arrays.items():
+        if key in TOKEN_KEYS:
+            try:
+                tokens[key] = TOKEN_KEYS[key](array, source=f"{path}: {key}")
+            except TokenError as exc:
+                raise VoiceError(str(exc)) from None
+    if not tokens:
+        raise VoiceError(f"{path}: holds none of the token keys {', '.join(TOKEN_KEYS)}")
+    return tokens
+
+
+def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None]) -> Path:
+    """Write token arrays under their voice keys to ``path`` (.npz), atomically. Returns the path written."""
+    from barkkit.files import atomic_output
+
+    arrays = {key: np.asarray(value) for key, value in tokens.items() if value is not None}
+    with atomic_output(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A history prompt: ``semantic`` (S,), ``coarse`` (2, C) and ``fine`` (8, C) tokens."""
+
+    semantic: SemanticTokens
+    coarse: CoarseTokens
+    fine: FineTokens
+    source: str | None = None  # where it came from, for messages
+
+    def __post_init__(self) -> None:
+        where = f"{self.source}: " if self.source else ""
+        for attribute, kind in (("semantic", SemanticTokens), ("coarse", CoarseTokens), ("fine", FineTokens)):
+            value = getattr(self, attribute)
+            if not isinstance(value, kind):
+                try:
+                    object.__setattr__(self, attribute, kind(value, source=f"{self.source or 'voice'}: {attribute}"))
+                except TokenError as exc:
+                    raise VoiceError(str(exc)) from None
+        if len(self.coarse) != len(self.fine):
+            raise VoiceError(
+                f"{where}coarse_prompt has {len(self.coarse)} frames but fine_prompt has {len(self.fine)}; "
+                "they must cover the same audio"
+            )
+
+    # constructors --------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> "Voice":
+        """From a mapping with Bark's keys (``semantic_prompt``, ``coarse_prompt``, ``fine_prompt``)."""
+        missing = [key for key in TOKEN_KEYS if key not in data]
+        if missing:
+            where = f"{source}: " if source else ""
+            raise VoiceError(f"{where}voice is missing {', '.join(missing)}; a voice needs {', '.join(TOKEN_KEYS)}")
+        return cls(data["semantic_prompt"], data["coarse_prompt"], data["fine_prompt"], source=source)
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike) -> "Voice":
+        tokens = load_token_file(path, require=TOKEN_KEYS)
+        return cls.from_dict(tokens, source=str(path))
+
+    @classmethod
+    def from_generation(cls, generation: "Generation") -> "Voice":
+        missing = [kind for kind in ("semantic", "coarse", "fine") if getattr(generation, kind) is None]
+        if missing:
+            raise VoiceError(f"a voice needs semantic, coarse and fine tokens; this generation has no {missing[0]}")
+        return cls(generation.semantic, generation.coarse, generation.fine, source="generation")
+
+    @classmethod
+    def load(cls, spec: "VoiceLike", *, plugins: "Plugins | None" = None) -> "Voice":
+        """Resolve any voice-like value: a Voice, a Generation, a dict, an ``.npz`` path or a preset name."""
+        from barkkit.pipeline import Generation
+
+        if isinstance(spec, Voice):
+            return spec
+        if isinstance(spec, Generation):
+            return cls.from_generation(spec)
+        if isinstance(spec, Mapping):
+            return cls.from_dict(spec)
+        if isinstance(spec, os.PathLike) or (isinstance(spec, str) and (spec.endswith(".npz") or os.path.isfile(spec))):
+            return cls.from_npz(spec)
+        if isinstance(spec, str):
+            return find_preset(spec, plugins=plugins)
+        raise VoiceError(f"cannot make a voice from {type(spec).__name__}; give a preset name, an .npz path or a dict")
+
+    # output --------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, np.ndarray]:
+        return {"semantic_prompt": self.semantic.array, "coarse_prompt": self.coarse.array, "fine_prompt": self.fine.array}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write Bark's three keys to ``path`` (.npz), atomically."""
+        return save_token_file(path, self.to_dict())
+
+    @property
+    def duration_s(self) -> float:
+        return self.semantic.duration_s
+
+
+VoiceLike = Voice | Mapping[str, Any] | str | os.PathLike
+"""Anything ``Voice.load`` accepts (a ``Generation`` too)."""
+
+
+class VoiceSource(ABC):
+    """Resolves preset names to voices. Plugins register instances through ``register_voices``."""
+
+    name: str
+
+    @abstractmethod
+    def names(self) -> list[str]:
+        """The preset names this source can offer now (may be empty when it cannot list them offline)."""
+
+    @abstractmethod
+    def find(self, name: str) -> Voice | None:
+        """The voice called ``name``, or None when this source does not have it."""
+
+
+class FolderVoiceSource(VoiceSource):
+    """Presets stored as ``.npz`` files under folders: ``v2/en_speaker_6`` is ``<folder>/v2/en_speaker_6.npz``."""
+
+    def __init__(self, folders: Iterable[str | os.PathLike], name: str = "folders") -> None:
+        self.folders = [Path(folder) for folder in folders]
+        self.name = name
+
+    @classmethod
+    def from_env(cls, variable: str = "BARKKIT_VOICE_PATH") -> "FolderVoiceSource":
+        """Folders listed in an environment variable, separated by ``os.pathsep``."""
+        value = os.environ.get(variable, "")
+        return cls([part for part in value.split(os.pathsep) if part], name=f"${variable}")
+
+    def names(self) -> list[str]:
+        found: set[str] = set()
+        for folder in self.folders:
+            if folder.is_dir():
+                found.update(path.relative_to(folder).with_suffix("").as_posix() for path in folder.rglob("*.npz"))
+        return sorted(found)
+
+    def find(self, name: str) -> Voice | None:
+        relative = Path(*name.replace("\\", "/").split("/")).with_suffix(".npz")
+        if relative.is_absolute() or ".." in relative.parts:
+            return None
+        for folder in self.folders:
+            candidate = folder / relative
+            if candidate.is_file():
+                return Voice.from_npz(candidate)
+        return None
+
+
+def find_preset(name: str, *, plugins: "Plugins | None" = None) -> Voice:
+    """Ask every registered voice source for ``name``; a clear error when none has it."""
+    from barkkit.plugins import load_plugins
+
+    plugins = plugins or load_plugins()
+    errors: list[str] = []
+    for source_name in plugins.voice_sources:
+        source = plugins.voice_sources.get(source_name)
+        try:
+            voice = source.find(name)
+        except VoiceError as exc:
+            errors.append(str(exc))
+            continue
+        if voice is not None:
+            return voice
+    hint = f" ({'; '.join(errors)})" if errors else ""
+    raise VoiceError(
+        f"unknown voice '{name}'{hint}; give an .npz path, or a preset name from `barkkit voices list`"
+    )

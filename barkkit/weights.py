@@ -1,0 +1,168 @@
+"""Where weights come from, and loading them without unpickling arbitrary objects.
+
+A model reference is a local folder, a model name (``bark``, ``bark-small``) or a Hugging Face hub id
+(``owner/name``). Hub files go through ``huggingface_hub``: its cache, its progress bars, and its offline mode
+(``HF_HUB_OFFLINE=1``). A file that is neither cached nor reachable is one clear error that names the files and
+how to get them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from barkkit.errors import WeightsError
+
+__all__ = [
+    "MODEL_ALIASES",
+    "DEFAULT_MODEL",
+    "hub_id",
+    "is_local",
+    "resolve_file",
+    "load_torch_file",
+    "numpy_scalar_globals",
+]
+
+MODEL_ALIASES = {"bark": "suno/bark", "bark-small": "suno/bark-small"}
+DEFAULT_MODEL = "bark-small"
+
+
+def is_local(model: str | os.PathLike) -> bool:
+    """True when ``model`` names an existing local folder (or file)."""
+    return Path(model).exists()
+
+
+def hub_id(model: str | os.PathLike) -> str:
+    """The hub repository id for a model name or hub id; a clear error for anything else."""
+    name = str(model)
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")):
+        return name
+    raise WeightsError(
+        f"model '{name}' is not a local folder, a model name ({', '.join(MODEL_ALIASES)}) or a hub id (owner/name)"
+    )
+
+
+def _describe(model: str | os.PathLike) -> str:
+    name = str(model)
+    return f"'{name}' (hub {MODEL_ALIASES[name]})" if name in MODEL_ALIASES else f"'{name}'"
+
+
+def resolve_file(
+    model: str | os.PathLike,
+    candidates: str | Sequence[str],
+    *,
+    revision: str | None = None,
+    required: bool = True,
+) -> Path | None:
+    """Find the first of ``candidates`` (file names relative to the model root) and return its local path.
+
+    A local folder is searched as it is; a model name or hub id is looked up in the huggingface_hub cache and
+    downloaded when missing (unless offline). With ``required=False`` a file that does not exist returns None;
+    a file that exists on the hub but cannot be fetched is an error either way.
+    """
+    names = [candidates] if isinstance(candidates, str) else list(candidates)
+    if is_local(model):
+        folder = Path(model)
+        if folder.is_file():
+            folder = folder.parent
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+        if not required:
+            return None
+        raise WeightsError(f"{folder}: none of {', '.join(names)} found; the folder must hold one of them")
+
+    repo_id = hub_id(model)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    unreachable: list[str] = []
+    for name in names:
+        try:
+            return Path(hf_hub_download(repo_id, name, revision=revision))
+        except EntryNotFoundError:
+            continue  # the repository has no such file: try the next candidate
+        except RepositoryNotFoundError:
+            raise WeightsError(f"model {_describe(model)}: no such repository on the hub (or it is private)") from None
+        except LocalEntryNotFoundError:
+            unreachable.append(name)
+        except (OSError, ValueError) as exc:
+            if "offline" in str(exc).lower() or "connect" in str(exc).lower():
+                unreachable.append(name)
+            else:
+                raise WeightsError(f"model {_describe(model)}: cannot fetch {name}: {exc}") from None
+    if unreachable:
+        raise WeightsError(
+            f"model {_describe(model)}: {' or '.join(unreachable)} is not in the local cache and the hub cannot be "
+            f"reached (offline or HF_HUB_OFFLINE=1); fetch it once online with "
+            f"`huggingface-cli download {repo_id} {unreachable[0]}`, or pass a local folder that holds it"
+        )
+    if not required:
+        return None
+    raise WeightsError(f"model {_describe(model)}: the hub repository {repo_id} holds none of {', '.join(names)}")
+
+
+def numpy_scalar_globals() -> list[Any]:
+    """The numpy globals a checkpoint may name to store a numpy scalar (Suno's ``best_val_loss``), nothing more.
+
+    numpy 1 pickles scalars as ``numpy.core.multiarray.scalar``, numpy 2 as ``numpy._core.multiarray.scalar``;
+    both name ``numpy.dtype`` and the concrete dtype class.
+    """
+    scalar = np.array(0.0)[()].__reduce__()[0]  # numpy's scalar reconstructor, whatever its module is called
+    allowed: list[Any] = [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+    ]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType"):
+            if hasattr(dtypes, name):
+                allowed.append(getattr(dtypes, name))
+    return allowed
+
+
+@contextlib.contextmanager
+def _numpy_scalars_allowed() -> Iterator[None]:
+    with torch.serialization.safe_globals(numpy_scalar_globals()):
+        yield
+
+
+def load_torch_file(path: str | os.PathLike, *, allow_numpy_scalars: bool = False, mmap: bool = True) -> Any:
+    """``torch.load`` with ``weights_only=True`` (and ``mmap`` where the file allows), errors made clear.
+
+    Tensors, containers and plain values load; any other pickled object (a class, a function) is refused without
+    being run. ``allow_numpy_scalars`` also admits numpy scalars, which Suno's checkpoints hold.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    context = _numpy_scalars_allowed() if allow_numpy_scalars else contextlib.nullcontext()
+    with context:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            if found:
+                raise WeightsError(
+                    f"{path}: refused to load: it holds a pickled object ({found.group(1)}) that is not plain weights"
+                ) from None
+            raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt") from None
+        except RuntimeError as exc:
+            if mmap and "mmap" in str(exc).lower():
+                return load_torch_file(path, allow_numpy_scalars=allow_numpy_scalars, mmap=False)
+            raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({str(exc).splitlines()[0]})") from None
+        except (EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+            raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({exc})") from None

@@ -1,0 +1,1 @@
+"""barkkit_detect: built-in barkkit plugin."""

@@ -1,0 +1,1 @@
+"""Hook implementations of barkkit_detect (filled in by its issue)."""

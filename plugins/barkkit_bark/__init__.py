@@ -1,0 +1,1 @@
+"""barkkit_bark: built-in barkkit plugin."""

@@ -1,0 +1,1 @@
+"""Hook implementations of barkkit_bark (filled in by its issue)."""

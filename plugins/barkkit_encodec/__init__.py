@@ -1,0 +1,1 @@
+"""barkkit_encodec: built-in barkkit plugin."""

@@ -1,0 +1,1 @@
+"""Hook implementations of barkkit_encodec (filled in by its issue)."""

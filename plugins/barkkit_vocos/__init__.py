@@ -1,0 +1,1 @@
+"""barkkit_vocos: built-in barkkit plugin."""

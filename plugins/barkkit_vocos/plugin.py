@@ -1,0 +1,1 @@
+"""Hook implementations of barkkit_vocos (filled in by its issue)."""
