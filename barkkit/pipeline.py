@@ -164,7 +164,7 @@ class Pipeline:
         Keyword ``overrides`` replace keys of the spec (``None`` values are ignored).
         """
         if not isinstance(spec, Mapping):
-            spec = _read_spec_file(Path(spec))
+            spec = read_spec_file(Path(spec))
         spec = {**spec, **{key: value for key, value in overrides.items() if value is not None}}
         known = {"model", "device", "mode", "stages", "decoder", *STAGE_SLOTS}
         unknown = sorted(set(spec) - known)
@@ -363,7 +363,7 @@ def _check_output(step: Stage | Decoder, value: Any) -> None:
         )
 
 
-def _read_spec_file(path: Path) -> dict[str, Any]:
+def read_spec_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -108,7 +108,7 @@ class Plugins:
         self.manager.hook.register_commands(cli=cli)
 
     def plugin_names(self) -> list[str]:
-        return sorted(name for name, _ in self.manager.list_name_plugin())
+        return sorted(name for name, plugin in self.manager.list_name_plugin() if plugin is not None)
 
     def register(self, plugin: object, name: str | None = None) -> str:
         """Register a plugin object (a module or instance with hookimpls); registries are rebuilt next time."""

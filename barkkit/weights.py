@@ -92,12 +92,12 @@ def resolve_file(
     for name in names:
         try:
             return Path(hf_hub_download(repo_id, name, revision=revision))
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError in recent huggingface_hub)
+            unreachable.append(name)
         except EntryNotFoundError:
             continue  # the repository has no such file: try the next candidate
         except RepositoryNotFoundError:
             raise WeightsError(f"model {_describe(model)}: no such repository on the hub (or it is private)") from None
-        except LocalEntryNotFoundError:
-            unreachable.append(name)
         except (OSError, ValueError) as exc:
             if "offline" in str(exc).lower() or "connect" in str(exc).lower():
                 unreachable.append(name)

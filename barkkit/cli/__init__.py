@@ -1,0 +1,154 @@
+"""The ``barkkit`` command line: thin click wrappers over the library.
+
+Plugins add commands through the ``register_commands(cli)`` hook. They are loaded when the command line is first
+used (listed in ``--help`` or looked up), never at import. Every user error ends as one line on stderr and a
+non-zero exit status; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from barkkit.errors import BarkkitError
+from barkkit.plugins import Plugins, load_plugins
+
+__all__ = ["cli", "main", "CliState"]
+
+
+@dataclass
+class CliState:
+    """What every command receives with ``@click.pass_obj``."""
+
+    quiet: bool = False
+    _plugins: Plugins | None = field(default=None, repr=False)
+
+    @property
+    def plugins(self) -> Plugins:
+        if self._plugins is None:
+            self._plugins = load_plugins()
+        return self._plugins
+
+
+class BarkkitGroup(click.Group):
+    """A group that adds plugin commands lazily and turns every error into one line on stderr."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plugins_added = False
+        self._plugins: Plugins | None = None
+
+    def use_plugins(self, plugins: Plugins | None) -> None:
+        """Use this plugin set (tests pass their own); plugin commands are (re)added on next use."""
+        for name in getattr(self, "_plugin_command_names", ()):
+            self.commands.pop(name, None)
+        self._plugins = plugins
+        self._plugins_added = False
+
+    def _add_plugin_commands(self, ctx: click.Context | None) -> None:
+        if self._plugins_added:
+            return
+        self._plugins_added = True
+        plugins = self._plugins or load_plugins()
+        self._plugins = plugins
+        before = set(self.commands)
+        plugins.add_commands(self)
+        self._plugin_command_names = set(self.commands) - before
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._add_plugin_commands(ctx)
+            command = super().get_command(ctx, name)
+        return command
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+        extra.setdefault("obj", CliState())
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if isinstance(ctx.obj, CliState) and ctx.obj._plugins is None:
+            ctx.obj._plugins = self._plugins
+        return super().invoke(ctx)
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:  # noqa: D401
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "barkkit"
+            click.echo(f"Error: {exc.format_message()} (see '{command} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except BarkkitError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("BARKKIT_DEBUG"):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {message} (rerun with BARKKIT_DEBUG=1 for a traceback)",
+                err=True,
+            )
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=BarkkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes; errors only.")
+@click.version_option(package_name="barkkit")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool) -> None:
+    """barkkit: Bark text-to-audio, stage by stage, with plugins and a Bark-audio detector.
+
+    \b
+    Examples:
+      barkkit generate "Hello there." -o hello.wav --voice v2/en_speaker_6 --seed 0
+      barkkit semantic "Hello there." -o tokens.npz && barkkit coarse tokens.npz -o tokens.npz
+      barkkit decode tokens.npz -o out.flac
+      barkkit voices list
+      barkkit plugins
+      barkkit detect clips/ --json
+    """
+    ctx.obj.quiet = ctx.obj.quiet or quiet
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main(prog_name="barkkit")
+
+
+def _add_builtin_commands() -> None:
+    from barkkit.cli.generate import coarse, decode, fine, generate, semantic
+    from barkkit.cli.plugins import plugins
+    from barkkit.cli.voices import voices
+
+    for command in (generate, semantic, coarse, fine, decode, voices, plugins):
+        cli.add_command(command)
+    try:
+        from barkkit.cli.detect import detect
+    except ImportError:  # the detect command lands with the detector issue
+        pass
+    else:
+        cli.add_command(detect)
+
+
+_add_builtin_commands()

@@ -1,0 +1,237 @@
+"""``barkkit generate`` and the stage commands ``semantic``, ``coarse``, ``fine``, ``decode``.
+
+Stage commands read and write token ``.npz`` files under Bark's voice keys, carrying the input tokens forward, so
+the output of ``fine`` (and of ``generate --save-tokens``) is a complete voice.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from barkkit.audio import WRITE_FORMATS, save_audio
+from barkkit.cli import CliState
+from barkkit.cli.options import ProgressBars, collect_stage_options, model_options, run_options, stage_options
+from barkkit.errors import BarkkitError
+from barkkit.files import check_writable
+from barkkit.pipeline import Generation, Pipeline, read_spec_file
+from barkkit.voice import load_token_file, save_token_file
+
+SLOTS = ("semantic", "coarse", "fine", "decoder")
+
+
+def _build(state: CliState, params: dict[str, Any], keep: tuple[str, ...], names: dict[str, str | None]) -> Pipeline:
+    spec: dict[str, Any] = read_spec_file(Path(params["spec_file"])) if params.get("spec_file") else {}
+    if "stages" in spec and keep != SLOTS:
+        raise BarkkitError("a spec with an explicit 'stages' list works with `barkkit generate` only")
+    for slot in SLOTS:
+        if slot not in keep:
+            spec[slot] = False
+        elif names.get(slot):
+            spec[slot] = names[slot]
+    return Pipeline.from_spec(
+        spec, plugins=state.plugins, model=params.get("model"), device=params.get("device"), mode=params.get("mode")
+    )
+
+
+def _check_audio_output(output: Path) -> None:
+    if output.suffix.lower() not in WRITE_FORMATS:
+        raise BarkkitError(f"{output}: cannot write '{output.suffix or 'no extension'}' audio; use {', '.join(WRITE_FORMATS)}")
+    check_writable(output)
+
+
+def _note(state: CliState, quiet: bool, message: str) -> None:
+    if not (state.quiet or quiet):
+        click.echo(message, err=True)
+
+
+def _read_text(text: str | None) -> str:
+    if text == "-":
+        text = sys.stdin.read()
+    if text is None or not text.strip():
+        raise BarkkitError("text is empty; give some words to speak")
+    return text
+
+
+def _batch_outputs(output: Path, count: int) -> list[Path]:
+    if "{n}" in output.name:
+        return [output.with_name(output.name.replace("{n}", str(i + 1))) for i in range(count)]
+    return [output.with_name(f"{output.stem}_{i + 1}{output.suffix}") for i in range(count)]
+
+
+audio_output_options = [
+    click.option("--pcm16", is_flag=True, help="16-bit samples (default: float WAV, 24-bit FLAC)."),
+    click.option("--peak", type=click.Choice(["scale", "clip", "keep"]), default="scale", show_default=True,
+                 help="Samples beyond [-1, 1]: scale the clip down, clip them, or keep them (float WAV only)."),
+]
+
+
+def _audio_output_options(function: Any) -> Any:
+    for option in reversed(audio_output_options):
+        function = option(function)
+    return function
+
+
+@click.command()
+@click.argument("text", required=False)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Audio file to write: .wav, .flac or .ogg. With --batch, a pattern with {n} (or _N is added).")
+@click.option("--save-tokens", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt).")
+@click.option("--batch", "batch_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Generate every non-empty line of this file, batched through each stage.")
+@click.option("--semantic-stage", default=None, help="Semantic stage by name.  [default: bark.semantic]")
+@click.option("--coarse-stage", default=None, help="Coarse stage by name.  [default: bark.coarse]")
+@click.option("--fine-stage", default=None, help="Fine stage by name.  [default: bark.fine]")
+@click.option("--decoder", default=None, help="Decoder by name (encodec, vocos).  [default: encodec]")
+@model_options
+@run_options
+@stage_options
+@_audio_output_options
+@click.pass_obj
+def generate(state: CliState, text: str | None, output: Path, save_tokens: Path | None, batch_file: Path | None,
+             pcm16: bool, peak: str, quiet: bool, **params: Any) -> None:
+    """Text to audio, through all stages.
+
+    TEXT is what to say ('-' reads standard input).
+
+    \b
+    Examples:
+      barkkit generate "Hello, my name is Suno." -o hello.wav
+      barkkit generate "Bonjour !" -o fr.flac --voice v2/fr_speaker_1 --seed 7 --save-tokens fr.npz
+      barkkit generate "Hi." -o hi.wav --model ./bark-small --mode fast --top-k 50
+      barkkit generate --batch lines.txt -o "clip_{n}.wav" --seed 0
+    """
+    options = collect_stage_options(params)
+    names = {"semantic": params.pop("semantic_stage"), "coarse": params.pop("coarse_stage"),
+             "fine": params.pop("fine_stage"), "decoder": params.pop("decoder")}
+    if batch_file is not None:
+        if text is not None:
+            raise BarkkitError("give TEXT or --batch FILE, not both")
+        if not batch_file.is_file():
+            raise BarkkitError(f"{batch_file}: no such batch file")
+        texts = [line.strip() for line in batch_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise BarkkitError(f"{batch_file}: holds no text lines")
+    else:
+        texts = [_read_text(text)]
+    outputs = _batch_outputs(output, len(texts)) if batch_file is not None else [output]
+    token_outputs = (_batch_outputs(save_tokens, len(texts)) if batch_file is not None else [save_tokens]) if save_tokens else []
+    for path in outputs:
+        _check_audio_output(path)
+    for path in token_outputs:
+        check_writable(path)
+
+    pipeline = _build(state, params, SLOTS, names)
+    with ProgressBars(state.quiet or quiet) as progress:
+        if batch_file is not None:
+            generations = pipeline.generate_batch(texts, voices=params["voice"], seeds=params["seed"], progress=progress, **options)
+        else:
+            generations = [pipeline.generate(texts[0], voice=params["voice"], seed=params["seed"], progress=progress, **options)]
+    for i, generation in enumerate(generations):
+        if generation.audio is None:
+            raise BarkkitError("the pipeline has no decoder, so it made no audio; name one with --decoder")
+        save_audio(outputs[i], generation.audio, pcm16=pcm16, peak=peak)  # type: ignore[arg-type]
+        if token_outputs:
+            generation.save_tokens(token_outputs[i])
+        _note(state, quiet, f"wrote {outputs[i]} ({generation.audio.duration_s:.2f} s at {generation.sample_rate} Hz, seed {generation.seed})")
+
+
+def _stage_command(slot: str, input_key: str | None) -> Any:
+    """Build the command that runs one stage on a token file (or on text, for the semantic stage)."""
+
+    def command(state: CliState, source: str, output: Path, stage: str | None, quiet: bool, **params: Any) -> None:
+        options = collect_stage_options(params)
+        check_writable(output)
+        if input_key is None:
+            value: Any = _read_text(source)
+            carried: dict[str, Any] = {}
+        else:
+            carried = load_token_file(source, require=[input_key])
+            value = carried[input_key]
+        pipeline = _build(state, params, (slot,), {slot: stage})
+        with ProgressBars(state.quiet or quiet) as progress:
+            generation: Generation = pipeline.run(value, voice=params["voice"], seed=params["seed"], progress=progress, **options)
+        produced = getattr(generation, slot)
+        carried[f"{slot}_prompt"] = produced
+        save_token_file(output, carried)
+        _note(state, quiet, f"wrote {output} ({slot} tokens {tuple(produced.shape)}, seed {generation.seed})")
+
+    return command
+
+
+def _make_stage_command(slot: str, input_key: str | None, doc: str) -> click.Command:
+    function = _stage_command(slot, input_key)
+    function.__doc__ = doc
+    function.__name__ = slot
+    argument = "text" if input_key is None else "tokens"
+    decorated = click.pass_obj(function)
+    decorated = stage_options(decorated)
+    decorated = run_options(decorated)
+    decorated = model_options(decorated)
+    decorated = click.option("--stage", default=None, help=f"{slot.capitalize()} stage by name.  [default: bark.{slot}]")(decorated)
+    decorated = click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                             help="Token file (.npz) to write.")(decorated)
+    decorated = click.argument("source", metavar=argument.upper())(decorated)
+    return click.command(name=slot)(decorated)
+
+
+semantic = _make_stage_command("semantic", None, """Text to semantic tokens (writes semantic_prompt).
+
+    TEXT is what to say ('-' reads standard input).
+
+    \b
+    Example:
+      barkkit semantic "Hello there." -o tokens.npz --voice v2/en_speaker_6 --seed 0
+    """)
+
+coarse = _make_stage_command("coarse", "semantic_prompt", """Semantic tokens to the two coarse codebooks.
+
+    TOKENS is an .npz with semantic_prompt; the output keeps it and adds coarse_prompt.
+
+    \b
+    Example:
+      barkkit coarse tokens.npz -o tokens.npz --voice v2/en_speaker_6 --seed 0
+    """)
+
+fine = _make_stage_command("fine", "coarse_prompt", """Coarse codebooks to all eight (fine_prompt).
+
+    TOKENS is an .npz with coarse_prompt; the output keeps its tokens and adds fine_prompt: with
+    semantic_prompt present it is a complete voice.
+
+    \b
+    Example:
+      barkkit fine tokens.npz -o voice.npz --voice v2/en_speaker_6 --fine-temp none
+    """)
+
+
+@click.command()
+@click.argument("tokens", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Audio file to write: .wav, .flac or .ogg.")
+@click.option("--decoder", default=None, help="Decoder by name (encodec, vocos).  [default: encodec]")
+@model_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")
+@_audio_output_options
+@click.pass_obj
+def decode(state: CliState, tokens: Path, output: Path, decoder: str | None, quiet: bool, pcm16: bool, peak: str,
+           **params: Any) -> None:
+    """Fine tokens to audio.
+
+    TOKENS is an .npz with fine_prompt (any barkkit token file or Bark voice).
+
+    \b
+    Examples:
+      barkkit decode voice.npz -o voice.wav
+      barkkit decode tokens.npz -o out.flac --model ./bark-small --decoder vocos
+    """
+    fine_tokens = load_token_file(tokens, require=["fine_prompt"])["fine_prompt"]
+    _check_audio_output(output)
+    pipeline = _build(state, params, ("decoder",), {"decoder": decoder})
+    with ProgressBars(state.quiet or quiet) as progress:
+        generation = pipeline.run(fine_tokens, progress=progress)
+    save_audio(output, generation.audio, pcm16=pcm16, peak=peak)  # type: ignore[arg-type]
+    _note(state, quiet, f"wrote {output} ({generation.audio.duration_s:.2f} s at {generation.sample_rate} Hz)")

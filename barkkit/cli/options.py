@@ -1,0 +1,115 @@
+"""Options shared by the generation commands, and the progress display."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from barkkit.errors import BarkkitError
+from barkkit.pipeline import MODES
+
+__all__ = ["model_options", "run_options", "stage_options", "collect_stage_options", "ProgressBars"]
+
+
+def _fine_temp(value: str | None) -> Any:
+    if value is None:
+        return None
+    if value.lower() in ("none", "argmax"):
+        return "argmax"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a number or 'none'") from None
+
+
+def _compose(*decorators: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def apply(function: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+model_options = _compose(
+    click.option("-m", "--model", default=None, help="Model name (bark, bark-small), hub id or local folder.  [default: bark-small]"),
+    click.option("--device", default=None, help="Torch device: cpu, cuda, cuda:1, ...  [default: cpu]"),
+    click.option("--mode", type=click.Choice(MODES), default=None, help="exact: token parity with the reference; fast: measured speed-ups.  [default: exact]"),
+    click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None, help="TOML pipeline spec naming stages and decoder (see README)."),
+)
+
+run_options = _compose(
+    click.option("-v", "--voice", default=None, help="Voice: a preset name (v2/en_speaker_6) or an .npz file."),
+    click.option("-s", "--seed", type=int, default=None, help="Seed for a repeatable run (random, and reported, when left out)."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes."),
+)
+
+stage_options = _compose(
+    click.option("--text-temp", type=float, default=None, help="Semantic stage temperature.  [default: 0.7]"),
+    click.option("--waveform-temp", type=float, default=None, help="Coarse stage temperature.  [default: 0.7]"),
+    click.option("--fine-temp", default=None, help="Fine stage temperature, or 'none' for argmax.  [default: 0.5]"),
+    click.option("--top-k", type=int, default=None, help="Sample only among the k most likely tokens."),
+    click.option("--top-p", type=float, default=None, help="Nucleus sampling: the smallest set with this much probability."),
+    click.option("--min-eos-p", type=float, default=None, help="Stop the semantic stage once p(end) reaches this.  [default: 0.2]"),
+    click.option("--max-gen-duration-s", type=float, default=None, help="Cap on the semantic stage's length in seconds."),
+    click.option("--early-stop/--no-early-stop", "allow_early_stop", default=None, help="Let the semantic stage stop at its end token.  [default: on]"),
+    click.option("--max-coarse-history", type=int, default=None, help="Coarse tokens of history each window sees.  [default: 630]"),
+    click.option("--sliding-window-len", type=int, default=None, help="Coarse steps per window.  [default: 60]"),
+    click.option("--option", "extra_options", multiple=True, metavar="NAME=VALUE", help="Any other stage option (JSON value), e.g. --option my_knob=3."),
+)
+
+
+def collect_stage_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The stage options a command line set (pops them from ``params``); unset ones keep the stages' defaults."""
+    names = ("text_temp", "waveform_temp", "top_k", "top_p", "min_eos_p", "max_gen_duration_s",
+             "allow_early_stop", "max_coarse_history", "sliding_window_len")
+    options = {name: params.pop(name) for name in names if params.get(name) is not None}
+    for name in names:
+        params.pop(name, None)
+    fine_temp = _fine_temp(params.pop("fine_temp", None))
+    if fine_temp is not None:
+        options["fine_temp"] = None if fine_temp == "argmax" else fine_temp
+    for item in params.pop("extra_options", ()):
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise BarkkitError(f"--option '{item}' must look like NAME=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options[name.strip().replace("-", "_")] = value
+    return options
+
+
+class ProgressBars:
+    """A pipeline progress callback that shows one tqdm bar per step on stderr (nothing when quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        bar = self._bars.get(step)
+        if bar is None:
+            bar = self._bars[step] = tqdm(total=total, desc=step, unit="step", leave=False, dynamic_ncols=True)
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,59 @@
+"""``barkkit voices``: list, show (and make) voices."""
+
+from __future__ import annotations
+
+import click
+
+from barkkit.cli import CliState
+from barkkit.errors import VoiceError
+from barkkit.voice import Voice
+
+
+@click.group()
+def voices() -> None:
+    """Voices (history prompts): presets from the voice sources, or .npz files.
+
+    \b
+    Examples:
+      barkkit voices list
+      barkkit voices show v2/en_speaker_6
+      barkkit voices show my_voice.npz
+    """
+
+
+@voices.command(name="list")
+@click.option("--source", default=None, help="Only this voice source.")
+@click.pass_obj
+def list_voices(state: CliState, source: str | None) -> None:
+    """List the preset names each voice source offers.
+
+    Presets come from the folders in $BARKKIT_VOICE_PATH and from the hub's Bark repositories (cached or online).
+    """
+    registry = state.plugins.voice_sources
+    names = [source] if source else list(registry)
+    if source:
+        registry.get(source)  # a clear error for an unknown source
+    if not names:
+        raise VoiceError("no voice sources are registered; install or unblock a plugin that provides voices")
+    for name in names:
+        try:
+            presets = registry.get(name).names()
+        except VoiceError as exc:
+            click.echo(f"# {name} ({registry.providers[name]}): unavailable: {exc}")
+            continue
+        click.echo(f"# {name} ({registry.providers[name]}): {len(presets)} voices")
+        for preset in presets:
+            click.echo(preset)
+
+
+@voices.command(name="show")
+@click.argument("voice")
+@click.pass_obj
+def show_voice(state: CliState, voice: str) -> None:
+    """Show a voice's token arrays: a preset name or an .npz file."""
+    loaded = Voice.load(voice, plugins=state.plugins)
+    click.echo(f"voice:    {voice}")
+    click.echo(f"source:   {loaded.source or 'preset'}")
+    click.echo(f"semantic: {loaded.semantic.shape[0]} tokens ({loaded.duration_s:.2f} s)")
+    click.echo(f"coarse:   {tuple(loaded.coarse.shape)}")
+    click.echo(f"fine:     {tuple(loaded.fine.shape)}")

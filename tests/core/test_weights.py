@@ -1,0 +1,78 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from barkkit.errors import WeightsError
+from barkkit.weights import hub_id, load_torch_file, resolve_file
+
+from tests.hub_cache import add_to_hub_cache
+
+
+def test_a_local_folder_is_searched_in_candidate_order(tmp_path):
+    (tmp_path / "b.pt").write_bytes(b"x")
+    assert resolve_file(tmp_path, ["a.pt", "b.pt"]) == tmp_path / "b.pt"
+    assert resolve_file(tmp_path, "a.pt", required=False) is None
+    with pytest.raises(WeightsError, match="none of a.pt, c.pt found"):
+        resolve_file(tmp_path, ["a.pt", "c.pt"])
+
+
+def test_names_map_to_hub_ids():
+    assert hub_id("bark") == "suno/bark" and hub_id("bark-small") == "suno/bark-small"
+    assert hub_id("someone/bark-finetune") == "someone/bark-finetune"
+    with pytest.raises(WeightsError, match="not a local folder, a model name"):
+        hub_id("./no/such/folder")
+
+
+def test_hub_files_come_from_the_cache_when_offline(hub_cache):
+    snapshot = add_to_hub_cache(hub_cache, "suno/bark-small", {"config.json": "{}", "speaker_embeddings/x.npy": b"1"})
+    assert resolve_file("bark-small", "config.json") == snapshot / "config.json"
+    assert resolve_file("suno/bark-small", ["missing.bin", "config.json"]) == snapshot / "config.json"
+
+
+def test_offline_and_not_cached_is_one_clear_error():
+    with pytest.raises(WeightsError) as error:
+        resolve_file("bark", ["text_2.pt"])
+    message = str(error.value)
+    assert "'bark' (hub suno/bark)" in message and "text_2.pt" in message
+    assert "huggingface-cli download suno/bark text_2.pt" in message and "\n" not in message
+
+
+def _suno_like(path, extra=None):
+    checkpoint = {"model_args": {"n_layer": 1}, "model": {"_orig_mod.w": torch.ones(2)}, "best_val_loss": np.float64(2.5)}
+    checkpoint.update(extra or {})
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_numpy_scalars_load_only_when_allowed(tmp_path):
+    path = _suno_like(tmp_path / "text.pt")
+    loaded = load_torch_file(path, allow_numpy_scalars=True)
+    assert float(loaded["best_val_loss"]) == 2.5 and torch.equal(loaded["model"]["_orig_mod.w"], torch.ones(2))
+    with pytest.raises(WeightsError, match="refused to load.*numpy"):
+        load_torch_file(path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+def test_a_pickled_object_is_refused_without_running_it(tmp_path, capfd):
+    path = _suno_like(tmp_path / "evil.pt", {"payload": _Payload()})
+    with pytest.raises(WeightsError, match="refused to load: it holds a pickled object"):
+        load_torch_file(path, allow_numpy_scalars=True)
+    assert "should-never-run" not in capfd.readouterr().out
+
+
+def test_truncated_and_garbage_files_are_clear_errors(tmp_path):
+    path = _suno_like(tmp_path / "cut.pt")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(WeightsError, match="cut.pt: not a readable checkpoint"):
+        load_torch_file(path, allow_numpy_scalars=True)
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(WeightsError, match="junk.pt: not a readable checkpoint"):
+        load_torch_file(tmp_path / "junk.pt")
+    with pytest.raises(WeightsError, match="no such file"):
+        load_torch_file(tmp_path / "absent.pt")
