@@ -12,7 +12,6 @@ import contextlib
 import os
 import pickle
 import re
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -163,6 +162,6 @@ def load_torch_file(path: str | os.PathLike, *, allow_numpy_scalars: bool = Fals
         except RuntimeError as exc:
             if mmap and "mmap" in str(exc).lower():
                 return load_torch_file(path, allow_numpy_scalars=allow_numpy_scalars, mmap=False)
-            raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({str(exc).splitlines()[0]})") from None
-        except (EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-            raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({exc})") from None
+            raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({str(exc).split('. ')[0]})") from None
+        except Exception as exc:  # EOFError, struct.error, BadZipFile...: whatever a damaged file raises
+            raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({type(exc).__name__}: {exc})") from None
