@@ -42,19 +42,18 @@ def detector_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test gets its own empty huggingface_hub cache, offline; fill it with ``tests.hub_cache``.
 
     Subprocesses inherit it through HF_HUB_CACHE/HF_HUB_OFFLINE. Plugin selection starts from the defaults.
     """
     import huggingface_hub.constants as hub_constants
 
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
+    cache = tmp_path_factory.mktemp("hf-cache")
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HOME", str(cache / "home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for variable in ("BARKKIT_PLUGINS", "BARKKIT_BLOCK_PLUGINS", "BARKKIT_VOICE_PATH"):
         monkeypatch.delenv(variable, raising=False)

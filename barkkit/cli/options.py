@@ -98,7 +98,8 @@ class ProgressBars:
 
         bar = self._bars.get(step)
         if bar is None:
-            bar = self._bars[step] = tqdm(total=total, desc=step, unit="step", leave=False, dynamic_ncols=True)
+            # disable=None: bars only on a terminal, never in logs or pipes.
+            bar = self._bars[step] = tqdm(total=total, desc=step, unit="step", leave=False, dynamic_ncols=True, disable=None)
         if total and bar.total != total:
             bar.total = total
         bar.update(done - bar.n)
