@@ -1,0 +1,289 @@
+"""EnCodec weights: find them, read them safely, convert them to ``barkkit_encodec.model.Codec``.
+
+Three formats hold the same 24 kHz model:
+
+- the original checkpoint ``encodec_24khz-d7cc33bc.th`` (the ``encodec`` package's plain state dict:
+  ``decoder.model.3.convtr.convtr.weight_g``, ``quantizer.vq.layers.0._codebook.embed``, ...);
+- transformers' ``EncodecModel`` (``decoder.layers.3.conv.weight_g`` or, since transformers 4.3x,
+  ``...conv.parametrizations.weight.original0``; ``quantizer.layers.0.codebook.embed``), standalone
+  (``facebook/encodec_24khz``) or inside a ``BarkModel`` under ``codec_model.`` with its config in ``codec_config``
+  (``suno/bark``, ``suno/bark-small``);
+- folded in memory (``Codec``): weight norm applied once, the first K codebooks stacked in ``codebooks``.
+
+The renames are the ones transformers' ``convert_encodec_checkpoint_to_pytorch.py`` documents. Files are read with
+``weights_only`` torch loading or safetensors; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from barkkit.errors import WeightsError
+from barkkit.weights import DEFAULT_MODEL, load_torch_file, resolve_file
+
+from barkkit_encodec.model import Codec, CodecConfig
+
+__all__ = [
+    "ORIGINAL_CHECKPOINT",
+    "TRANSFORMERS_WEIGHTS",
+    "convert_original_keys",
+    "fold_weight_norm",
+    "codec_state_dict",
+    "config_from_dict",
+    "read_codec_weights",
+    "load_codec",
+    "save_encodec_checkpoint",
+]
+
+ORIGINAL_CHECKPOINT = "encodec_24khz-d7cc33bc.th"
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+BARK_PREFIX = "codec_model."
+
+_ORIGINAL_RENAMES = [
+    (re.compile(r"^(encoder|decoder)\.model\."), r"\1.layers."),
+    (re.compile(r"\.conv\.conv\."), ".conv."),
+    (re.compile(r"\.convtr\.convtr\."), ".conv."),
+    (re.compile(r"^quantizer\.vq\.layers\.(\d+)\._codebook\."), r"quantizer.layers.\1.codebook."),
+]
+
+
+def convert_original_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the ``encodec`` package's keys to transformers' ``EncodecModel`` layout (tensors unchanged)."""
+    converted = {}
+    for key, value in state.items():
+        for pattern, replacement in _ORIGINAL_RENAMES:
+            key = pattern.sub(replacement, key)
+        converted[key] = value
+    return converted
+
+
+def fold_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each weight-norm pair (``weight_g``/``weight_v`` or ``parametrizations.weight.original0/1``) by the
+    plain ``weight`` it stands for: ``g * v / ||v||``, the norm taken over all dims but the first (weight norm's dim 0)."""
+    folded: dict[str, torch.Tensor] = {}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        for g_name, v_name in ((".weight_g", ".weight_v"), (".parametrizations.weight.original0", ".parametrizations.weight.original1")):
+            if key.endswith(g_name):
+                pairs.setdefault(key[: -len(g_name)], {})["g"] = value
+                break
+            if key.endswith(v_name):
+                pairs.setdefault(key[: -len(v_name)], {})["v"] = value
+                break
+        else:
+            folded[key] = value
+    for prefix, pair in pairs.items():
+        if set(pair) != {"g", "v"}:
+            raise WeightsError(f"codec weights: {prefix} has only half of its weight-norm pair; the checkpoint is incomplete")
+        g, v = pair["g"].float(), pair["v"].float()
+        norm = v.norm(2, dim=tuple(range(1, v.dim())), keepdim=True)
+        folded[f"{prefix}.weight"] = v * (g / norm)
+    return folded
+
+
+def codec_state_dict(state: Mapping[str, torch.Tensor], num_quantizers: int = 8) -> dict[str, torch.Tensor]:
+    """A state dict for ``Codec`` from one in transformers' layout (weight norm folded, codebooks stacked).
+
+    Keeps the encoder, the decoder and the first ``num_quantizers`` codebooks; drops the quantizer's training
+    statistics (``cluster_size``, ``embed_avg``, ``inited``).
+    """
+    state = fold_weight_norm(state)
+    result = {k: v.float() for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
+    try:
+        result["codebooks"] = torch.stack(
+            [state[f"quantizer.layers.{k}.codebook.embed"].float() for k in range(num_quantizers)]
+        )
+    except KeyError as exc:
+        raise WeightsError(f"codec weights: codebook {exc.args[0]} is missing; need {num_quantizers} codebooks") from None
+    return result
+
+
+def config_from_dict(config: Mapping[str, Any] | None, *, source: str) -> CodecConfig:
+    """A ``CodecConfig`` from a transformers ``EncodecConfig`` dict; a clear error for a model this codec cannot run."""
+    if not config:
+        return CodecConfig()
+    unsupported = {
+        "use_causal_conv": True,
+        "norm_type": "weight_norm",
+        "normalize": False,
+        "chunk_length_s": None,
+        "pad_mode": "reflect",
+        "trim_right_ratio": 1.0,
+        "use_conv_shortcut": True,
+        "audio_channels": 1,
+    }
+    for key, expected in unsupported.items():
+        if key in config and config[key] != expected:
+            raise WeightsError(
+                f"{source}: codec config has {key}={config[key]!r}; barkkit's encodec decoder runs the causal mono "
+                f"24 kHz EnCodec model ({key}={expected!r}) that Bark uses"
+            )
+    values: dict[str, Any] = {}
+    for spec in fields(CodecConfig):
+        if spec.name in config and config[spec.name] is not None and spec.name != "num_quantizers":
+            value = config[spec.name]
+            values[spec.name] = tuple(value) if isinstance(value, list) else value
+    codec_config = CodecConfig(**values)
+    if codec_config.sampling_rate != 24_000 or codec_config.hop_length != 320:
+        raise WeightsError(
+            f"{source}: codec runs at {codec_config.sampling_rate} Hz with {codec_config.hop_length} samples a frame; "
+            "Bark's tokens need the 24 kHz EnCodec model (320 samples a frame)"
+        )
+    return codec_config
+
+
+# reading files ---------------------------------------------------------------------------------------------------
+def _read_safetensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key[len(prefix) :]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _read_weights_file(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, prefix)
+    state = load_torch_file(path)
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix) and torch.is_tensor(value)}
+
+
+def _read_transformers(model: str | os.PathLike, weights: Path, config: Mapping[str, Any] | None) -> tuple[dict, Any]:
+    """Codec tensors (transformers names, prefix removed) and the codec's config dict from a transformers model."""
+    model_type = (config or {}).get("model_type")
+    if model_type == "bark":
+        prefix, codec_config = BARK_PREFIX, config.get("codec_config")
+    elif model_type == "encodec":
+        prefix, codec_config = "", config
+    else:  # no config.json: tell a BarkModel from an EncodecModel by its keys
+        prefix, codec_config = None, None
+    files = [weights]
+    if weights.name.endswith(".index.json"):
+        try:
+            weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise WeightsError(f"{weights}: not a valid checkpoint index ({exc})") from None
+        wanted = {f for key, f in weight_map.items() if prefix is None or key.startswith(prefix)}
+        if prefix is None:
+            prefix = BARK_PREFIX if any(key.startswith(BARK_PREFIX) for key in weight_map) else ""
+            wanted = {f for key, f in weight_map.items() if key.startswith(prefix)}
+        files = [resolve_file(model, name) for name in sorted(wanted)]
+    state: dict[str, torch.Tensor] = {}
+    for path in files:
+        if prefix is None:
+            state = _read_weights_file(path, BARK_PREFIX)
+            prefix = BARK_PREFIX if state else ""
+            if state:
+                continue
+        state.update(_read_weights_file(path, prefix))
+    return state, codec_config
+
+
+def _load_json(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise WeightsError(f"{path}: not a readable config.json ({exc})") from None
+
+
+def read_codec_weights(model: str | os.PathLike | None = None) -> tuple[CodecConfig, dict[str, torch.Tensor], str]:
+    """Find and read EnCodec weights for a model reference; returns (config, state in transformers' layout, source).
+
+    ``model`` is a local folder or file, a model name (``bark``, ``bark-small``: the codec inside that hub
+    repository's BarkModel) or a hub id (a BarkModel or EncodecModel repository). In a folder the original
+    ``encodec_24khz-d7cc33bc.th`` wins; else a transformers checkpoint (``model.safetensors``, ``pytorch_model.bin``,
+    sharded or not) with its ``config.json``.
+    """
+    model = DEFAULT_MODEL if model is None else model
+    path = Path(model)
+    if path.is_file():  # a checkpoint file given directly
+        if path.suffix == ".th":
+            return CodecConfig(), convert_original_keys(_read_weights_file(path, "")), str(path)
+        config = _load_json(path.parent / "config.json" if (path.parent / "config.json").is_file() else None)
+        state, codec_config = _read_transformers(path.parent, path, config)
+        return config_from_dict(codec_config, source=str(path)), state, str(path)
+    if path.is_dir():
+        original = resolve_file(path, ORIGINAL_CHECKPOINT, required=False)
+        if original is not None:
+            return CodecConfig(), convert_original_keys(_read_weights_file(original, "")), str(original)
+        weights = resolve_file(path, TRANSFORMERS_WEIGHTS, required=False)
+        if weights is None:
+            raise WeightsError(
+                f"{path}: no codec weights; the folder needs {ORIGINAL_CHECKPOINT} or a transformers BarkModel/"
+                f"EncodecModel checkpoint ({', '.join(TRANSFORMERS_WEIGHTS[::2])} with config.json)"
+            )
+        config = _load_json(resolve_file(path, "config.json", required=False))
+    else:
+        config = _load_json(resolve_file(model, "config.json", required=False))
+        weights = resolve_file(model, TRANSFORMERS_WEIGHTS)
+    state, codec_config = _read_transformers(model, weights, config)
+    return config_from_dict(codec_config, source=str(weights)), state, str(weights)
+
+
+def load_codec(model: str | os.PathLike | None = None, *, device: str | torch.device = "cpu") -> Codec:
+    """A ready ``Codec`` (eval mode, float32, on ``device``) with the weights ``model`` refers to."""
+    config, state, source = read_codec_weights(model)
+    if not any(key.startswith("decoder.") for key in state):
+        raise WeightsError(f"{source}: holds no EnCodec weights (no decoder.* or codec_model.decoder.* tensors)")
+    codec = Codec(config)
+    try:
+        missing, unexpected = codec.load_state_dict(codec_state_dict(state, config.num_quantizers), strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise WeightsError(f"{source}: codec weights do not fit the 24 kHz EnCodec model ({detail})") from None
+    if missing or unexpected:
+        names = ", ".join((missing or unexpected)[:3])
+        what = "lacks" if missing else "has unexpected"
+        raise WeightsError(f"{source}: codec checkpoint {what} tensors ({names}, ...); is it the 24 kHz EnCodec model?")
+    return codec.eval().to(device)
+
+
+# test helper --------------------------------------------------------------------------------------------------
+def save_encodec_checkpoint(folder: str | os.PathLike, *, seed: int = 0, codebook_scale: float = 1.0) -> tuple[Path, Any]:
+    """Write a random-weight EnCodec 24 kHz checkpoint in the original format (``encodec_24khz-d7cc33bc.th``).
+
+    For tests: the model is the full-size architecture built by the ``encodec`` package (``pretrained=False``,
+    so nothing is downloaded), set to 6 kbps. Its codebooks start as zeros there (they are k-means initialised on
+    the first training batch), which would make every code decode alike, so they are drawn from N(0,
+    ``codebook_scale``^2). Returns the file and the ``encodec.EncodecModel``, which the reference implementation
+    can use as ``bark.generation.models["codec"]``. Needs the ``encodec`` package (and so torchaudio).
+    """
+    import warnings
+
+    from encodec import EncodecModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # encodec uses the deprecated torch.nn.utils.weight_norm
+        model = EncodecModel.encodec_model_24khz(pretrained=False)
+    model.set_target_bandwidth(6.0)
+    with torch.no_grad():
+        for layer in model.quantizer.vq.layers:
+            codebook = layer._codebook
+            codebook.embed.copy_(torch.randn_like(codebook.embed) * codebook_scale)
+            codebook.embed_avg.copy_(codebook.embed)
+            codebook.inited.fill_(1.0)
+    model.eval()
+    path = folder / ORIGINAL_CHECKPOINT
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
