@@ -50,7 +50,7 @@ class EncodecDecoder(Decoder):
     def decode(self, tokens: FineTokens, *, progress: Progress | None = None) -> Audio:
         """Codes (8, T) -> mono audio of T x 320 samples at 24 kHz (not clipped: it can exceed 1.0)."""
         tokens = tokens if isinstance(tokens, FineTokens) else FineTokens(tokens)
-        codes = torch.from_numpy(np.asarray(tokens)).to(self.device)[:, None]  # (8, 1, T)
+        codes = torch.from_numpy(np.array(tokens)).to(self.device)[:, None]  # (8, 1, T)
         with torch.inference_mode():
             audio = self.codec.decode(codes, chunk_frames=self.chunk_frames, progress=progress)  # (1, 1, T * 320)
         return Audio(audio[0, 0].float().cpu().numpy(), self.sample_rate)
