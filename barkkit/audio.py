@@ -4,10 +4,15 @@ Reading accepts whatever soundfile (libsndfile: wav, flac, ogg, mp3, ...) or lib
 count; channels are averaged to mono. Writing picks the format from the extension (``.wav``, ``.flac``, ``.ogg``)
 and is atomic.
 
-Peaks: Bark's decoder output is not bounded and can exceed 1.0 (the reference writes it as float WAV as it is).
-Integer formats cannot hold that, so by default (``peak="scale"``) a clip whose peak exceeds 1.0 is scaled down as a
-whole to a peak of 0.999, which keeps its shape; ``peak="clip"`` clips instead, and ``peak="keep"`` writes the raw
-values (float WAV only).
+Peaks: Bark's decoder output is not bounded and can exceed 1.0 (the reference hands back the raw array; its
+examples write it with scipy as float WAV, where players then clip). Integer formats cannot hold that, so by default
+(``peak="scale"``) a clip whose peak exceeds 1.0 is scaled down as a whole to a peak of 0.999, which keeps its
+shape and is the same for every format; a clip within [-1, 1] is written unchanged. ``peak="clip"`` clips instead,
+and ``peak="keep"`` writes the raw values (float WAV only).
+
+Formats: ``.wav`` 32-bit float (``pcm16=True``: 16-bit integer), ``.flac`` 24-bit (``pcm16``: 16-bit), ``.ogg``
+Vorbis (lossy). A write that fails (disk full, an unsupported rate) is an ``AudioError`` and leaves no file; an
+existing file at the path is replaced only by a complete one.
 """
 
 from __future__ import annotations
@@ -106,7 +111,13 @@ def save_audio(
         subtype = "PCM_16" if pcm16 else "PCM_24"
     else:
         subtype = "VORBIS"
+    if peak not in ("scale", "clip", "keep"):
+        raise AudioError(f"unknown peak policy '{peak}'; use scale, clip or keep")
     samples = _apply_peak(np.asarray(audio.samples, dtype=np.float32), peak, float_output=subtype == "FLOAT")
-    with atomic_output(path) as tmp:
-        soundfile.write(str(tmp), samples, audio.sample_rate, subtype=subtype, format=WRITE_FORMATS[extension])
+    try:
+        with atomic_output(path) as tmp:
+            soundfile.write(str(tmp), samples, audio.sample_rate, subtype=subtype, format=WRITE_FORMATS[extension])
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: could not write {WRITE_FORMATS[extension]} audio at {audio.sample_rate} Hz ({detail})") from None
     return path

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from barkkit.errors import WeightsError
+from barkkit.pipeline import Pipeline
 from barkkit.plugins import load_plugins
 from barkkit.tokens import Audio, FineTokens
 
@@ -181,3 +182,16 @@ def test_truncated_weights_are_a_clear_error(original_codec, tmp_path):
     (tmp_path / ORIGINAL_CHECKPOINT).write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated or corrupt"):
         EncodecDecoder.load(tmp_path)
+
+
+def test_a_pipeline_spec_runs_the_decoder_by_name(original_codec, fine_prompts, decoder, tmp_path):
+    folder, _ = original_codec
+    fine = FineTokens(fine_prompts["announcer"][:, :40])
+    spec = {"semantic": False, "coarse": False, "fine": False, "decoder": "encodec", "model": str(folder)}
+    (tmp_path / "pipeline.toml").write_text(
+        f'[pipeline]\nsemantic = false\ncoarse = false\nfine = false\ndecoder = {{ name = "encodec", model = "{folder}" }}\n'
+    )
+    for pipeline in (Pipeline.from_spec(spec), Pipeline.from_spec(tmp_path / "pipeline.toml")):
+        generation = pipeline.run(fine)
+        assert generation.sample_rate == 24_000 and len(generation.audio) == 40 * 320
+        assert np.abs(generation.audio.samples - decoder.decode(fine).samples).max() < 1e-6
