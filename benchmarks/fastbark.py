@@ -71,7 +71,19 @@ class KVCache(nn.Module):
         self.k = torch.empty(batch, n_head, size, head_dim, dtype=dtype, device=device)
         self.v = torch.empty(batch, n_head, size, head_dim, dtype=dtype, device=device)
 
-    def update(self, slots: slice, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, slots: slice, k: torch.Tensor, v: torch.Tensor,
+               row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nh, T, hs) at ``slots``; return what the queries attend to.
+
+        ``row`` set: a one-row prefill into that row's slots; it attends to its own slots only, and the slots before
+        them (left padding) are zeroed so that masked keys are finite for the batched decode steps.
+        """
+        if row is not None:
+            self.k[row, :, : slots.start] = 0
+            self.v[row, :, : slots.start] = 0
+            self.k[row : row + 1, :, slots] = k
+            self.v[row : row + 1, :, slots] = v
+            return self.k[row : row + 1, :, slots], self.v[row : row + 1, :, slots]
         self.k[:, :, slots] = k
         self.v[:, :, slots] = v
         return self.k[:, :, : slots.stop], self.v[:, :, : slots.stop]
@@ -85,12 +97,13 @@ class Attention(nn.Module):
         self.n_head = n_head
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, slots: slice | None, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, slots: slice | None, mask: torch.Tensor | None, causal: bool,
+                row: int | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if self.cache is not None and slots is not None:
-            k, v = self.cache.update(slots, k, v)  # (B, nh, S, hs), S = slots.stop
+            k, v = self.cache.update(slots, k, v, row)  # (B, nh, S, hs)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None and T > 1)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -114,8 +127,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias or fine)
         self.mlp = MLP(n_embd, bias)
 
-    def forward(self, x: torch.Tensor, slots: slice | None, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), slots, mask, causal)
+    def forward(self, x: torch.Tensor, slots: slice | None, mask: torch.Tensor | None, causal: bool,
+                row: int | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), slots, mask, causal, row)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -142,15 +156,26 @@ class BarkGPT(nn.Module):
             if old is None or old.k.shape[0] != batch or old.k.shape[2] < size:
                 block.attn.cache = KVCache(batch, self.args["n_head"], size, hd, p.dtype, p.device)
 
-    def forward(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, mask: torch.Tensor | None,
+                row: int | None = None) -> torch.Tensor:
         """Token embeddings (B, T, C) at positions ``pos`` (B, T) into cache ``slots`` -> last logits (B, V).
 
-        ``mask`` (B, 1, T, S) says which cache slots each query may see; None means plain causal from slot 0.
+        Decode: ``mask`` (B, 1, 1, S) says which cache slots each row may see (None: all up to the slot written).
+        Prefill: one row at a time (``row``, B = 1), causal over its own slots, so a batch row's numbers never
+        depend on the other rows (int8 activations are quantized per call).
         """
         x = tok_emb + self.transformer.wpe(pos)
         for block in self.transformer.h:
-            x = block(x, slots, mask, True)
-        return self.lm_head(self.transformer.ln_f(x[:, -1]))
+            x = block(x, slots, mask, True, row)
+        return self.lm_head(self.transformer.ln_f(x[:, -1:]))[:, 0]
+
+    def prefill(self, rows: Sequence[torch.Tensor], total: int) -> torch.Tensor:
+        """Prefill each row's embeddings (1, L_i, C), right-aligned at slot ``total`` -> last logits (B, V)."""
+        out = []
+        for i, emb in enumerate(rows):
+            L = emb.shape[1]
+            out.append(self(emb, torch.arange(L)[None], slice(total - L, total), None, row=i))
+        return torch.cat(out)
 
     def all_logits(self, tok_emb: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits at every position (B, T, V) of a causal pass with no cache (teacher forcing)."""
@@ -210,11 +235,50 @@ def build(kind: str, checkpoint: dict[str, Any], *, int8: bool = False) -> nn.Mo
     return model
 
 
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights (per output channel, symmetric) and int8 activations quantized per call.
+
+    Many rows at once (prefill, fine stage: one batch row per call): fbgemm's dynamic-quantized linear, which
+    quantizes the activations of the call with one scale. One token per row (decode): each row quantized with its
+    own scale and multiplied in int32 (``torch._int_mm``, exact integer sums), so a row's result does not depend on
+    the other rows of a batch. Both read the same int8 weights: a quarter of fp32's bytes per decode step.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        linear.qconfig = per_channel_dynamic_qconfig
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.packed = DynamicLinear.from_float(linear)
+        weight = self.packed.weight()  # per-channel symmetric qint8: zero points are 0
+        self.register_buffer("w_int8", weight.int_repr().t(), persistent=False)  # (K, N), a transposed view
+        self.register_buffer("w_scale", weight.q_per_channel_scales().float(), persistent=False)  # (N,)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
+            return torch.stack([self.packed(row) for row in x])
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])  # (M, K), one token per row
+        scale = x2.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
+        q = torch.round(x2 / scale).to(torch.int8)
+        y = torch._int_mm(q, self.w_int8).float() * (scale * self.w_scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """Every nn.Linear as an int8 dynamic-quantized linear (per-tensor weights, activations quantized per call)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    """Replace every nn.Linear of ``model`` (blocks and output heads) with an ``Int8Linear``."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, child_name, Int8Linear(child))
+    return model
 
 
 # sampling --------------------------------------------------------------------------------------------------------
@@ -237,15 +301,6 @@ def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], tem
     return tokens, probs
 
 
-def _left_pad_mask(lengths: Sequence[int], total: int, device: Any) -> torch.Tensor:
-    """(B, 1, total, total) causal mask over left-padded rows: row i's real tokens sit in the last lengths[i] slots."""
-    slot = torch.arange(total, device=device)
-    start = torch.tensor([total - n for n in lengths], device=device)[:, None, None, None]
-    query, key = slot[None, None, :, None], slot[None, None, None, :]
-    # padding queries see themselves, so no row is fully masked (a NaN there would reach the real rows' values)
-    return (query >= key) & ((key >= start) | (key == query))
-
-
 # semantic --------------------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def generate_semantic(model: BarkGPT, texts_ids: Sequence[np.ndarray], histories: Sequence[np.ndarray | None],
@@ -266,7 +321,7 @@ def generate_semantic(model: BarkGPT, texts_ids: Sequence[np.ndarray], histories
                      wte(torch.full((B, 1), SEMANTIC_INFER_TOKEN))], dim=1)  # (B, 257, C)
     T0 = emb.shape[1]
     model.setup_cache(B, T0 + max_steps)
-    logits = model(emb, torch.arange(T0)[None].expand(B, T0), slice(0, T0), None)
+    logits = model.prefill([emb[i : i + 1] for i in range(B)], T0)
     out: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B
     max_tokens = max_steps if max_gen_duration_s is None else min(max_steps, _duration_steps(max_gen_duration_s))
@@ -274,12 +329,13 @@ def generate_semantic(model: BarkGPT, texts_ids: Sequence[np.ndarray], histories
         relevant = logits[:, :SEMANTIC_VOCAB_SIZE]
         if allow_early_stop:
             relevant = torch.cat([relevant, logits[:, SEMANTIC_PAD_TOKEN : SEMANTIC_PAD_TOKEN + 1]], dim=1)
-        tokens, probs = sample_rows(relevant, generators, temp, top_k, top_p)
-        for i in range(B):
-            if done[i]:
-                continue
+        live = [i for i in range(B) if not done[i]]
+        sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
+        tokens = torch.zeros(B, dtype=torch.long)  # rows that are done feed token 0; ignored
+        tokens[live] = sampled
+        for j, i in enumerate(live):
             t = int(tokens[i])
-            if allow_early_stop and (t == SEMANTIC_VOCAB_SIZE or (min_eos_p is not None and probs[i, -1] >= min_eos_p)):
+            if allow_early_stop and (t == SEMANTIC_VOCAB_SIZE or (min_eos_p is not None and probs[j, -1] >= min_eos_p)):
                 done[i] = True
                 continue
             out[i].append(t)
@@ -350,58 +406,61 @@ def generate_coarse(model: BarkGPT, semantics: Sequence[np.ndarray], voices: Seq
         return [*x.tolist(), COARSE_INFER_TOKEN, *r["coarse"][-max_coarse_history:]]
 
     wte = model.transformer.wte
+    B = len(rows)
     n_windows = max(int(np.ceil(r["n_steps"] / sliding_window_len)) for r in rows)
-    batch: list[int] = []  # rows in the cache, in order
-    cached: list[list[int]] = []  # each batch row's tokens in the cache (its own positions)
-    pad_left: list[int] = []
-    total = 0  # cache slots used
-    cache_size = 0
-    logits = None
+    model.setup_cache(B, 1024)  # a window holds at most 256 + 1 + 630 + 60 tokens
+    cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
+    pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are zeros, masked
+    total = 0
+    logits = torch.zeros(B, model.lm_head.out_features)
+    fed = False  # whether the cache holds the last sampled token of every row (logits are fresh)
     for w in range(n_windows):
         live = [i for i, r in enumerate(rows) if w * sliding_window_len < r["n_steps"]]
         inputs = {i: window_input(rows[i], w) for i in live}
-        steps_left = max(rows[i]["n_steps"] - w * sliding_window_len for i in live)
-        reuse = logits is not None and total + min(sliding_window_len, steps_left) <= cache_size and all(
-            i not in inputs or inputs[i] == cached[j] for j, i in enumerate(batch))
-        if not reuse:
-            batch = live
-            lengths = [len(inputs[i]) for i in batch]
-            total = max(lengths)
-            pad_left = [total - n for n in lengths]
-            ids = torch.tensor([[COARSE_SEMANTIC_PAD_TOKEN] * p + inputs[i] for p, i in zip(pad_left, batch)])
-            pos = torch.tensor([[0] * p + list(range(n)) for p, n in zip(pad_left, lengths)])
-            cache_size = min(1024, total + steps_left)
-            model.setup_cache(len(batch), cache_size)
-            mask = None if len(set(lengths)) == 1 else _left_pad_mask(lengths, total, ids.device)
-            logits = model(wte(ids), pos, slice(0, total), mask)
-            cached = [list(inputs[i]) for i in batch]
-        gens = [generators[i] for i in batch]
+        redo = [i for i in live if not (fed and inputs[i] == cached[i])]
+        # realign every window so the cache holds no more than the longest live row (positions live in the values)
+        keep = [i for i in live if i not in redo]
+        new_total = max([len(cached[i]) for i in keep] + [len(inputs[i]) for i in redo])
+        if keep and new_total != total:
+            _shift_rows(model, keep, pad, total, new_total - total)
+        for i in keep:
+            pad[i] = new_total - len(cached[i])
+        for i in range(B):
+            if i not in live:
+                pad[i] = 0  # finished rows: decoded along (finite garbage), never read
+        total = new_total
+        for i in redo:
+            L = len(inputs[i])
+            logits[i] = model(wte(torch.tensor([inputs[i]])), torch.arange(L)[None], slice(total - L, total),
+                              None, row=i)[0]
+            pad[i], cached[i] = total - L, list(inputs[i])
         for s in range(sliding_window_len):
             n_step = w * sliding_window_len + s
-            if n_step >= max(rows[i]["n_steps"] for i in batch):
+            now = [i for i in live if n_step < rows[i]["n_steps"]]
+            if not now:
                 break
             start = SEMANTIC_VOCAB_SIZE + (0 if n_step % N_COARSE == 0 else CODEBOOK_SIZE)
-            tokens, _ = sample_rows(logits[:, start : start + CODEBOOK_SIZE], gens, temp, top_k, top_p)
-            tokens = tokens + start
-            for j, i in enumerate(batch):
-                if n_step < rows[i]["n_steps"]:
-                    rows[i]["coarse"].append(int(tokens[j]))
-                cached[j].append(int(tokens[j]))
-            if s == sliding_window_len - 1 or total + 1 > cache_size:
-                # the window's last token is only worth feeding if the next window can keep this cache
+            tokens = torch.full((B,), start, dtype=torch.long)  # rows that are done feed a harmless token
+            sampled, _ = sample_rows(logits[now, start : start + CODEBOOK_SIZE], [generators[i] for i in now],
+                                     temp, top_k, top_p)
+            tokens[now] = sampled + start
+            for i in now:
+                rows[i]["coarse"].append(int(tokens[i]))
+                cached[i].append(int(tokens[i]))
+            fed = False
+            if s == sliding_window_len - 1:
+                # the window's last token is only worth feeding if some row keeps its cache for the next window
                 nxt = w + 1
-                if nxt >= n_windows or total + 1 > cache_size or any(
-                        nxt * sliding_window_len < rows[i]["n_steps"] and window_input(rows[i], nxt) != cached[j]
-                        for j, i in enumerate(batch)):
-                    logits = None
+                if nxt >= n_windows or not any(nxt * sliding_window_len < rows[i]["n_steps"]
+                                               and window_input(rows[i], nxt) == cached[i] for i in now):
                     break
-            pos = torch.tensor([[total - p] for p in pad_left])
-            mask = None
-            if any(pad_left):
-                slot = torch.arange(total + 1)
-                mask = (slot[None, :] >= torch.tensor(pad_left)[:, None])[:, None, None, :]
-            logits = model(wte(tokens[:, None]), pos, slice(total, total + 1), mask)
+            slot = torch.arange(total + 1)
+            mask = (slot[None, :] >= torch.tensor(pad)[:, None])[:, None, None, :] if any(pad) else None
+            pos = torch.tensor([[min(total - p, 1023)] for p in pad])  # finished rows: any valid position
+            logits = model(wte(tokens[:, None]), pos, slice(total, total + 1),
+                           mask)
             total += 1
+            fed = True
     outs = []
     for r in rows:
         gen = np.array(r["coarse"][r["n_hist"]:], dtype=np.int64)[: r["n_steps"]]
@@ -409,6 +468,16 @@ def generate_coarse(model: BarkGPT, semantics: Sequence[np.ndarray], voices: Seq
         arr[1] -= CODEBOOK_SIZE
         outs.append(arr)
     return outs
+
+
+def _shift_rows(model: BarkGPT, rows: Sequence[int], pad: Sequence[int], total: int, by: int) -> None:
+    """Move the cached keys/values of ``rows`` from slots [pad, total) to [pad + by, total + by), zeros before."""
+    for block in model.transformer.h:
+        cache = block.attn.cache
+        for i in rows:
+            for t in (cache.k, cache.v):
+                t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
+                t[i, :, : pad[i] + by] = 0
 
 
 # fine ------------------------------------------------------------------------------------------------------------
@@ -434,37 +503,26 @@ def generate_fine(model: BarkFineGPT, coarses: Sequence[np.ndarray], voices: Seq
         n_loops = max(0, int(np.ceil((T - (1024 - n_history)) / 512))) + 1
         rows.append({"arr": torch.from_numpy(arr.T.copy()), "n_history": n_history, "n_pad": n_pad,
                      "n_loops": n_loops, "n_coarse": n_coarse, "T": T})
-    n_coarse = rows[0]["n_coarse"]
-    for n in range(max(r["n_loops"] for r in rows)):
-        active = [i for i, r in enumerate(rows) if n < r["n_loops"]]
-        windows = []
-        for i in active:
-            r = rows[i]
-            L = r["arr"].shape[0]
-            W = min(1024, L)
+    # Rows run one at a time: the fine model is compute-bound over hundreds of frames, so batching gains nothing,
+    # and alone each row's numbers are exactly what a single run computes.
+    for r, generator in zip(rows, generators):
+        arr, n_coarse = r["arr"], r["n_coarse"]
+        L = arr.shape[0]
+        W = min(1024, L)
+        for n in range(r["n_loops"]):
             start = min(n * 512, L - W)
             fill = min(r["n_history"] + n * 512, L - 512) if L >= 1024 else r["n_history"]
-            windows.append((start, W, fill - start))
-        Wmax = max(W for _, W, _ in windows)
-        buf = torch.full((len(active), Wmax, N_FINE), CODEBOOK_SIZE, dtype=torch.long)
-        for j, (i, (start, W, _)) in enumerate(zip(active, windows)):
-            buf[j, :W] = rows[i]["arr"][start : start + W]
-        key_mask = None
-        if any(W != Wmax for _, W, _ in windows):
-            key_mask = (torch.arange(Wmax)[None, :] < torch.tensor([W for _, W, _ in windows])[:, None])[:, None, None]
-        first = min(rel for _, _, rel in windows)
-        for nn_ in range(n_coarse, N_FINE):
-            logits = model(nn_, buf, key_mask, first)[..., :CODEBOOK_SIZE]  # (B, Wmax - first, 1024)
-            for j, (i, (start, W, rel)) in enumerate(zip(active, windows)):
-                lg = logits[j, rel - first : W - first]
+            rel = fill - start
+            buf = arr[start : start + W][None].clone()  # (1, W, 8)
+            for nn_ in range(n_coarse, N_FINE):
+                logits = model(nn_, buf, None, rel)[0, :, :CODEBOOK_SIZE]  # (W - rel, 1024)
                 if temp is None:
-                    preds = lg.argmax(-1)
+                    preds = logits.argmax(-1)
                 else:
-                    probs = F.softmax(lg.float() / temp, dim=-1)
-                    preds = torch.multinomial(probs, 1, generator=generators[i])[:, 0]
-                buf[j, rel:W, nn_] = preds
-        for j, (i, (start, W, rel)) in enumerate(zip(active, windows)):
-            rows[i]["arr"][start + rel : start + W, n_coarse:] = buf[j, rel:W, n_coarse:]
+                    probs = F.softmax(logits.float() / temp, dim=-1)
+                    preds = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                buf[0, rel:, nn_] = preds
+            arr[start + rel : start + W, n_coarse:] = buf[0, rel:, n_coarse:]
     outs = []
     for r in rows:
         arr = r["arr"].T.numpy()[:, r["n_history"]:]

@@ -1,0 +1,240 @@
+"""Time Bark implementations side by side, in one process, on the same random weights, text and lengths.
+
+    python benchmarks/run.py [--large] [--seconds 3] [--voice v2/en_speaker_6] [--rounds 1] [--batch 8]
+
+Builds bark-small-shaped random weights (``--large``: bark's 24 x 1024) in Suno's checkpoint format, then runs, per
+round and in a rotating order: the reference (``bark==0.1.5``, KV caching on, as ``bark.api`` calls it),
+transformers' ``BarkModel`` sub-models, and barkkit in ``exact`` and ``fast`` mode. Lengths are fixed (no early
+stop): ``--seconds`` of audio is ``round(seconds x 49.9)`` semantic tokens and 75 coarse frames a second.
+Prints, per stage: seconds (median over rounds), tokens per second, real-time factor (seconds per second of audio),
+peak resident memory over the stage's start, and the ratio to the reference measured in the same round.
+``--batch N`` also times ``N`` texts through barkkit fast mode as one batch against ``N`` single runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fastbark as FB  # noqa: E402
+import harness as H  # noqa: E402
+
+TEXT = "Hello, my name is Suno. And, uh, I like pizza. But I also have other interests such as playing tic tac toe."
+BATCH_TEXTS = [
+    TEXT,
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Bark can also laugh, sigh and hum a little tune when it wants to.",
+    "Please leave a message after the tone, and we will call you back.",
+    "It was a bright cold day in April, and the clocks were striking thirteen.",
+    "Numbers like forty two are read out in full by the text model.",
+    "A short sentence.",
+    "Every batch item keeps its own voice, its own seed and its own length.",
+]
+
+
+def engine_runner(name: str, folder: Path, size: str, options: FB.FastOptions, codec_folder: Path | None) -> H.Runner:
+    """The batched engine (benchmarks/fastbark.py) on the checkpoint files, loaded with mmap + weights_only."""
+    from barkkit.weights import load_torch_file
+
+    models = {kind: FB.build(kind, load_torch_file(folder / H.FILE_NAMES[size][kind]), int8=options.int8)
+              for kind in ("text", "coarse", "fine")}
+    tok = H.tokenizer()
+    decoder = None
+    if codec_folder is not None:
+        from barkkit_encodec.decoder import EncodecDecoder
+
+        decoder = EncodecDecoder.load(codec_folder)
+
+    def text_ids(text: str) -> np.ndarray:
+        return np.array(tok.encode(" ".join(text.split()), add_special_tokens=False), dtype=np.int64) + FB.TEXT_ENCODING_OFFSET
+
+    def semantic_batch(texts, voices, seeds, n_tokens):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        return FB.generate_semantic(models["text"], [text_ids(t) for t in texts],
+                                    [None if v is None else v["semantic_prompt"] for v in voices], gens,
+                                    allow_early_stop=False, max_gen_duration_s=(n_tokens - 0.5) / H.SEMANTIC_RATE_HZ)
+
+    def coarse_batch(sems, voices, seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        return FB.generate_coarse(models["coarse"], sems, voices, gens, max_coarse_history=options.coarse_history,
+                                  sliding_window_len=options.coarse_window)
+
+    def fine_batch(coarses, voices, seeds):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        return FB.generate_fine(models["fine"], coarses, voices, gens, pad_to_window=options.fine_pad,
+                                max_history=options.fine_history)
+
+    def decode(fine: np.ndarray) -> np.ndarray:
+        from barkkit.tokens import FineTokens
+
+        return decoder.decode(FineTokens(fine)).samples
+
+    return H.Runner(
+        name,
+        lambda text, voice, seed, n: semantic_batch([text], [voice], [seed], n)[0],
+        lambda sem, voice, seed: coarse_batch([sem], [voice], [seed])[0],
+        lambda coarse, voice, seed: fine_batch([coarse], [voice], [seed])[0],
+        decode if decoder is not None else None,
+        extra={"semantic_batch": semantic_batch, "coarse_batch": coarse_batch, "fine_batch": fine_batch,
+               "models": models},
+    )
+
+
+def run_chain(runner: H.Runner, text: str, voice, n_tokens: int, seed: int) -> dict[str, H.StageTiming]:
+    timings = {}
+    sem, timings["semantic"] = H.time_stage(lambda: runner.semantic(text, voice, seed, n_tokens), len)
+    coarse, timings["coarse"] = H.time_stage(lambda: runner.coarse(sem, voice, seed + 1), lambda x: x.size)
+    fine, timings["fine"] = H.time_stage(lambda: runner.fine(coarse, voice, seed + 2), lambda x: x[2:].size)
+    if runner.decode is not None:
+        _, timings["decode"] = H.time_stage(lambda: runner.decode(fine), len)
+    if len(sem) != n_tokens or coarse.shape[1] != H.expected_lengths(n_tokens)[1]:
+        raise RuntimeError(f"{runner.name}: made {len(sem)} semantic tokens and {coarse.shape[1]} coarse frames")
+    return timings
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads, "
+            f"{torch.backends.cpu.get_cpu_capability()}), Python {platform.python_version()}")
+
+
+def print_table(results: dict[str, list[dict[str, H.StageTiming]]], audio_s: float) -> None:
+    names = list(results)
+    ref = results.get("reference")
+    header = f"{'implementation':<16} {'stage':<9} {'seconds':>8} {'tok/s':>8} {'RTF':>7} {'peak MB':>8} {'+MB':>7} {'vs ref':>7}"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        rounds = results[name]
+        stages = [s for s in H.STAGES if s in rounds[0]]
+        for stage in [*stages, "total"]:
+            if stage == "total":
+                secs = [sum(r[s].seconds for s in ("semantic", "coarse", "fine", "decode") if s in r) for r in rounds]
+                toks, peak, delta = None, max(r[s].peak_mb for r in rounds for s in stages), None
+            else:
+                secs = [r[stage].seconds for r in rounds]
+                toks = rounds[0][stage].tokens
+                peak = max(r[stage].peak_mb for r in rounds)
+                delta = max(r[stage].delta_mb for r in rounds)
+            med = statistics.median(secs)
+            ratio = ""
+            if ref is not None:
+                ref_secs = []
+                for rr in ref:
+                    if stage == "total":
+                        ref_secs.append(sum(rr[s].seconds for s in ("semantic", "coarse", "fine", "decode")
+                                            if s in rr and s in rounds[0]))
+                    elif stage in rr:
+                        ref_secs.append(rr[stage].seconds)
+                if ref_secs:
+                    ratio = f"{statistics.median(ref_secs) / med:6.2f}x"
+            tps = f"{toks / med:8.1f}" if toks and stage != "decode" else f"{'':>8}"
+            dl = f"{delta:7.0f}" if delta is not None else f"{'':>7}"
+            print(f"{name:<16} {stage:<9} {med:8.2f} {tps} {med / audio_s:7.2f} {peak:8.0f} {dl} {ratio:>7}")
+        print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--large", action="store_true", help="bark (large) shapes: 24 layers, 1024 wide")
+    parser.add_argument("--seconds", type=float, default=3.0, help="audio length (fixed token counts)")
+    parser.add_argument("--voice", default="v2/en_speaker_6", help="shared voice preset, or 'none'")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions (median reported)")
+    parser.add_argument("--only", default="reference,transformers,exact,fast", help="implementations to run")
+    parser.add_argument("--batch", type=int, default=0, help="also time N texts as one fast-mode batch vs N single runs")
+    parser.add_argument("--workdir", default=None, help="where to write the random checkpoints (default: a temp dir)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    size = "large" if args.large else "small"
+    n_tokens = H.semantic_tokens_for(args.seconds)
+    n_frames = H.expected_lengths(n_tokens)[1]
+    audio_s = n_frames / H.COARSE_RATE_HZ
+    voice = H.load_voice(args.voice)
+    only = args.only.split(",")
+    print(f"machine: {machine()}")
+    print(f"bark-{size} shapes, random weights; voice {args.voice}; {n_tokens} semantic tokens, {n_frames} coarse "
+          f"frames = {audio_s:.2f} s of audio; {args.rounds} round(s)\n")
+
+    tmp = tempfile.TemporaryDirectory(dir=args.workdir)
+    folder = Path(tmp.name)
+    t0 = time.perf_counter()
+    models = H.build_reference_models(size)
+    H.write_checkpoints(models, folder, size)
+    from barkkit_encodec.checkpoints import save_encodec_checkpoint
+
+    _, codec = save_encodec_checkpoint(folder)
+    print(f"built and wrote weights in {time.perf_counter() - t0:.1f} s\n")
+
+    runners: list[H.Runner] = []
+    if "reference" in only:
+        runners.append(H.reference_runner(models, codec))
+    if "transformers" in only:
+        runners.append(H.transformers_runner(models, size))
+    if "exact" in only:
+        runners.append(engine_runner("barkkit-exact", folder, size, FB.FastOptions.exact(), folder))
+    if "fast" in only or args.batch:
+        fast = engine_runner("barkkit-fast", folder, size, FB.FastOptions.fast(), folder)
+        if "fast" in only:
+            runners.append(fast)
+
+    results: dict[str, list[dict[str, H.StageTiming]]] = {r.name: [] for r in runners}
+    for round_ in range(args.rounds):
+        order = runners[round_ % len(runners):] + runners[: round_ % len(runners)]
+        for runner in order:
+            t = time.perf_counter()
+            results[runner.name].append(run_chain(runner, TEXT, voice, n_tokens, seed=round_))
+            print(f"  round {round_ + 1}: {runner.name} {time.perf_counter() - t:.1f} s", flush=True)
+    print()
+    print_table(results, audio_s)
+
+    if args.batch:
+        batch_throughput(fast, args.batch, voice, n_tokens, audio_s)
+
+
+def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: float) -> None:
+    """N texts (own seeds; voices alternate between the given one and none) as one batch vs one at a time."""
+    texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
+    voices = [voice if i % 2 == 0 else None for i in range(n)]
+    seeds = list(range(100, 100 + n))
+    e = runner.extra
+    t0 = time.perf_counter()
+    singles = []
+    for text, v, s in zip(texts, voices, seeds):
+        sem = e["semantic_batch"]([text], [v], [s], n_tokens)
+        coarse = e["coarse_batch"](sem, [v], [s])
+        singles.append(e["fine_batch"](coarse, [v], [s])[0])
+    t_single = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sems = e["semantic_batch"](texts, voices, seeds, n_tokens)
+    t_sem = time.perf_counter() - t0
+    coarses = e["coarse_batch"](sems, voices, seeds)
+    t_coarse = time.perf_counter() - t0 - t_sem
+    fines = e["fine_batch"](coarses, voices, seeds)
+    t_batch = time.perf_counter() - t0
+    same = np.mean([np.mean(a == b) for a, b in zip(fines, singles)])
+    print(f"batch of {n} (fast mode, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "
+          f"{t_coarse:.1f}, fine {t_batch - t_sem - t_coarse:.1f}) vs {t_single:.1f} s one at a time: "
+          f"{t_single / t_batch:.2f}x throughput; {n * audio_s / t_batch:.2f} s of audio per second; "
+          f"fine tokens equal to the single runs: {same:.3f}")
+
+
+if __name__ == "__main__":
+    main()
