@@ -1,0 +1,407 @@
+"""Bark's weight files: reading and writing Suno's checkpoints and transformers' BarkModel folders.
+
+Two formats hold the same three transformers ("text" = semantic, "coarse", "fine"):
+
+- Suno's checkpoints (``text.pt``, ``coarse.pt``, ``fine.pt`` small; ``text_2.pt``, ``coarse_2.pt``, ``fine_2.pt``
+  large): a dict with ``model_args``, ``model`` (a state dict whose keys start with ``_orig_mod.``) and a numpy
+  ``best_val_loss``. Read with ``weights_only=True`` plus the numpy scalar globals, nothing else.
+- transformers' ``BarkModel``: ``config.json`` (``semantic_config``, ``coarse_acoustics_config``,
+  ``fine_acoustics_config``) and ``model.safetensors`` (read selectively: only the sub-model's tensors),
+  a sharded ``model.safetensors.index.json``, or ``pytorch_model.bin``; parameter names are mapped to Suno's.
+
+Every problem (missing file or key, wrong shape, truncated file, a pickled object) is one-line ``WeightsError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from barkkit.errors import WeightsError
+from barkkit.weights import DEFAULT_MODEL, is_local, load_torch_file, resolve_file
+
+from barkkit_bark.model import GPT, FineGPT, GPTConfig
+
+__all__ = [
+    "Kind",
+    "SUNO_FILES",
+    "TRANSFORMERS_PREFIX",
+    "save_suno_checkpoint",
+    "save_transformers_checkpoint",
+    "to_transformers_state_dict",
+    "from_transformers_state_dict",
+    "read_suno_checkpoint",
+    "read_transformers_checkpoint",
+    "load_model",
+    "build_model",
+    "WeightFiles",
+    "find_weights",
+]
+
+Kind = Literal["text", "coarse", "fine"]
+KINDS: tuple[Kind, ...] = ("text", "coarse", "fine")
+
+SUNO_FILES: dict[str, tuple[str, str]] = {
+    "text": ("text_2.pt", "text.pt"),
+    "coarse": ("coarse_2.pt", "coarse.pt"),
+    "fine": ("fine_2.pt", "fine.pt"),
+}
+"""Suno's file names per model, large first: a folder that holds both sizes gives the large models."""
+
+TRANSFORMERS_PREFIX = {"text": "semantic", "coarse": "coarse_acoustics", "fine": "fine_acoustics"}
+TRANSFORMERS_CONFIG_KEY = {"text": "semantic_config", "coarse": "coarse_acoustics_config", "fine": "fine_acoustics_config"}
+_SUNO_PREFIX = "_orig_mod."
+_CONFIG_FIELDS = ("block_size", "input_vocab_size", "output_vocab_size", "n_layer", "n_head", "n_embd", "bias")
+
+# Suno's parameter names <-> transformers' (after the sub-model prefix), the mapping of transformers'
+# convert_suno_to_hf.py written as whole names: {i} is a layer or codebook index, {p} "weight" or "bias".
+_NAME_PAIRS: list[tuple[str, str]] = [
+    ("transformer.wte.weight", "input_embeds_layer.weight"),
+    ("transformer.wtes.{i}.weight", "input_embeds_layers.{i}.weight"),
+    ("transformer.wpe.weight", "position_embeds_layer.weight"),
+    ("transformer.ln_f.{p}", "layernorm_final.{p}"),
+    ("transformer.h.{i}.ln_1.{p}", "layers.{i}.layernorm_1.{p}"),
+    ("transformer.h.{i}.ln_2.{p}", "layers.{i}.layernorm_2.{p}"),
+    ("transformer.h.{i}.attn.c_attn.{p}", "layers.{i}.attn.att_proj.{p}"),
+    ("transformer.h.{i}.attn.c_proj.{p}", "layers.{i}.attn.out_proj.{p}"),
+    ("transformer.h.{i}.mlp.c_fc.{p}", "layers.{i}.mlp.in_proj.{p}"),
+    ("transformer.h.{i}.mlp.c_proj.{p}", "layers.{i}.mlp.out_proj.{p}"),
+    ("lm_head.weight", "lm_head.weight"),
+    ("lm_heads.{i}.weight", "lm_heads.{i}.weight"),
+]
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    pattern = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
+    return re.compile(pattern)
+
+
+_TO_TRANSFORMERS = [(_compile(suno), hf) for suno, hf in _NAME_PAIRS]
+_FROM_TRANSFORMERS = [(_compile(hf), suno) for suno, hf in _NAME_PAIRS]
+
+
+def _rename(name: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
+    for pattern, template in rules:
+        match = pattern.fullmatch(name)
+        if match:
+            return template.format(**match.groupdict())
+    return None
+
+
+def to_transformers_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Suno parameter names -> transformers' (without the sub-model prefix); causal-mask buffers dropped."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if re.fullmatch(r"transformer\.h\.\d+\.attn\.bias", name):  # a causal-mask buffer, not a weight
+            continue
+        new = _rename(name, _TO_TRANSFORMERS)
+        if new is None:
+            raise WeightsError(f"parameter '{name}' is not part of a Bark model")
+        out[new] = tensor
+    return out
+
+
+def from_transformers_state_dict(state: Mapping[str, torch.Tensor], *, source: str = "weights") -> dict[str, torch.Tensor]:
+    """transformers' parameter names (without the sub-model prefix) -> Suno's; causal-mask buffers dropped."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if re.fullmatch(r"layers\.\d+\.attn\.bias", name):  # the causal mask, a buffer, not a weight
+            continue
+        new = _rename(name, _FROM_TRANSFORMERS)
+        if new is None:
+            raise WeightsError(f"{source}: unexpected weight '{name}' for a Bark model")
+        out[new] = tensor
+    return out
+
+
+# --- configs --------------------------------------------------------------------------------------------------
+def _config_from_suno_args(model_args: Any, kind: Kind, source: str) -> GPTConfig:
+    if not isinstance(model_args, Mapping):
+        raise WeightsError(f"{source}: 'model_args' is not a mapping; not a Suno Bark checkpoint")
+    args = dict(model_args)
+    if "input_vocab_size" not in args and "vocab_size" in args:  # older checkpoints name one vocabulary
+        args["input_vocab_size"] = args["output_vocab_size"] = args.pop("vocab_size")
+    fields = list(_CONFIG_FIELDS) + (["n_codes_total", "n_codes_given"] if kind == "fine" else [])
+    missing = [name for name in fields if name not in args and name != "bias"]
+    if missing:
+        raise WeightsError(f"{source}: model_args lacks {', '.join(missing)}; not a complete Bark {kind} checkpoint")
+    try:
+        values = {name: (bool(args[name]) if name == "bias" else int(args[name])) for name in fields if name in args}
+    except (TypeError, ValueError):
+        raise WeightsError(f"{source}: model_args holds a non-numeric size; not a valid Bark checkpoint") from None
+    return GPTConfig(**values)
+
+
+def _config_from_transformers(sub: Any, kind: Kind, source: str) -> GPTConfig:
+    if not isinstance(sub, Mapping):
+        raise WeightsError(f"{source}: no {TRANSFORMERS_CONFIG_KEY[kind]} in config.json; not a transformers BarkModel folder")
+    names = {"num_layers": "n_layer", "num_heads": "n_head", "hidden_size": "n_embd"}
+    args = {names.get(key, key): value for key, value in sub.items()}
+    args.setdefault("bias", True)  # transformers' default
+    args.setdefault("block_size", 1024)
+    return _config_from_suno_args(args, kind, source)
+
+
+def build_model(config: GPTConfig, kind: Kind, device: str | torch.device = "cpu") -> GPT | FineGPT:
+    """An uninitialised model of ``kind`` on ``device`` (``meta`` builds no storage)."""
+    with torch.device(device):
+        return FineGPT(config) if kind == "fine" else GPT(config)
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+def _check_and_fill(
+    state: dict[str, torch.Tensor], config: GPTConfig, kind: Kind, source: str
+) -> dict[str, torch.Tensor]:
+    """Check names and shapes against the model ``config`` describes; fill tied fine weights. One-line errors."""
+    expected = build_model(config, kind, "meta").state_dict()
+    if kind == "fine":
+        # Suno's FineGPT ties head i to embedding i + 1; a file may hold either name (transformers keeps one).
+        for i in range(config.n_codes_total - config.n_codes_given):
+            head, embedding = f"lm_heads.{i}.weight", f"transformer.wtes.{i + 1}.weight"
+            if head in state:  # loading in order, Suno's model ends with the head's values in the shared tensor
+                state[embedding] = state[head]
+            elif embedding in state:
+                state[head] = state[embedding]
+    state = {name: tensor for name, tensor in state.items() if not name.endswith(".attn.bias")}
+    missing = [name for name in expected if name not in state]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WeightsError(f"{source}: missing weight '{missing[0]}'{more}; not a complete Bark {kind} checkpoint")
+    unexpected = [name for name in state if name not in expected]
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise WeightsError(f"{source}: unexpected weight '{unexpected[0]}'{more} for a Bark {kind} model")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise WeightsError(f"{source}: '{name}' is a {type(tensor).__name__}, not a tensor")
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise WeightsError(
+                f"{source}: weight '{name}' has shape {tuple(tensor.shape)} but the model's config needs "
+                f"{tuple(expected[name].shape)}; the file does not match its own model_args/config"
+            )
+        if not tensor.is_floating_point():
+            raise WeightsError(f"{source}: weight '{name}' has dtype {tensor.dtype}, not floating point")
+    return state
+
+
+def read_suno_checkpoint(path: str | os.PathLike, kind: Kind) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """Config and (checked, Suno-named) state dict of one Suno checkpoint file."""
+    path = Path(path)
+    checkpoint = load_torch_file(path, allow_numpy_scalars=True)
+    if not isinstance(checkpoint, Mapping) or "model" not in checkpoint or "model_args" not in checkpoint:
+        raise WeightsError(f"{path}: not a Suno Bark checkpoint (a dict with 'model_args' and 'model')")
+    config = _config_from_suno_args(checkpoint["model_args"], kind, str(path))
+    model_state = checkpoint["model"]
+    if not isinstance(model_state, Mapping):
+        raise WeightsError(f"{path}: 'model' is not a state dict")
+    state = {(k[len(_SUNO_PREFIX) :] if k.startswith(_SUNO_PREFIX) else k): v for k, v in model_state.items()}
+    return config, _check_and_fill(state, config, kind, str(path))
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: not a transformers config (expected a JSON object)")
+    return data
+
+
+def _read_safetensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            return {key[len(prefix) :]: file.get_tensor(key) for key in file.keys() if key.startswith(prefix)}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
+
+
+def read_transformers_checkpoint(
+    config_path: Path, weights_path: Path, kind: Kind, *, model: str | os.PathLike | None = None
+) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """Config and (checked, Suno-named) state dict of one sub-model of a transformers BarkModel checkpoint.
+
+    ``weights_path`` is ``model.safetensors``, ``model.safetensors.index.json`` (its shards are resolved next to
+    it, or through ``model`` for hub files) or ``pytorch_model.bin``. Only the sub-model's tensors are read.
+    """
+    data = _read_config_json(config_path)
+    sub, prefix = data.get(TRANSFORMERS_CONFIG_KEY[kind]), TRANSFORMERS_PREFIX[kind] + "."
+    if sub is None and data.get("model_type") == TRANSFORMERS_PREFIX[kind]:
+        sub, prefix = data, ""  # a folder of this sub-model alone (BarkSemanticModel.save_pretrained)
+    config = _config_from_transformers(sub, kind, str(config_path))
+    name = weights_path.name
+    if name.endswith(".safetensors"):
+        raw = _read_safetensors(weights_path, prefix)
+    elif name.endswith(".safetensors.index.json"):
+        index = _read_config_json(weights_path).get("weight_map", {})
+        shards = sorted({file for key, file in index.items() if key.startswith(prefix)})
+        raw = {}
+        for shard in shards:
+            shard_path = weights_path.parent / shard
+            if not shard_path.is_file() and model is not None and not is_local(model):
+                shard_path = resolve_file(model, shard)
+            raw.update(_read_safetensors(shard_path, prefix))
+    else:
+        loaded = load_torch_file(weights_path)
+        if not isinstance(loaded, Mapping):
+            raise WeightsError(f"{weights_path}: not a state dict")
+        raw = {key[len(prefix) :]: value for key, value in loaded.items() if key.startswith(prefix)}
+    if not raw:
+        raise WeightsError(f"{weights_path}: holds no '{prefix}*' weights; not a transformers BarkModel checkpoint")
+    state = from_transformers_state_dict(raw, source=str(weights_path))
+    return config, _check_and_fill(state, config, kind, str(weights_path))
+
+
+# --- finding and loading ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightFiles:
+    """Where one sub-model's weights are: Suno's ``checkpoint``, or transformers' ``config`` + ``weights``."""
+
+    kind: Kind
+    checkpoint: Path | None = None
+    config: Path | None = None
+    weights: Path | None = None
+
+
+def find_weights(model: str | os.PathLike | None, kind: Kind) -> WeightFiles:
+    """Resolve ``model`` (a local folder, ``bark``/``bark-small`` or a hub id) to the files of sub-model ``kind``.
+
+    A folder with ``config.json`` is read as transformers' BarkModel, otherwise as Suno's checkpoints (large ones
+    first). Hub models go through ``barkkit.weights.resolve_file`` (huggingface_hub's cache, its offline mode).
+    """
+    model = DEFAULT_MODEL if model is None else model
+    weights_names = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
+    if is_local(model):
+        folder = Path(model)
+        if folder.is_file():
+            raise WeightsError(f"{folder}: give the folder that holds the weights, not a file")
+        if (folder / "config.json").is_file():
+            return WeightFiles(kind, config=folder / "config.json", weights=resolve_file(folder, weights_names))
+        checkpoint = resolve_file(folder, SUNO_FILES[kind], required=False)
+        if checkpoint is None:
+            raise WeightsError(
+                f"{folder}: no Bark {kind} weights: expected {' or '.join(SUNO_FILES[kind])} (Suno's checkpoints) "
+                "or config.json + model.safetensors (transformers' BarkModel)"
+            )
+        return WeightFiles(kind, checkpoint=checkpoint)
+    config = resolve_file(model, "config.json", required=False)
+    if config is not None:
+        return WeightFiles(kind, config=config, weights=resolve_file(model, weights_names))
+    return WeightFiles(kind, checkpoint=resolve_file(model, SUNO_FILES[kind]))
+
+
+def load_model(
+    model: str | os.PathLike | None, kind: Kind, *, device: str | torch.device = "cpu"
+) -> GPT | FineGPT:
+    """Load sub-model ``kind`` ("text", "coarse" or "fine") of ``model`` in float32, in eval mode, on ``device``."""
+    files = find_weights(model, kind)
+    if files.checkpoint is not None:
+        config, state = read_suno_checkpoint(files.checkpoint, kind)
+    else:
+        config, state = read_transformers_checkpoint(files.config, files.weights, kind, model=model)
+    # Built on the meta device and given the loaded tensors (gpt-fast's way): no random init, no second copy.
+    module = build_model(config, kind, "meta")
+    state = {name: tensor.to(torch.float32) for name, tensor in state.items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    if isinstance(module, FineGPT):
+        module.tie_weights()
+    return module.to(device).eval().requires_grad_(False)
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+def save_suno_checkpoint(
+    path: str | os.PathLike, model: GPT | FineGPT, *, best_val_loss: float = 1.0
+) -> Path:
+    """Write ``model`` the way Suno's training did: ``model_args``, ``_orig_mod.``-prefixed ``model``, numpy loss.
+
+    Used by the tests to make real-format checkpoints of tiny random models; the file loads with Suno's
+    ``bark.generation._load_model`` as well as with ``load_model``.
+    """
+    from barkkit.files import atomic_output
+
+    config = model.config
+    model_args: dict[str, Any] = {name: getattr(config, name) for name in _CONFIG_FIELDS}
+    model_args["dropout"] = 0.0
+    if isinstance(model, FineGPT):
+        model_args.update(n_codes_total=config.n_codes_total, n_codes_given=config.n_codes_given)
+    checkpoint = {
+        "model_args": model_args,
+        "model": {_SUNO_PREFIX + name: tensor for name, tensor in model.state_dict().items()},
+        "iter_num": 0,
+        "best_val_loss": np.float64(best_val_loss),  # a numpy scalar, as in Suno's files
+    }
+    with atomic_output(path, suffix=".pt") as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(path)
+
+
+def _transformers_sub_config(config: GPTConfig, kind: Kind) -> dict[str, Any]:
+    sub = {
+        "block_size": config.block_size,
+        "input_vocab_size": config.input_vocab_size,
+        "output_vocab_size": config.output_vocab_size,
+        "num_layers": config.n_layer,
+        "num_heads": config.n_head,
+        "hidden_size": config.n_embd,
+        "bias": config.bias,
+        "dropout": 0.0,
+    }
+    if kind == "fine":
+        sub.update(n_codes_total=config.n_codes_total, n_codes_given=config.n_codes_given)
+    return sub
+
+
+def save_transformers_checkpoint(
+    folder: str | os.PathLike,
+    text: GPT,
+    coarse: GPT,
+    fine: FineGPT,
+    *,
+    codec_config: Any = None,
+    vocab_file: str | os.PathLike | None = None,
+) -> Path:
+    """Write the three models as a transformers ``BarkModel`` folder, with transformers' own ``save_pretrained``.
+
+    The weights are mapped to transformers' names and loaded into ``BarkModel``'s sub-models, so the folder is
+    exactly what transformers writes (``config.json`` + ``model.safetensors``). ``codec_config`` (an
+    ``EncodecConfig``; default: transformers' 24 kHz EnCodec) sets the codec sub-model, which is left randomly
+    initialised: the codec's weights belong to the decoder plugin. ``vocab_file`` is copied in as ``vocab.txt``.
+    """
+    import shutil
+
+    from transformers import BarkConfig, BarkModel, EncodecConfig
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bark_config = BarkConfig(
+        semantic_config=_transformers_sub_config(text.config, "text"),
+        coarse_acoustics_config=_transformers_sub_config(coarse.config, "coarse"),
+        fine_acoustics_config=_transformers_sub_config(fine.config, "fine"),
+        codec_config=(codec_config or EncodecConfig()).to_dict(),
+    )
+    bark = BarkModel(bark_config)
+    for kind, module, target in (("text", text, bark.semantic), ("coarse", coarse, bark.coarse_acoustics), ("fine", fine, bark.fine_acoustics)):
+        state = to_transformers_state_dict(module.state_dict())
+        missing, unexpected = target.load_state_dict(state, strict=False)
+        missing = [name for name in missing if not name.endswith("attn.bias")]
+        if missing or unexpected:
+            raise WeightsError(f"cannot map the {kind} model to transformers: missing {missing}, unexpected {unexpected}")
+    bark.save_pretrained(folder)
+    if vocab_file is not None:
+        shutil.copyfile(vocab_file, folder / "vocab.txt")
+    return folder
+
+
+def config_dict(config: GPTConfig) -> dict[str, Any]:
+    """The config as a plain dict (for messages and tests)."""
+    return asdict(config)

@@ -1,0 +1,184 @@
+"""The coarse stage: semantic tokens -> the first two EnCodec codebooks (Suno's ``generate_coarse``, KV-cached).
+
+Coarse tokens are generated as one interleaved stream, 2 x 75 / 49.9 tokens per semantic token: even steps sample
+codebook 1 (logits 10,000..11,023), odd steps codebook 2 (11,024..12,047). The stream is produced in windows of
+``sliding_window_len`` steps; each window starts from a fresh prompt (and so a fresh KV cache): up to 256 semantic
+tokens around the current point (padded with COARSE_SEMANTIC_PAD), COARSE_INFER and the last
+``max_coarse_history`` coarse tokens. A voice's semantic and coarse tokens are trimmed to a common length and
+aligned as the reference does, including its last-two-tokens cut ("[:-2]"), and precede the new tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from barkkit.constants import (
+    CODEBOOK_SIZE,
+    COARSE_INFER_TOKEN,
+    COARSE_RATE_HZ,
+    COARSE_SEMANTIC_PAD_TOKEN,
+    N_COARSE_CODEBOOKS,
+    SEMANTIC_RATE_HZ,
+    SEMANTIC_VOCAB_SIZE,
+)
+from barkkit.errors import PipelineError
+from barkkit.stage import Progress
+from barkkit.tokens import CoarseTokens, SemanticTokens
+from barkkit.voice import Voice
+
+from barkkit_bark.common import BarkStage, check_generator, check_sampling_options
+from barkkit_bark.model import GPT
+from barkkit_bark.sampling import check_temperature, sample
+
+__all__ = ["CoarseStage", "generate_coarse", "coarse_histories", "SEMANTIC_TO_COARSE_RATIO"]
+
+SEMANTIC_TO_COARSE_RATIO = COARSE_RATE_HZ / SEMANTIC_RATE_HZ * N_COARSE_CODEBOOKS  # coarse stream tokens per semantic token
+SEMANTIC_WINDOW = 256  # semantic tokens in each window's prompt
+
+
+def flatten_codebooks(codes: np.ndarray) -> np.ndarray:
+    """(2, C) codes -> the interleaved stream (2C,) with codebook n offset by n * 1024 and all by 10,000."""
+    codes = np.asarray(codes, dtype=np.int64).copy()
+    for n in range(1, codes.shape[0]):
+        codes[n, :] += CODEBOOK_SIZE * n
+    return codes.ravel("F") + SEMANTIC_VOCAB_SIZE
+
+
+def coarse_histories(voice: Voice | None, max_coarse_history: int) -> tuple[np.ndarray, np.ndarray]:
+    """The voice's semantic history and interleaved coarse history, trimmed and aligned as the reference does."""
+    if voice is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+    semantic = voice.semantic.array.astype(np.int64)
+    coarse = flatten_codebooks(voice.coarse.array)
+    n_semantic = int(
+        min(max_semantic_history, len(semantic) - len(semantic) % 2, int(np.floor(len(coarse) / SEMANTIC_TO_COARSE_RATIO)))
+    )
+    n_coarse = int(round(n_semantic * SEMANTIC_TO_COARSE_RATIO))
+    semantic = semantic[-n_semantic:]  # note: a count of 0 keeps everything, as numpy slicing does in the reference
+    coarse = coarse[-n_coarse:]
+    return semantic, coarse[:-2]  # the reference's "bit of a hack for time alignment"
+
+
+@torch.inference_mode()
+def generate_coarse(
+    model: GPT,
+    semantic: np.ndarray,
+    voice: Voice | None,
+    generator: torch.Generator,
+    *,
+    temp: float = 0.7,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    max_coarse_history: int = 630,
+    sliding_window_len: int = 60,
+    exact: bool = True,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Semantic tokens (T,) -> coarse codes (2, C), C = floor(T x 75 / 49.9)."""
+    device = model.lm_head.weight.device
+    max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+    semantic_history, coarse_history = coarse_histories(voice, max_coarse_history)
+    n_steps = int(round(np.floor(len(semantic) * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS))
+    x_semantic = torch.from_numpy(np.hstack([semantic_history, semantic]).astype(np.int64)).to(device)[None]  # (1, S)
+    n_coarse = len(coarse_history)
+    x_coarse = torch.empty((1, n_coarse + n_steps), dtype=torch.long, device=device)  # history, then new tokens
+    x_coarse[0, :n_coarse] = torch.from_numpy(coarse_history.astype(np.int64)).to(device)
+    infer = torch.full((1, 1), COARSE_INFER_TOKEN, dtype=torch.long, device=device)
+
+    # One set of caches for every window: each window's prefill rewrites positions from 0.
+    caches = model.new_caches(1, SEMANTIC_WINDOW + 1 + max_coarse_history + sliding_window_len)
+    n_windows = int(np.ceil(n_steps / sliding_window_len))
+    n_step = 0
+    for window in range(n_windows):
+        semantic_idx = len(semantic_history) + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
+        x_in = x_semantic[:, max(0, semantic_idx - max_semantic_history) :][:, :SEMANTIC_WINDOW]
+        x_in = F.pad(x_in, (0, SEMANTIC_WINDOW - x_in.shape[-1]), "constant", COARSE_SEMANTIC_PAD_TOKEN)
+        x_in = torch.cat([x_in, infer, x_coarse[:, :n_coarse][:, -max_coarse_history:]], dim=1)  # (1, L)
+        prompt_len = x_in.shape[1]
+        for j in range(min(sliding_window_len, n_steps - n_step)):
+            if j == 0:
+                logits = model.prefill(model.embed(x_in), caches, trim_last_layer=not exact)  # (1, V)
+            else:
+                logits = model.decode(x_coarse[:, n_coarse - 1 : n_coarse], prompt_len + j - 1, caches)
+            # Even steps: codebook 1 (ids 10,000..11,023); odd steps: codebook 2 (11,024..12,047).
+            start = SEMANTIC_VOCAB_SIZE + (n_step % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
+            token, _ = sample(
+                logits[:, start : start + CODEBOOK_SIZE], generator, temp=temp, top_k=top_k, top_p=top_p, exact_top_p=exact
+            )
+            x_coarse[:, n_coarse] = token[:, 0] + start
+            n_coarse += 1
+            n_step += 1
+        if progress is not None:
+            progress(window + 1, n_windows)
+    stream = x_coarse[0, len(coarse_history) :].cpu().numpy()  # (n_steps,) interleaved
+    codes = stream.reshape(-1, N_COARSE_CODEBOOKS).T - SEMANTIC_VOCAB_SIZE  # (2, C)
+    for n in range(1, N_COARSE_CODEBOOKS):
+        codes[n, :] -= n * CODEBOOK_SIZE
+    return codes
+
+
+class CoarseStage(BarkStage):
+    """Semantic tokens -> coarse codes (2, T) with Bark's coarse model (``bark.coarse``)."""
+
+    name: ClassVar[str] = "bark.coarse"
+    consumes: ClassVar[type] = SemanticTokens
+    produces: ClassVar[type] = CoarseTokens
+    kind = "coarse"
+    options: ClassVar[dict[str, Any]] = {
+        "waveform_temp": 0.7,
+        "top_k": None,
+        "top_p": None,
+        "max_coarse_history": 630,
+        "sliding_window_len": 60,
+    }
+
+    def run(
+        self,
+        value: SemanticTokens,
+        *,
+        voice: Voice | None = None,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+        waveform_temp: float = 0.7,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        max_coarse_history: int = 630,
+        sliding_window_len: int = 60,
+    ) -> CoarseTokens:
+        """Coarse codes for ``value``, continuing the voice's coarse tokens when one is given."""
+        value = SemanticTokens(value)
+        if len(value) == 0:
+            raise PipelineError("no semantic tokens to turn into audio (the semantic stage stopped at once); try another seed")
+        check_temperature("waveform_temp", waveform_temp)
+        check_sampling_options(top_k, top_p)
+        for name, number in (("max_coarse_history", max_coarse_history), ("sliding_window_len", sliding_window_len)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise PipelineError(f"{name} must be a whole number of at least 1, got {number!r}")
+        if not 60 <= max_coarse_history <= 630:
+            raise PipelineError(f"max_coarse_history must be between 60 and 630, got {max_coarse_history}")
+        if max_coarse_history + sliding_window_len > 768:
+            raise PipelineError(
+                f"max_coarse_history + sliding_window_len must be at most 768 (the 1024-position window less 256 "
+                f"semantic tokens), got {max_coarse_history} + {sliding_window_len}"
+            )
+        generator = check_generator(generator, self.device)
+        codes = generate_coarse(
+            self.model,
+            value.array,
+            voice,
+            generator,
+            temp=waveform_temp,
+            top_k=top_k,
+            top_p=top_p,
+            max_coarse_history=max_coarse_history,
+            sliding_window_len=sliding_window_len,
+            exact=self.exact,
+            progress=progress,
+        )
+        return CoarseTokens(codes)
+

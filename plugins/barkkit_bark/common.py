@@ -1,0 +1,73 @@
+"""What the three Bark stages share: loading their model, the run mode, and option checks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import torch
+
+from barkkit.errors import PipelineError
+from barkkit.stage import Stage
+
+from barkkit_bark.checkpoints import Kind, load_model
+from barkkit_bark.model import GPT, FineGPT
+
+MODES = ("exact", "fast")
+
+
+class BarkStage(Stage):
+    """A stage backed by one of Bark's transformers (``kind``: "text", "coarse" or "fine").
+
+    ``mode`` "exact" gives the reference's tokens bit for bit; "fast" may trade that for speed (today it runs the
+    same engine, except top-p in torch ops and a trimmed last layer in prefills).
+    """
+
+    kind: ClassVar[Kind]
+
+    def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
+        check_mode(mode)
+        self.model = model
+        self.mode = mode
+        self.source = source
+
+    @classmethod
+    def load(cls, model: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", mode: str = "exact") -> "BarkStage":
+        """Load the stage's weights from a folder (Suno's or transformers' format), ``bark``/``bark-small`` or a hub id."""
+        check_mode(mode)
+        return cls(load_model(model, cls.kind, device=device), mode=mode, source=None if model is None else str(model))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def exact(self) -> bool:
+        return self.mode == "exact"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.source!r}, mode={self.mode!r})"
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise PipelineError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
+
+
+def check_sampling_options(top_k: Any, top_p: Any) -> None:
+    """Clear errors for top-k / top-p values the reference would crash on or silently misuse."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise PipelineError(f"top_k must be a whole number of at least 1 (or None for off), got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not top_p > 0):
+        raise PipelineError(f"top_p must be a number above 0 (or None for off), got {top_p!r}")
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
+    if generator is None:
+        raise PipelineError("a Bark stage needs a torch.Generator: run it through a Pipeline or pass generator=")
+    if generator.device.type != device.type:
+        raise PipelineError(
+            f"the random generator is on {generator.device} but the model is on {device}; create the generator "
+            f"on the model's device (Pipeline(..., device=...))"
+        )
+    return generator

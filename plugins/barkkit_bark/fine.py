@@ -1,0 +1,104 @@
+"""The fine stage: coarse codes (2, T) -> all eight codebooks (8, T) (Suno's ``generate_fine``).
+
+Codebooks 3..8 start as 1024 (padding). Up to 512 frames of the voice's fine codes are prepended, and the input is
+padded with 1024 to at least 1024 frames, since the non-causal model always reads 1024 frames. Windows of 1024
+frames at a stride of 512 are filled in turn; in each, codebooks 3..8 are predicted one after the other, each from
+one forward pass, at temperature ``fine_temp`` (argmax where it is None) for every frame not yet filled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from barkkit.constants import CODEBOOK_SIZE, N_FINE_CODEBOOKS
+from barkkit.errors import PipelineError
+from barkkit.stage import Progress
+from barkkit.tokens import CoarseTokens, FineTokens
+from barkkit.voice import Voice
+
+from barkkit_bark.common import BarkStage, check_generator
+from barkkit_bark.model import FineGPT
+from barkkit_bark.sampling import check_temperature
+
+__all__ = ["FineStage", "generate_fine"]
+
+WINDOW = 1024  # frames the fine model reads at once
+STRIDE = 512  # frames between windows; also the most voice frames prepended
+PAD = CODEBOOK_SIZE  # the "not yet predicted" code
+
+
+@torch.inference_mode()
+def generate_fine(
+    model: FineGPT,
+    coarse: np.ndarray,
+    voice: Voice | None,
+    generator: torch.Generator,
+    *,
+    temp: float | None = 0.5,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Coarse codes (n_coarse, T) -> fine codes (8, T); the first n_coarse codebooks are kept as given."""
+    device = model.transformer.wpe.weight.device
+    coarse = np.asarray(coarse, dtype=np.int64)
+    n_coarse, n_frames = coarse.shape
+    codes = np.vstack([coarse, np.full((N_FINE_CODEBOOKS - n_coarse, n_frames), PAD, dtype=np.int64)])  # (8, T)
+    n_history = 0
+    if voice is not None:
+        history = voice.fine.array[:, -STRIDE:].astype(np.int64)  # (8, H), H <= 512
+        codes = np.hstack([history, codes])
+        n_history = history.shape[1]
+    n_padding = max(0, WINDOW - codes.shape[1])  # the model always reads a full window
+    codes = np.hstack([codes, np.full((N_FINE_CODEBOOKS, n_padding), PAD, dtype=np.int64)])
+    n_loops = max(0, int(np.ceil((n_frames - (WINDOW - n_history)) / STRIDE))) + 1
+
+    x = torch.from_numpy(codes.T.copy()).to(device)  # (N, 8), N >= 1024
+    n_total = x.shape[0]
+    for n in range(n_loops):
+        start = min(n * STRIDE, n_total - WINDOW)
+        start_fill = min(n_history + n * STRIDE, n_total - STRIDE)
+        first_row = start_fill - start  # rows before it were filled by an earlier window or the voice
+        window = x[start : start + WINDOW][None]  # (1, 1024, 8), a view: writes land in x
+        for codebook in range(n_coarse, N_FINE_CODEBOOKS):
+            logits = model(codebook, window, first_row=first_row)[0, :, :CODEBOOK_SIZE]  # (1024 - first_row, 1024)
+            if temp is None:
+                predicted = torch.argmax(logits, dim=-1)
+            else:
+                probs = F.softmax(logits / temp, dim=-1)
+                # One draw per row in row order: the same draws as the reference's one multinomial call per row.
+                predicted = torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]
+            window[0, first_row:, codebook] = predicted
+        if progress is not None:
+            progress(n + 1, n_loops)
+    fine = x.T.cpu().numpy()[:, n_history:]  # (8, T + padding)
+    return fine[:, :n_frames]
+
+
+class FineStage(BarkStage):
+    """Coarse codes (2, T) -> all eight codebooks (8, T) with Bark's fine model (``bark.fine``)."""
+
+    name: ClassVar[str] = "bark.fine"
+    consumes: ClassVar[type] = CoarseTokens
+    produces: ClassVar[type] = FineTokens
+    kind = "fine"
+    options: ClassVar[dict[str, Any]] = {"fine_temp": 0.5}
+
+    def run(
+        self,
+        value: CoarseTokens,
+        *,
+        voice: Voice | None = None,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+        fine_temp: float | None = 0.5,
+    ) -> FineTokens:
+        """Fine codes for ``value``; ``fine_temp=None`` takes the most likely code instead of sampling."""
+        value = CoarseTokens(value)
+        if len(value) == 0:
+            raise PipelineError("no coarse codes to refine; the coarse stage produced an empty sequence")
+        check_temperature("fine_temp", fine_temp, allow_none=True)
+        generator = check_generator(generator, self.device)
+        return FineTokens(generate_fine(self.model, value.array, voice, generator, temp=fine_temp, progress=progress))

@@ -1,0 +1,216 @@
+"""The semantic stage: text -> semantic tokens (Suno's ``generate_text_semantic`` with ``use_kv_caching=True``).
+
+One generation reads a 513-id prompt: 256 text ids (padded with TEXT_PAD), the last 256 semantic tokens of the
+voice (padded with SEMANTIC_PAD) and SEMANTIC_INFER. "merge_context" sums the embeddings of the first two blocks,
+so the model sees 257 positions. Then up to 768 steps sample from the first 10,000 logits plus the end-of-sequence
+logit (id 10,000) until EOS is drawn, p(EOS) >= ``min_eos_p``, or ``max_gen_duration_s`` is passed.
+
+Text longer than 256 tokens is not cut (Suno's code drops the rest with a warning): it is split on sentence
+boundaries and each sentence is generated in turn, on the same random generator, and the tokens are joined. Each
+piece is conditioned on the voice when one is given (as in Suno's long-form notebook); without a voice, each piece
+after the first continues from the semantic tokens of the piece before it, so the speaker stays the same.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from barkkit.constants import SEMANTIC_INFER_TOKEN, SEMANTIC_PAD_TOKEN, SEMANTIC_RATE_HZ, SEMANTIC_VOCAB_SIZE, TEXT_PAD_TOKEN
+from barkkit.errors import PipelineError
+from barkkit.stage import Progress
+from barkkit.tokens import SemanticTokens
+from barkkit.voice import Voice
+from barkkit.weights import DEFAULT_MODEL, resolve_file
+
+from barkkit_bark.checkpoints import load_model
+from barkkit_bark.common import BarkStage, check_generator, check_mode, check_sampling_options
+from barkkit_bark.model import GPT
+from barkkit_bark.sampling import check_temperature, sample
+from barkkit_bark.text import MAX_TEXT_TOKENS, TextTokenizer
+
+__all__ = ["SemanticStage", "generate_semantic", "semantic_step_limit", "MAX_SEMANTIC_STEPS"]
+
+MAX_SEMANTIC_STEPS = 768
+HISTORY_LEN = 256  # voice tokens in the prompt
+PROMPT_POSITIONS = MAX_TEXT_TOKENS + 1  # text and history summed, then SEMANTIC_INFER
+EOS = SEMANTIC_PAD_TOKEN  # the end-of-sequence logit
+
+
+def semantic_step_limit(max_gen_duration_s: float | None) -> int:
+    """Steps the reference runs at most: it adds 1 / 49.9 s per kept token and stops once the sum exceeds the cap.
+
+    The float sum is replayed exactly, so the cut falls on the same step as the reference's.
+    """
+    if max_gen_duration_s is None:
+        return MAX_SEMANTIC_STEPS
+    total = 0.0
+    for n in range(MAX_SEMANTIC_STEPS):
+        total += 1 / SEMANTIC_RATE_HZ
+        if total > max_gen_duration_s:
+            return n + 1
+    return MAX_SEMANTIC_STEPS
+
+
+def semantic_prompt(text_ids: list[int], history: np.ndarray | None) -> np.ndarray:
+    """The 513 ids of one generation: text (padded), the last 256 history tokens (padded), SEMANTIC_INFER."""
+    text = np.pad(np.asarray(text_ids, dtype=np.int64), (0, MAX_TEXT_TOKENS - len(text_ids)), constant_values=TEXT_PAD_TOKEN)
+    if history is None:
+        history = np.full(HISTORY_LEN, SEMANTIC_PAD_TOKEN, dtype=np.int64)
+    else:
+        history = np.asarray(history, dtype=np.int64)[-HISTORY_LEN:]
+        history = np.pad(history, (0, HISTORY_LEN - len(history)), constant_values=SEMANTIC_PAD_TOKEN)
+    return np.hstack([text, history, [SEMANTIC_INFER_TOKEN]]).astype(np.int64)
+
+
+@torch.inference_mode()
+def generate_semantic(
+    model: GPT,
+    text_ids: list[int],
+    history: np.ndarray | None,
+    generator: torch.Generator,
+    *,
+    temp: float = 0.7,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_eos_p: float | None = 0.2,
+    max_gen_duration_s: float | None = None,
+    allow_early_stop: bool = True,
+    exact: bool = True,
+    sync_every: int | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """One generation: at most 256 text ids (offset, unpadded) -> semantic tokens (T,) int64.
+
+    ``sync_every`` is how often the host reads the stop flag (default: every step on a CPU, where reading costs
+    nothing; every 8 steps on an accelerator). Steps run past a stop are undone: their tokens are dropped and the
+    generator is restored to its state right after the stopping draw, so the tokens and every later draw (coarse,
+    fine) are the reference's.
+    """
+    if len(text_ids) > MAX_TEXT_TOKENS:
+        raise PipelineError(f"{len(text_ids)} text tokens do not fit the {MAX_TEXT_TOKENS}-token window")
+    device = model.lm_head.weight.device
+    sync_every = sync_every or (1 if device.type == "cpu" else 8)
+    max_steps = semantic_step_limit(max_gen_duration_s)
+    n_sampled = SEMANTIC_VOCAB_SIZE + 1 if allow_early_stop else SEMANTIC_VOCAB_SIZE  # the EOS logit is id 10,000
+    check_eos = allow_early_stop
+    prompt = torch.from_numpy(semantic_prompt(text_ids, history)).to(device)[None]  # (1, 513)
+
+    caches = model.new_caches(1, PROMPT_POSITIONS + max_steps)
+    logits = model.prefill(model.embed_merged(prompt), caches, trim_last_layer=not exact)  # (1, V)
+    tokens = torch.empty(max_steps, dtype=torch.long, device=device)
+    stops = torch.zeros(max_steps, dtype=torch.bool, device=device)
+    states: list[torch.Tensor] = []  # generator state after each unchecked step (only when sync_every > 1)
+    n_kept, checked = max_steps, 0
+    for n in range(max_steps):
+        if n > 0:
+            logits = model.decode(tokens[n - 1].view(1, 1), PROMPT_POSITIONS + n - 1, caches)  # (1, V)
+        token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p, exact_top_p=exact)
+        tokens[n] = token[0, 0]
+        if check_eos:
+            stop = token[0, 0] == EOS
+            if min_eos_p is not None:
+                stop = stop | (probs[0, -1] >= min_eos_p)
+            if sync_every == 1:
+                if stop.item():
+                    n_kept = n
+                    break
+            else:
+                stops[n] = stop
+                states.append(generator.get_state())
+                if (n + 1 - checked) == sync_every or n == max_steps - 1:
+                    hits = torch.nonzero(stops[checked : n + 1]).flatten().tolist()
+                    if hits:
+                        first = checked + hits[0]
+                        generator.set_state(states[hits[0]])  # as if the loop had stopped right there
+                        n_kept = first
+                        break
+                    checked, states = n + 1, []
+        if progress is not None and n % 64 == 63:
+            progress(n + 1, max_steps)
+    if progress is not None:
+        progress(max_steps, max_steps)
+    return tokens[:n_kept].cpu().numpy()
+
+
+class SemanticStage(BarkStage):
+    """Text -> semantic tokens with Bark's text model (``bark.semantic``)."""
+
+    name: ClassVar[str] = "bark.semantic"
+    consumes: ClassVar[type] = str
+    produces: ClassVar[type] = SemanticTokens
+    kind = "text"
+    options: ClassVar[dict[str, Any]] = {
+        "text_temp": 0.7,
+        "top_k": None,
+        "top_p": None,
+        "min_eos_p": 0.2,
+        "max_gen_duration_s": None,
+        "allow_early_stop": True,
+    }
+
+    def __init__(self, model: GPT, tokenizer: TextTokenizer, *, mode: str = "exact", source: str | None = None) -> None:
+        super().__init__(model, mode=mode, source=source)
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, model: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", mode: str = "exact") -> "SemanticStage":
+        """The text model and the tokenizer's ``vocab.txt`` of ``model`` (a folder, a model name or a hub id)."""
+        check_mode(mode)
+        vocab = resolve_file(DEFAULT_MODEL if model is None else model, "vocab.txt")
+        gpt = load_model(model, cls.kind, device=device)
+        return cls(gpt, TextTokenizer(vocab), mode=mode, source=None if model is None else str(model))
+
+    def run(
+        self,
+        value: str,
+        *,
+        voice: Voice | None = None,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+        text_temp: float = 0.7,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_eos_p: float | None = 0.2,
+        max_gen_duration_s: float | None = None,
+        allow_early_stop: bool = True,
+    ) -> SemanticTokens:
+        """Speak ``value``: semantic tokens (T,). Long text is generated sentence by sentence (see the module doc)."""
+        if not isinstance(value, str):
+            raise PipelineError(f"the semantic stage reads text, got {type(value).__name__}")
+        check_temperature("text_temp", text_temp)
+        check_sampling_options(top_k, top_p)
+        if min_eos_p is not None and (isinstance(min_eos_p, bool) or not isinstance(min_eos_p, (int, float))):
+            raise PipelineError(f"min_eos_p must be a probability (or None for off), got {min_eos_p!r}")
+        if max_gen_duration_s is not None and (
+            isinstance(max_gen_duration_s, bool) or not isinstance(max_gen_duration_s, (int, float))
+        ):
+            raise PipelineError(f"max_gen_duration_s must be a number of seconds (or None), got {max_gen_duration_s!r}")
+        generator = check_generator(generator, self.device)
+        pieces = self.tokenizer.pieces(value)
+        history = voice.semantic.array if voice is not None else None
+        steps = semantic_step_limit(max_gen_duration_s)
+        outputs = []
+        for i, piece in enumerate(pieces):
+            piece_progress = (lambda done, total, i=i: progress(i * steps + done, len(pieces) * steps)) if progress else None
+            tokens = generate_semantic(
+                self.model,
+                piece.ids,
+                history,
+                generator,
+                temp=text_temp,
+                top_k=top_k,
+                top_p=top_p,
+                min_eos_p=min_eos_p,
+                max_gen_duration_s=max_gen_duration_s,
+                allow_early_stop=bool(allow_early_stop),
+                exact=self.exact,
+                progress=piece_progress,
+            )
+            outputs.append(tokens)
+            if voice is None and len(tokens):
+                history = tokens  # no voice: the next sentence continues this one's speaker
+        return SemanticTokens(np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64))

@@ -1,0 +1,95 @@
+"""Text for the semantic stage: Bark's tokenizer, its whitespace normalisation, and splitting long text.
+
+Bark reads at most 256 text tokens at a time (``MAX_TEXT_TOKENS``); Suno's code silently drops the rest. barkkit
+splits a longer text on sentence boundaries instead and generates it piece by piece (see
+``barkkit_bark.semantic``); a single sentence longer than the window is an error that says how long it is.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from barkkit.constants import TEXT_ENCODING_OFFSET
+from barkkit.errors import PipelineError, WeightsError
+
+__all__ = ["MAX_TEXT_TOKENS", "TextTokenizer", "normalize_whitespace", "split_sentences", "TextPiece"]
+
+MAX_TEXT_TOKENS = 256
+"""Text tokens the semantic model reads in one generation."""
+
+# A sentence ends at . ! ? … (optionally followed by closing quotes/brackets) before whitespace, or right after
+# the full-width and Indic marks, which are not followed by a space in Chinese, Japanese or Hindi text.
+_SENTENCE_END = re.compile(r"(?<=[.!?…][\"'”’»)\]])\s+|(?<=[.!?…])\s+|(?<=[。！？।॥])\s*")
+
+
+def normalize_whitespace(text: str) -> str:
+    """Bark's ``_normalize_whitespace``: runs of whitespace become one space; the ends are stripped."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split normalised text into sentences (at . ! ? … and 。！？। followed by space or not)."""
+    return [part.strip() for part in _SENTENCE_END.split(text) if part and part.strip()]
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """One generation's worth of text: the sentence(s) and their token ids (offset by 10,048, unpadded)."""
+
+    text: str
+    ids: list[int]
+
+
+class TextTokenizer:
+    """Bark's tokenizer: ``bert-base-multilingual-cased`` WordPiece, cased, no special tokens, ids + 10,048."""
+
+    def __init__(self, vocab_file: str | os.PathLike) -> None:
+        from transformers import BertTokenizer
+
+        vocab_file = Path(vocab_file)
+        if not vocab_file.is_file():
+            raise WeightsError(f"{vocab_file}: no such vocabulary file")
+        # transformers 5 takes the vocabulary file as `vocab` (and ignores `vocab_file`); 4.x as `vocab_file`.
+        parameters = inspect.signature(BertTokenizer.__init__).parameters
+        key = "vocab" if "vocab" in parameters else "vocab_file"
+        self.tokenizer = BertTokenizer(**{key: str(vocab_file)}, do_lower_case=False)
+        with open(vocab_file, encoding="utf-8") as lines:
+            expected = sum(1 for _ in lines)
+        if len(self.tokenizer) < expected:  # a constructor that silently fell back to an empty vocabulary
+            raise WeightsError(f"{vocab_file}: the tokenizer read {len(self.tokenizer)} of {expected} vocabulary entries")
+        self.vocab_file = vocab_file
+
+    def encode(self, text: str) -> list[int]:
+        """Normalised ``text`` -> the semantic model's text ids (WordPiece ids + 10,048), unpadded and uncut."""
+        return [token + TEXT_ENCODING_OFFSET for token in self.tokenizer.encode(text, add_special_tokens=False)]
+
+    def pieces(self, text: str, max_tokens: int = MAX_TEXT_TOKENS) -> list[TextPiece]:
+        """The text in pieces of at most ``max_tokens`` ids: the whole text when it fits, else one per sentence.
+
+        Long text is read sentence by sentence, as Suno's long-form notebook does, so each generation speaks a
+        sentence (Bark speaks at most about 15 s per generation). A sentence longer than ``max_tokens`` cannot be
+        split at a sentence boundary: ``PipelineError`` says which one and how long it is.
+        """
+        text = normalize_whitespace(text)
+        if not text:
+            raise PipelineError("text is empty; give some words to speak")
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return [TextPiece(text, ids)]
+        pieces = []
+        sentences = split_sentences(text)
+        for number, sentence in enumerate(sentences, 1):
+            sentence_ids = self.encode(sentence)
+            if len(sentence_ids) > max_tokens:
+                preview = sentence if len(sentence) <= 60 else sentence[:57] + "..."
+                raise PipelineError(
+                    f"sentence {number} of {len(sentences)} is {len(sentence_ids)} tokens long, more than the "
+                    f"{max_tokens} Bark reads at once ({preview!r}); split it into shorter sentences"
+                )
+            if sentence_ids:
+                pieces.append(TextPiece(sentence, sentence_ids))
+        return pieces
