@@ -137,18 +137,15 @@ def main() -> None:
 
 
 def _add_builtin_commands() -> None:
+    from barkkit.cli.detect import detect
     from barkkit.cli.generate import coarse, decode, fine, generate, semantic
     from barkkit.cli.plugins import plugins
     from barkkit.cli.voices import voices
+    from barkkit.cli.voices_make import make
 
-    for command in (generate, semantic, coarse, fine, decode, voices, plugins):
+    voices.add_command(make)
+    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect):
         cli.add_command(command)
-    try:
-        from barkkit.cli.detect import detect
-    except ImportError:  # the detect command lands with the detector issue
-        pass
-    else:
-        cli.add_command(detect)
 
 
 _add_builtin_commands()
