@@ -306,8 +306,13 @@ def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], tem
 def generate_semantic(model: BarkGPT, texts_ids: Sequence[np.ndarray], histories: Sequence[np.ndarray | None],
                       generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
                       top_p: float | None = None, min_eos_p: float | None = 0.2, allow_early_stop: bool = True,
-                      max_gen_duration_s: float | None = None, max_steps: int = 768) -> list[np.ndarray]:
-    """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history."""
+                      max_gen_duration_s: float | None = None, max_steps: int = 768,
+                      teacher: Sequence[np.ndarray] | None = None, record: list | None = None) -> list[np.ndarray]:
+    """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
+
+    ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
+    (the sampled distribution, after temperature) per row to ``record``.
+    """
     B = len(texts_ids)
     text = np.full((B, 256), TEXT_PAD_TOKEN, dtype=np.int64)
     hist = np.full((B, 256), SEMANTIC_PAD_TOKEN, dtype=np.int64)
@@ -330,7 +335,12 @@ def generate_semantic(model: BarkGPT, texts_ids: Sequence[np.ndarray], histories
         if allow_early_stop:
             relevant = torch.cat([relevant, logits[:, SEMANTIC_PAD_TOKEN : SEMANTIC_PAD_TOKEN + 1]], dim=1)
         live = [i for i in range(B) if not done[i]]
-        sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
+        if teacher is not None:
+            record.append(F.log_softmax(relevant[live].float() / temp, dim=-1))
+            sampled = torch.tensor([int(teacher[i][n]) for i in live])
+            probs = F.softmax(relevant[live].float() / temp, dim=-1)
+        else:
+            sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
         tokens = torch.zeros(B, dtype=torch.long)  # rows that are done feed token 0; ignored
         tokens[live] = sampled
         for j, i in enumerate(live):
@@ -384,8 +394,11 @@ def coarse_steps(n_semantic: int) -> int:
 def generate_coarse(model: BarkGPT, semantics: Sequence[np.ndarray], voices: Sequence[dict | None],
                     generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
                     top_p: float | None = None, max_coarse_history: int = 630,
-                    sliding_window_len: int = 60) -> list[np.ndarray]:
+                    sliding_window_len: int = 60, teacher: Sequence[np.ndarray] | None = None,
+                    record: list | None = None) -> list[np.ndarray]:
     """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
+
+    ``teacher`` (benchmarks): codes (2, T) to feed instead of sampling; each step's log-probabilities go to ``record``.
 
     A window whose input (semantic context, infer token, coarse history) only extends what the cache already holds
     for every row of the batch keeps the cache instead of prefilling again: the same tokens at the same positions,
@@ -441,8 +454,12 @@ def generate_coarse(model: BarkGPT, semantics: Sequence[np.ndarray], voices: Seq
                 break
             start = SEMANTIC_VOCAB_SIZE + (0 if n_step % N_COARSE == 0 else CODEBOOK_SIZE)
             tokens = torch.full((B,), start, dtype=torch.long)  # rows that are done feed a harmless token
-            sampled, _ = sample_rows(logits[now, start : start + CODEBOOK_SIZE], [generators[i] for i in now],
-                                     temp, top_k, top_p)
+            if teacher is not None:
+                record.append(F.log_softmax(logits[now, start : start + CODEBOOK_SIZE].float() / temp, dim=-1))
+                sampled = torch.tensor([int(teacher[i][n_step % N_COARSE, n_step // N_COARSE]) for i in now])
+            else:
+                sampled, _ = sample_rows(logits[now, start : start + CODEBOOK_SIZE], [generators[i] for i in now],
+                                         temp, top_k, top_p)
             tokens[now] = sampled + start
             for i in now:
                 rows[i]["coarse"].append(int(tokens[i]))
@@ -484,8 +501,13 @@ def _shift_rows(model: BarkGPT, rows: Sequence[int], pad: Sequence[int], total: 
 @torch.inference_mode()
 def generate_fine(model: BarkFineGPT, coarses: Sequence[np.ndarray], voices: Sequence[dict | None],
                   generators: Sequence[torch.Generator], *, temp: float | None = 0.5, pad_to_window: bool = True,
-                  max_history: int = 512) -> list[np.ndarray]:
-    """Fine codes (8, T) for each row, the reference's 1024-frame windows at stride 512 (or unpadded, fast)."""
+                  max_history: int = 512, teacher: Sequence[np.ndarray] | None = None,
+                  record: list | None = None) -> list[np.ndarray]:
+    """Fine codes (8, T) for each row, the reference's 1024-frame windows at stride 512 (or unpadded, fast).
+
+    ``teacher`` (benchmarks): codes (8, T) to feed instead of sampling; log-probabilities of the frames each pass
+    fills go to ``record`` as (frame index in the clip, codebook, log-probs).
+    """
     rows = []
     for coarse, voice in zip(coarses, voices):
         coarse = np.asarray(coarse, np.int64)
@@ -505,7 +527,7 @@ def generate_fine(model: BarkFineGPT, coarses: Sequence[np.ndarray], voices: Seq
                      "n_loops": n_loops, "n_coarse": n_coarse, "T": T})
     # Rows run one at a time: the fine model is compute-bound over hundreds of frames, so batching gains nothing,
     # and alone each row's numbers are exactly what a single run computes.
-    for r, generator in zip(rows, generators):
+    for row_index, (r, generator) in enumerate(zip(rows, generators)):
         arr, n_coarse = r["arr"], r["n_coarse"]
         L = arr.shape[0]
         W = min(1024, L)
@@ -516,7 +538,14 @@ def generate_fine(model: BarkFineGPT, coarses: Sequence[np.ndarray], voices: Seq
             buf = arr[start : start + W][None].clone()  # (1, W, 8)
             for nn_ in range(n_coarse, N_FINE):
                 logits = model(nn_, buf, None, rel)[0, :, :CODEBOOK_SIZE]  # (W - rel, 1024)
-                if temp is None:
+                if teacher is not None:
+                    frames = torch.arange(start + rel, start + W) - r["n_history"]
+                    keep = (frames >= 0) & (frames < r["T"])
+                    record.append((frames[keep], nn_, F.log_softmax(logits[keep].float() / (temp or 1.0), dim=-1)))
+                    truth = torch.from_numpy(np.asarray(teacher[row_index], np.int64)[nn_])
+                    preds = logits.argmax(-1)  # padding frames: the model's own most likely code
+                    preds[keep] = truth[frames[keep]]
+                elif temp is None:
                     preds = logits.argmax(-1)
                 else:
                     probs = F.softmax(logits.float() / temp, dim=-1)

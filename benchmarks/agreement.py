@@ -1,0 +1,126 @@
+"""How close fast mode's next-token distributions are to exact mode's, under teacher forcing.
+
+    python benchmarks/agreement.py [--init-scale 4] [--tiny]
+
+Same weights for both modes; a real token sequence fed to both (Bark's shared voice presets: the history comes
+from one voice, the forced tokens from another), through the very code paths generation uses (prefill, cached
+decode steps, windows). At every step we compare the distribution that would be sampled (after temperature: 0.7
+semantic and coarse, 0.5 fine): KL(exact || fast) in nats, mean over steps, and top-1 agreement (same argmax).
+
+Random weights with PyTorch's default init give nearly uniform distributions, on which any change looks harmless.
+The weight matrices are therefore scaled by ``--init-scale`` so the logits are peaked (the script prints the exact
+mode's mean top-1 probability and entropy so the reader can judge); real Bark checkpoints were not available here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fastbark as FB  # noqa: E402
+import harness as H  # noqa: E402
+
+TEXT = "Hello, my name is Suno. And, uh, I like pizza. But I also have other interests such as playing tic tac toe."
+
+
+def compare(exact: list[torch.Tensor], fast: list[torch.Tensor]) -> dict[str, float]:
+    """Mean KL(exact || fast), top-1 agreement, and the exact distributions' mean top-1 prob and entropy."""
+    e, f = torch.cat(exact), torch.cat(fast)  # (N, V) log-probs
+    pe = e.exp()
+    kl = (pe * (e - f)).sum(-1)
+    ent = -(pe * e.clamp_min(-1e9)).nan_to_num().sum(-1)
+    return {"kl": kl.mean().item(), "top1": (e.argmax(-1) == f.argmax(-1)).float().mean().item(),
+            "p_max": pe.max(-1).values.mean().item(), "entropy": ent.mean().item(), "steps": e.shape[0]}
+
+
+def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
+    rec: list = []
+    FB.generate_semantic(model, [text_ids], [history], [torch.Generator()], allow_early_stop=True, min_eos_p=None,
+                         max_steps=len(forced), teacher=[forced], record=rec)
+    return rec
+
+
+def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tensor]:
+    rec: list = []
+    FB.generate_coarse(model, [semantic], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    return rec
+
+
+def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
+    """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins)."""
+    rec: list = []
+    FB.generate_fine(model, [coarse], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    table: dict[tuple[int, int], torch.Tensor] = {}
+    for frames, codebook, logp in rec:
+        for frame, row in zip(frames.tolist(), logp):
+            table[(codebook, frame)] = row
+    return [torch.stack([table[k] for k in sorted(table)])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--init-scale", type=float, default=4.0, help="multiplies the random weight matrices")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of the forced sequence")
+    parser.add_argument("--history-voice", default="v2/en_speaker_6")
+    parser.add_argument("--forced-voice", default="v2/en_speaker_1")
+    parser.add_argument("--tiny", action="store_true", help="2-layer 64-wide models (smoke test)")
+    parser.add_argument("--only", default="semantic,coarse,fine")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    shape = {"n_layer": 2, "n_head": 2, "n_embd": 64} if args.tiny else {}
+    models = H.build_reference_models("small", init_scale=args.init_scale, **shape)
+    checkpoints = {k: {"model_args": H.model_args(k, "small", **shape),
+                       "model": {f"_orig_mod.{n}": v for n, v in m.state_dict().items()}} for k, m in models.items()}
+    fp32 = {k: FB.build(k, c) for k, c in checkpoints.items()}
+    int8 = {k: FB.build(k, {**c, "model": {n: v.clone() for n, v in c["model"].items()}}, int8=True)
+            for k, c in checkpoints.items()}
+    history, forced = H.load_voice(args.history_voice), H.load_voice(args.forced_voice)
+    n_sem = H.semantic_tokens_for(args.seconds)
+    n_frames = H.expected_lengths(n_sem)[1]
+    sem = forced["semantic_prompt"][:n_sem]
+    coarse = forced["coarse_prompt"][:, :n_frames]
+    fine = forced["fine_prompt"][:, :n_frames]
+    ids = np.array(H.tokenizer().encode(TEXT, add_special_tokens=False)) + FB.TEXT_ENCODING_OFFSET
+    print(f"bark-small shapes{' (tiny)' if args.tiny else ''}, random weights x{args.init_scale}; history "
+          f"{args.history_voice}, forced tokens {args.forced_voice}: {len(sem)} semantic, {coarse.shape[1]} frames\n")
+    print(f"{'stage':<9} {'fast-mode change':<34} {'KL nats':>9} {'top-1':>7} {'exact p_max':>11} {'entropy':>8} {'steps':>6}")
+    rows = []
+    only = args.only.split(",")
+    with torch.inference_mode():
+        if "semantic" in only:
+            base = semantic_records(fp32["text"], ids, history["semantic_prompt"], sem)
+            rows.append(("semantic", "int8 linears", compare(base, semantic_records(int8["text"], ids, history["semantic_prompt"], sem))))
+        if "coarse" in only:
+            base = coarse_records(fp32["coarse"], sem, history, coarse)
+            variants = [
+                ("int8 linears", int8["coarse"], {}),
+                ("history 630 -> 315", fp32["coarse"], {"max_coarse_history": 315}),
+                ("window 60 -> 120", fp32["coarse"], {"sliding_window_len": 120}),
+                ("int8 + window 120", int8["coarse"], {"sliding_window_len": 120}),
+            ]
+            for label, model, opts in variants:
+                t = time.perf_counter()
+                rows.append(("coarse", label, compare(base, coarse_records(model, sem, history, coarse, **opts))))
+        if "fine" in only:
+            base = fine_records(fp32["fine"], coarse, history, fine)
+            variants = [
+                ("int8 linears", int8["fine"], {}),
+                ("no padding to 1024", fp32["fine"], {"pad_to_window": False}),
+                ("fine history 512 -> 256", fp32["fine"], {"max_history": 256}),
+                ("int8 + no padding", int8["fine"], {"pad_to_window": False}),
+            ]
+            for label, model, opts in variants:
+                rows.append(("fine", label, compare(base, fine_records(model, coarse, history, fine, **opts))))
+    for stage, label, r in rows:
+        print(f"{stage:<9} {label:<34} {r['kl']:9.4f} {r['top1']:7.3f} {r['p_max']:11.3f} {r['entropy']:8.2f} {r['steps']:6d}")
+
+
+if __name__ == "__main__":
+    main()
