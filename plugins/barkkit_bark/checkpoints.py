@@ -300,6 +300,16 @@ def find_weights(model: str | os.PathLike | None, kind: Kind) -> WeightFiles:
     return WeightFiles(kind, checkpoint=resolve_file(model, SUNO_FILES[kind]))
 
 
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor in memory aligned like torch's own allocations (64 bytes), copied only where it is not.
+
+    MKL's matrix products round differently depending on the alignment of their operands; safetensors hands out
+    tensors at arbitrary file offsets. Aligned weights make the logits bit-identical to a model whose weights
+    torch allocated itself (Suno's reference), which exact mode needs.
+    """
+    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone(memory_format=torch.contiguous_format)
+
+
 def load_model(
     model: str | os.PathLike | None, kind: Kind, *, device: str | torch.device = "cpu"
 ) -> GPT | FineGPT:
@@ -311,7 +321,7 @@ def load_model(
         config, state = read_transformers_checkpoint(files.config, files.weights, kind, model=model)
     # Built on the meta device and given the loaded tensors (gpt-fast's way): no random init, no second copy.
     module = build_model(config, kind, "meta")
-    state = {name: tensor.to(torch.float32) for name, tensor in state.items()}
+    state = {name: _aligned(tensor.to(torch.float32)) for name, tensor in state.items()}
     module.load_state_dict(state, strict=True, assign=True)
     if isinstance(module, FineGPT):
         module.tie_weights()
