@@ -1,9 +1,9 @@
 """Random degradations applied at training time, so the detector learns Bark's traces and not the recording chain.
 
 Each call draws one chain: crop, resampling through a random rate, a lossy codec (MP3, Vorbis, Opus), noise, a
-band limit, clipping, and for human speech mains hum or buzz (whose 50/60 Hz harmonics include every multiple of
-600 Hz, the frequencies of EnCodec's comb). All labels get the same chains except hum, so none of them can tell the
-labels apart.
+band limit, clipping, and for human speech mains hum, buzz or another periodic interference (whose harmonics
+include every multiple of 600 Hz, the frequencies of EnCodec's comb). All labels get the same chains except hum,
+so none of them can tell the labels apart.
 """
 
 from __future__ import annotations
@@ -41,10 +41,15 @@ def _codec(samples: np.ndarray, rate: int, codec: str, quality: float) -> np.nda
 
 
 def _hum(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Mains hum (a few harmonics) or buzz (many, from a clipped or rectified sine): (n,) with unit RMS."""
+    """Mains hum (a few harmonics), buzz (many, from a clipped or rectified sine), or another periodic interference
+    whose fundamental divides 600 Hz (frame-rate artifacts of speech codecs): (n,) with unit RMS."""
     t = np.arange(n) / rate
     mains = float(rng.choice([50.0, 60.0])) * (1 + rng.uniform(-0.002, 0.002))
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
+        f0 = float(rng.choice([100.0, 120.0, 150.0, 200.0, 300.0]))
+        tilt = rng.uniform(0.0, 1.5)
+        signal = sum(rng.uniform(0, 1) * k**-tilt * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) for k in range(1, int(min(7000.0, 0.45 * rate) / f0)))
+    elif rng.random() < 0.5:
         signal = sum(rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 6.3)) for k in range(1, 8))
     else:
         base = np.sin(2 * np.pi * mains * t)
@@ -71,7 +76,7 @@ def augment(samples: np.ndarray, rate: int, rng: np.random.Generator, *, human: 
         samples = sosfilt(butter(6, cutoff, fs=rate, output="sos"), samples).astype(np.float32)
     if rng.random() < 0.15:
         samples = sosfilt(butter(2, rng.uniform(60.0, 300.0), btype="highpass", fs=rate, output="sos"), samples).astype(np.float32)
-    if human and rng.random() < 0.2:
+    if human and rng.random() < 0.35:
         samples = samples + _hum(samples.shape[0], rate, rng) * np.float32(rms * 10 ** (-rng.uniform(20, 50) / 20))
     if rng.random() < 0.3:  # white or brown-ish background noise at 15-50 dB SNR
         noise = rng.standard_normal(samples.shape[0]).astype(np.float32)

@@ -105,6 +105,7 @@ class CombFeatures(FeatureSet):
     MAX_HZ = 7000.0  # below every source's band edge (16 kHz audio ends at 8 kHz)
     COMB_HZ = 600.0
     N_TEETH = 11  # 600 ... 6600 Hz
+    SUB_COMBS_HZ = (50.0, 60.0, 75.0, 100.0, 120.0, 150.0, 200.0, 300.0)
 
     def __init__(self) -> None:
         self.bin_hz = SAMPLE_RATE / self.N_FFT
@@ -119,10 +120,10 @@ class CombFeatures(FeatureSet):
             return self._bins(freqs[distance > 5.0])
 
         self._half = self._bins([self.COMB_HZ * (k + 0.5) for k in range(0, self.N_TEETH)])
-        self._hum50 = off_comb(50.0, 100.0)
-        self._hum60 = off_comb(60.0, 120.0)
-        self._frame75 = off_comb(75.0, 150.0)  # EnCodec's frame rate: weaker lines of its own
-        self._bands = [(100.0, 2000.0), (2000.0, 4500.0), (4500.0, self.MAX_HZ)]
+        # Any sound that repeats every 1/f s, with f dividing 600 Hz, also has lines at every multiple of 600 Hz:
+        # mains hum (50, 60 Hz), codec frames (Opus 20 ms = 50 Hz, speech-codec 5 ms subframes = 200 Hz), EnCodec's
+        # own 75 Hz frames. Their harmonics *off* the comb tell such sounds apart from a pure 600 Hz period.
+        self._sub_combs = {int(f): off_comb(f, 2 * f) for f in self.SUB_COMBS_HZ}
         self.dim = len(self.feature_names())
 
     def _bins(self, freqs: Any) -> np.ndarray:
@@ -130,12 +131,9 @@ class CombFeatures(FeatureSet):
 
     def feature_names(self) -> list[str]:
         teeth = [f"comb_{int(self.COMB_HZ * k)}hz" for k in range(1, self.N_TEETH + 1)]
-        bands = [f"peaky_{int(lo)}_{int(hi)}hz" for lo, hi in self._bands]
-        return teeth + [
-            "comb_mean", "comb_median", "comb_low_mean", "comb_high_mean",
-            "half_comb_mean", "hum50_mean", "hum60_mean", "frame75_mean",
-            "comb_excess",
-        ] + bands  # fmt: skip
+        subs = [f"off_comb_{int(f)}hz_mean" for f in self.SUB_COMBS_HZ]
+        summary = ["comb_mean", "comb_median", "comb_low_mean", "comb_high_mean", "half_comb_mean"]
+        return teeth + summary + subs + ["comb_excess"]
 
     def long_term_residual(self, samples: np.ndarray) -> np.ndarray:
         """Log long-term spectrum minus its running median: (N_FFT // 2 + 1,) float64."""
@@ -159,19 +157,12 @@ class CombFeatures(FeatureSet):
     def extract(self, samples: np.ndarray) -> np.ndarray:
         residual = self.long_term_residual(samples)
         teeth = self._prominence(residual, self._comb)  # (N_TEETH,)
-        controls = {
-            "half": self._prominence(residual, self._half).mean(),
-            "hum50": self._prominence(residual, self._hum50).mean(),
-            "hum60": self._prominence(residual, self._hum60).mean(),
-            "frame75": self._prominence(residual, self._frame75).mean(),
-        }
-        excess = teeth.mean() - max(controls["half"], controls["hum50"], controls["hum60"])
-        peaky = []
-        for lo, hi in self._bands:  # how tonal the spectrum is in general: share of bins 3x above the floor
-            band = residual[int(lo / self.bin_hz) : int(hi / self.bin_hz)]
-            peaky.append(float(np.mean(band > np.log(3.0))))
+        half = self._prominence(residual, self._half).mean()
+        subs = {f: self._prominence(residual, bins).mean() for f, bins in self._sub_combs.items()}
+        # how far the comb stands above the strongest rival explanation (EnCodec's own 75 Hz lines excluded)
+        excess = teeth.mean() - max(half, *(v for f, v in subs.items() if f != 75))
         return np.array(
-            [*teeth, teeth.mean(), np.median(teeth), teeth[:5].mean(), teeth[5:].mean(), *controls.values(), excess, *peaky],
+            [*teeth, teeth.mean(), np.median(teeth), teeth[:5].mean(), teeth[5:].mean(), half, *subs.values(), excess],
             dtype=np.float64,
         )
 
