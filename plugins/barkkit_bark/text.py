@@ -7,7 +7,6 @@ splits a longer text on sentence boundaries instead and generates it piece by pi
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from dataclasses import dataclass
@@ -44,19 +43,27 @@ class TextPiece:
     ids: list[int]
 
 
+def _bert_tokenizer(vocab_file: Path) -> object:
+    """transformers' original Python BertTokenizer, cased: the tokenizer Bark was written against.
+
+    transformers 5 renamed it ``BertTokenizerLegacy`` and made ``BertTokenizer`` the Rust-backed one, which splits
+    decomposed accents ("e" + U+0301) differently; transformers 4's ``BertTokenizer`` is the original.
+    """
+    try:
+        from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy as Original
+    except ImportError:
+        from transformers import BertTokenizer as Original
+    return Original(vocab_file=str(vocab_file), do_lower_case=False)
+
+
 class TextTokenizer:
     """Bark's tokenizer: ``bert-base-multilingual-cased`` WordPiece, cased, no special tokens, ids + 10,048."""
 
     def __init__(self, vocab_file: str | os.PathLike) -> None:
-        from transformers import BertTokenizer
-
         vocab_file = Path(vocab_file)
         if not vocab_file.is_file():
             raise WeightsError(f"{vocab_file}: no such vocabulary file")
-        # transformers 5 takes the vocabulary file as `vocab` (and ignores `vocab_file`); 4.x as `vocab_file`.
-        parameters = inspect.signature(BertTokenizer.__init__).parameters
-        key = "vocab" if "vocab" in parameters else "vocab_file"
-        self.tokenizer = BertTokenizer(**{key: str(vocab_file)}, do_lower_case=False)
+        self.tokenizer = _bert_tokenizer(vocab_file)
         with open(vocab_file, encoding="utf-8") as lines:
             expected = sum(1 for _ in lines)
         if len(self.tokenizer) < expected:  # a constructor that silently fell back to an empty vocabulary

@@ -1,0 +1,398 @@
+"""The batched engine: several inputs through one Bark stage together, each with its own length, voice and seed.
+
+Fast mode runs every call through here (a single run is a batch of one). Exact mode batches by running the
+reference-exact engine once per input, so that its tokens stay the reference's bit for bit.
+
+How rows stay independent (a row gets the tokens it gets alone, up to float rounding):
+- prefill runs one row at a time, causal over that row's own cache slots (right-aligned at a common end slot);
+- decode runs all rows together, one token each; a mask hides the slots before a row's first token;
+- each row samples with its own ``torch.Generator`` and draws only while it is still generating, so its generator
+  reaches the next stage in the state a single run leaves it in;
+- int8 activations are quantized per call (prefill: one row) or per token (decode), never across rows.
+The fine stage runs its rows one after the other: over hundreds of frames it is compute-bound, so a batch gains
+nothing there.
+
+Shapes: B rows, T new positions, S cache slots, C width, nh heads, hs head size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from barkkit.constants import (
+    CODEBOOK_SIZE,
+    COARSE_INFER_TOKEN,
+    COARSE_SEMANTIC_PAD_TOKEN,
+    N_COARSE_CODEBOOKS as N_COARSE,
+    N_FINE_CODEBOOKS as N_FINE,
+    SEMANTIC_INFER_TOKEN,
+    SEMANTIC_PAD_TOKEN,
+    SEMANTIC_VOCAB_SIZE,
+    TEXT_PAD_TOKEN,
+)
+from barkkit.voice import Voice
+
+from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, coarse_histories
+from barkkit_bark.semantic import semantic_step_limit
+
+__all__ = ["CausalRunner", "fine_logits", "sample_rows", "generate_semantic_batch", "generate_coarse_batch",
+           "generate_fine_batch"]
+
+
+class KVCache:
+    """Keys and values of one layer, (B, nh, S, hs), written in place at the given slots."""
+
+    def __init__(self, batch: int, n_head: int, size: int, head_dim: int, dtype: torch.dtype, device: Any) -> None:
+        self.k = torch.zeros(batch, n_head, size, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros(batch, n_head, size, head_dim, dtype=dtype, device=device)
+
+    def update(self, slots: slice, k: torch.Tensor, v: torch.Tensor,
+               row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nh, T, hs) at ``slots``; return what the queries attend to.
+
+        ``row`` set: a one-row prefill into that row's slots; it attends to its own slots only, and the slots before
+        them (left padding) are zeroed so that masked keys are finite for the batched decode steps.
+        """
+        if row is not None:
+            self.k[row, :, : slots.start] = 0
+            self.v[row, :, : slots.start] = 0
+            self.k[row : row + 1, :, slots] = k
+            self.v[row : row + 1, :, slots] = v
+            return self.k[row : row + 1, :, slots], self.v[row : row + 1, :, slots]
+        self.k[:, :, slots] = k
+        self.v[:, :, slots] = v
+        return self.k[:, :, : slots.stop], self.v[:, :, : slots.stop]
+
+
+def _attention(attn: nn.Module, x: torch.Tensor, cache: KVCache | None, slots: slice | None,
+               mask: torch.Tensor | None, causal: bool, row: int | None) -> torch.Tensor:
+    B, T, C = x.shape
+    n_head = attn.n_head
+    q, k, v = attn.c_attn(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+    if cache is not None:
+        k, v = cache.update(slots, k, v, row)  # (B, nh, S, hs)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None and T > 1)
+    return attn.c_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+def _block(block: nn.Module, x: torch.Tensor, cache: KVCache | None, slots: slice | None,
+           mask: torch.Tensor | None, causal: bool, row: int | None = None) -> torch.Tensor:
+    x = x + _attention(block.attn, block.ln_1(x), cache, slots, mask, causal, row)
+    mlp = block.mlp
+    return x + mlp.c_proj(F.gelu(mlp.c_fc(block.ln_2(x))))
+
+
+class CausalRunner:
+    """A causal Bark GPT with a static KV cache of ``batch`` rows x ``size`` slots, written in place.
+
+    Prefill runs one row at a time (causal over that row's own slots, right-aligned at a common end slot); decode
+    runs all rows together, one token each, with a mask for rows whose tokens start later (left padding). A row's
+    numbers therefore never depend on the other rows (int8 activations are quantized per call or per token).
+    """
+
+    def __init__(self, model: nn.Module, batch: int, size: int) -> None:
+        self.model = model
+        wpe = model.transformer.wpe.weight
+        n_head = model.transformer.h[0].attn.n_head
+        hd = wpe.shape[1] // n_head
+        self.caches = [KVCache(batch, n_head, size, hd, wpe.dtype, wpe.device) for _ in model.transformer.h]
+
+    @property
+    def size(self) -> int:
+        return self.caches[0].k.shape[2]
+
+    def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, mask: torch.Tensor | None,
+                 row: int | None = None) -> torch.Tensor:
+        """Token embeddings (B, T, C) at positions ``pos`` (B, T) into cache ``slots`` -> last logits (B, V).
+
+        ``mask`` (B, 1, 1, S): which slots each decoding row may see (None: all up to the slot written).
+        """
+        m = self.model.transformer
+        x = tok_emb + m.wpe(pos)
+        for block, cache in zip(m.h, self.caches):
+            x = _block(block, x, cache, slots, mask, True, row)
+        return self.model.lm_head(m.ln_f(x[:, -1:]))[:, 0]
+
+    def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
+        """Each row's embeddings (1, L_i, C) at positions 0..L_i - 1, in slots ending at ``end`` -> logits (B, V)."""
+        out = []
+        for i, emb in enumerate(rows):
+            L = emb.shape[1]
+            out.append(self(emb, torch.arange(L, device=emb.device)[None], slice(end - L, end), None, row=i))
+        return torch.cat(out)
+
+    def shift_rows(self, rows: Sequence[int], pad: Sequence[int], total: int, by: int) -> None:
+        """Move ``rows``' keys/values from slots [pad, total) to [pad + by, total + by), zeros before (exact)."""
+        for cache in self.caches:
+            for i in rows:
+                for t in (cache.k, cache.v):
+                    t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
+                    t[i, :, : pad[i] + by] = 0
+
+
+def fine_logits(model: nn.Module, pred_idx: int, codes: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Bark's non-causal fine model: codes (B, T, 8) -> logits (B, T - start, V) of codebook ``pred_idx``."""
+    m = model.transformer
+    T = codes.shape[1]
+    x = m.wpe.weight[:T][None]
+    for i in range(pred_idx + 1):
+        x = x + m.wtes[i](codes[:, :, i])
+    for block in m.h:
+        x = _block(block, x, None, None, None, False)
+    n_given = len(m.wtes) - len(model.lm_heads)
+    return model.lm_heads[pred_idx - n_given](m.ln_f(x[:, start:]))
+
+
+def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,
+                top_k: int | None = None, top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of ``logits`` (B, V), row i drawn with ``generators[i]``; returns (tokens (B,), probs)."""
+    logits = logits.float()
+    if top_p is not None:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        remove = cum > top_p
+        remove[:, 1:] = remove[:, :-1].clone()
+        remove[:, 0] = False
+        logits = logits.masked_fill(remove.scatter(1, order, remove), -math.inf)
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    probs = F.softmax(logits / temp, dim=-1)
+    tokens = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+    return tokens, probs
+
+
+# semantic --------------------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], histories: Sequence[np.ndarray | None],
+                      generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
+                      top_p: float | None = None, min_eos_p: float | None = 0.2, allow_early_stop: bool = True,
+                      max_gen_duration_s: float | None = None, max_steps: int = 768,
+                      teacher: Sequence[np.ndarray] | None = None, record: list | None = None) -> list[np.ndarray]:
+    """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
+
+    ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
+    (the sampled distribution, after temperature) per row to ``record``.
+    """
+    B = len(texts_ids)
+    text = np.full((B, 256), TEXT_PAD_TOKEN, dtype=np.int64)
+    hist = np.full((B, 256), SEMANTIC_PAD_TOKEN, dtype=np.int64)
+    for i, (ids, h) in enumerate(zip(texts_ids, histories)):
+        text[i, : len(ids)] = ids
+        if h is not None and len(h):
+            h = np.asarray(h, dtype=np.int64)[-256:]
+            hist[i, : len(h)] = h
+    wte = model.transformer.wte
+    device = wte.weight.device
+    emb = torch.cat([wte(torch.from_numpy(text).to(device)) + wte(torch.from_numpy(hist).to(device)),
+                     wte(torch.full((B, 1), SEMANTIC_INFER_TOKEN, device=device))], dim=1)  # (B, 257, C)
+    T0 = emb.shape[1]
+    max_tokens = max_steps if max_gen_duration_s is None else min(max_steps, semantic_step_limit(max_gen_duration_s))
+    run = CausalRunner(model, B, T0 + min(max_steps, max_tokens))
+    logits = run.prefill([emb[i : i + 1] for i in range(B)], T0)
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    for n in range(max_steps):
+        relevant = logits[:, :SEMANTIC_VOCAB_SIZE]
+        if allow_early_stop:
+            relevant = torch.cat([relevant, logits[:, SEMANTIC_PAD_TOKEN : SEMANTIC_PAD_TOKEN + 1]], dim=1)
+        live = [i for i in range(B) if not done[i]]
+        if teacher is not None:
+            record.append(F.log_softmax(relevant[live].float() / temp, dim=-1))
+            sampled = torch.tensor([int(teacher[i][n]) for i in live], device=device)
+            probs = F.softmax(relevant[live].float() / temp, dim=-1)
+        else:
+            sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
+        tokens = torch.zeros(B, dtype=torch.long, device=device)  # rows that are done feed token 0; ignored
+        tokens[live] = sampled
+        for j, i in enumerate(live):
+            t = int(tokens[i])
+            if allow_early_stop and (t == SEMANTIC_VOCAB_SIZE or (min_eos_p is not None and probs[j, -1] >= min_eos_p)):
+                done[i] = True
+                continue
+            out[i].append(t)
+            if len(out[i]) >= max_tokens:
+                done[i] = True
+        if all(done):
+            break
+        tokens = tokens.clamp_max(SEMANTIC_VOCAB_SIZE - 1)  # finished rows feed any valid token; ignored
+        pos = torch.full((B, 1), T0 + n, device=device)
+        logits = run(wte(tokens[:, None]), pos, slice(T0 + n, T0 + n + 1), None)
+    return [np.array(o, dtype=np.int64) for o in out]
+
+
+def coarse_steps(n_semantic: int) -> int:
+    return int(round(np.floor(n_semantic * SEMANTIC_TO_COARSE / N_COARSE) * N_COARSE))
+
+
+@torch.inference_mode()
+def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
+                    generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
+                    top_p: float | None = None, max_coarse_history: int = 630,
+                    sliding_window_len: int = 60, teacher: Sequence[np.ndarray] | None = None,
+                    record: list | None = None) -> list[np.ndarray]:
+    """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
+
+    ``teacher`` (benchmarks): codes (2, T) to feed instead of sampling; each step's log-probabilities go to ``record``.
+
+    A window whose input (semantic context, infer token, coarse history) only extends what the cache already holds
+    for every row of the batch keeps the cache instead of prefilling again: the same tokens at the same positions,
+    so the result is the reference's (up to float noise). That is the case until the coarse history reaches
+    ``max_coarse_history`` or the semantic context starts to slide (short clips without a long voice).
+    """
+    max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE))
+    rows = []
+    for sem, voice in zip(semantics, voices):
+        sem_hist, coarse_hist = coarse_histories(voice, max_coarse_history)
+        rows.append({"semantic": np.concatenate([sem_hist, np.asarray(sem, np.int64)]), "coarse": list(coarse_hist),
+                     "n_hist": len(coarse_hist), "base": len(sem_hist), "n_steps": coarse_steps(len(sem))})
+
+    def window_input(r: dict, w: int) -> list[int]:
+        semantic_idx = r["base"] + int(round(w * sliding_window_len / SEMANTIC_TO_COARSE))
+        x = r["semantic"][max(0, semantic_idx - max_semantic_history):][:256]
+        x = np.pad(x, (0, 256 - len(x)), constant_values=COARSE_SEMANTIC_PAD_TOKEN)
+        return [*x.tolist(), COARSE_INFER_TOKEN, *r["coarse"][-max_coarse_history:]]
+
+    wte = model.transformer.wte
+    B = len(rows)
+    n_windows = max(int(np.ceil(r["n_steps"] / sliding_window_len)) for r in rows)
+    run = CausalRunner(model, B, 1024)  # a window holds at most 256 + 1 + 630 + 60 tokens
+    cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
+    pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are zeros, masked
+    total = 0
+    device = wte.weight.device
+    logits = torch.zeros(B, model.lm_head.out_features, device=device)
+    fed = False  # whether the cache holds the last sampled token of every row (logits are fresh)
+    for w in range(n_windows):
+        live = [i for i, r in enumerate(rows) if w * sliding_window_len < r["n_steps"]]
+        inputs = {i: window_input(rows[i], w) for i in live}
+        redo = [i for i in live if not (fed and inputs[i] == cached[i])]
+        # realign every window so the cache holds no more than the longest live row (positions live in the values)
+        keep = [i for i in live if i not in redo]
+        new_total = max([len(cached[i]) for i in keep] + [len(inputs[i]) for i in redo])
+        if keep and new_total != total:
+            run.shift_rows(keep, pad, total, new_total - total)
+        for i in keep:
+            pad[i] = new_total - len(cached[i])
+        for i in range(B):
+            if i not in live:
+                pad[i] = 0  # finished rows: decoded along (finite garbage), never read
+        total = new_total
+        for i in redo:
+            L = len(inputs[i])
+            logits[i] = run(wte(torch.tensor([inputs[i]], device=device)), torch.arange(L, device=device)[None],
+                            slice(total - L, total),
+                            None, row=i)[0]
+            pad[i], cached[i] = total - L, list(inputs[i])
+        for s in range(sliding_window_len):
+            n_step = w * sliding_window_len + s
+            now = [i for i in live if n_step < rows[i]["n_steps"]]
+            if not now:
+                break
+            start = SEMANTIC_VOCAB_SIZE + (0 if n_step % N_COARSE == 0 else CODEBOOK_SIZE)
+            tokens = torch.full((B,), start, dtype=torch.long, device=device)  # rows that are done: ignored
+            if teacher is not None:
+                record.append(F.log_softmax(logits[now, start : start + CODEBOOK_SIZE].float() / temp, dim=-1))
+                sampled = torch.tensor([int(teacher[i][n_step % N_COARSE, n_step // N_COARSE]) for i in now],
+                                       device=device)
+            else:
+                sampled, _ = sample_rows(logits[now, start : start + CODEBOOK_SIZE], [generators[i] for i in now],
+                                         temp, top_k, top_p)
+            tokens[now] = sampled + start
+            for i in now:
+                rows[i]["coarse"].append(int(tokens[i]))
+                cached[i].append(int(tokens[i]))
+            fed = False
+            if s == sliding_window_len - 1:
+                # the window's last token is only worth feeding if some row keeps its cache for the next window
+                nxt = w + 1
+                if nxt >= n_windows or not any(nxt * sliding_window_len < rows[i]["n_steps"]
+                                               and window_input(rows[i], nxt) == cached[i] for i in now):
+                    break
+            slot = torch.arange(total + 1, device=device)
+            mask = (slot[None, :] >= torch.tensor(pad, device=device)[:, None])[:, None, None, :] if any(pad) else None
+            pos = torch.tensor([[min(total - p, 1023)] for p in pad], device=device)  # finished rows: any valid position
+            logits = run(wte(tokens[:, None]), pos, slice(total, total + 1),
+                           mask)
+            total += 1
+            fed = True
+    outs = []
+    for r in rows:
+        gen = np.array(r["coarse"][r["n_hist"]:], dtype=np.int64)[: r["n_steps"]]
+        arr = gen.reshape(-1, N_COARSE).T - SEMANTIC_VOCAB_SIZE
+        arr[1] -= CODEBOOK_SIZE
+        outs.append(arr)
+    return outs
+
+
+# fine ------------------------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices: Sequence[Voice | None],
+                  generators: Sequence[torch.Generator], *, temp: float | None = 0.5, pad_to_window: bool = True,
+                  max_history: int = 512, teacher: Sequence[np.ndarray] | None = None,
+                  record: list | None = None) -> list[np.ndarray]:
+    """Fine codes (8, T) for each row, the reference's 1024-frame windows at stride 512 (or unpadded, fast).
+
+    ``teacher`` (benchmarks): codes (8, T) to feed instead of sampling; log-probabilities of the frames each pass
+    fills go to ``record`` as (frame index in the clip, codebook, log-probs).
+    """
+    device = model.transformer.wpe.weight.device
+    rows = []
+    for coarse, voice in zip(coarses, voices):
+        coarse = np.asarray(coarse, np.int64)
+        n_coarse, T = coarse.shape
+        arr = np.vstack([coarse, np.full((N_FINE - n_coarse, T), CODEBOOK_SIZE, np.int64)])
+        n_history = 0
+        if voice is not None and max_history > 0:
+            hist = voice.fine.array.astype(np.int64)[:, -max_history:]
+            arr = np.hstack([hist, arr])
+            n_history = hist.shape[1]
+        n_pad = 0
+        if arr.shape[1] < 1024 and pad_to_window:
+            n_pad = 1024 - arr.shape[1]
+            arr = np.hstack([arr, np.full((N_FINE, n_pad), CODEBOOK_SIZE, np.int64)])
+        n_loops = max(0, int(np.ceil((T - (1024 - n_history)) / 512))) + 1
+        rows.append({"arr": torch.from_numpy(arr.T.copy()).to(device), "n_history": n_history, "n_pad": n_pad,
+                     "n_loops": n_loops, "n_coarse": n_coarse, "T": T})
+    # Rows run one at a time: the fine model is compute-bound over hundreds of frames, so batching gains nothing,
+    # and alone each row's numbers are exactly what a single run computes.
+    for row_index, (r, generator) in enumerate(zip(rows, generators)):
+        arr, n_coarse = r["arr"], r["n_coarse"]
+        L = arr.shape[0]
+        W = min(1024, L)
+        for n in range(r["n_loops"]):
+            start = min(n * 512, L - W)
+            fill = min(r["n_history"] + n * 512, L - 512) if L >= 1024 else r["n_history"]
+            rel = fill - start
+            buf = arr[start : start + W][None].clone()  # (1, W, 8)
+            for nn_ in range(n_coarse, N_FINE):
+                logits = fine_logits(model, nn_, buf, rel)[0, :, :CODEBOOK_SIZE]  # (W - rel, 1024)
+                if teacher is not None:
+                    frames = torch.arange(start + rel, start + W, device=device) - r["n_history"]
+                    keep = (frames >= 0) & (frames < r["T"])
+                    record.append((frames[keep], nn_, F.log_softmax(logits[keep].float() / (temp or 1.0), dim=-1)))
+                    truth = torch.from_numpy(np.asarray(teacher[row_index], np.int64)[nn_]).to(device)
+                    preds = logits.argmax(-1)  # padding frames: the model's own most likely code
+                    preds[keep] = truth[frames[keep]]
+                elif temp is None:
+                    preds = logits.argmax(-1)
+                else:
+                    probs = F.softmax(logits.float() / temp, dim=-1)
+                    preds = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                buf[0, rel:, nn_] = preds
+            arr[start + rel : start + W, n_coarse:] = buf[0, rel:, n_coarse:]
+    outs = []
+    for r in rows:
+        arr = r["arr"].T.cpu().numpy()[:, r["n_history"]:]
+        if r["n_pad"]:
+            arr = arr[:, : -r["n_pad"]]
+        outs.append(arr[:, : r["T"]].copy())
+    return outs

@@ -1,0 +1,76 @@
+"""Fast mode: the speed-ups barkkit takes when a pipeline is loaded with ``mode="fast"``.
+
+Each one is measured against exact mode (``benchmarks/agreement.py``: KL divergence and top-1 agreement of every
+stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: time). What fast mode changes:
+
+- int8 weights: every linear layer (attention, MLP, output heads) holds int8 weights, one scale per output channel
+  (``Int8Linear``). A decode step reads a quarter of fp32's bytes, and prefills use fbgemm's int8 GEMMs. Activations
+  are quantized per call (many rows) or per token (decode), so batch rows stay independent. Embeddings, layer norms
+  and the KV cache stay fp32.
+- the batched engine (``barkkit_bark.batch``) for every run, batch of one or many: static KV cache, prefill one row
+  at a time, decode all rows together, sampling in torch (top-p without a host round trip).
+- coarse stage: a window whose input only extends what the KV cache holds (the semantic context has not slid yet,
+  the history is not yet cut) keeps the cache instead of prefilling again. The same tokens at the same positions:
+  only float rounding differs (prefill vs one-token matrix products), which is why exact mode does not do it.
+- fine stage: short clips are not padded to 1024 frames; the model reads the clip (and the voice's frames) only.
+  The model is non-causal, so the padding frames did influence the result: measured, small.
+
+What fast mode does not change: the coarse history (630) and sliding window (60), and the fine stage's 512 voice
+frames. Shorter ones would save more, but on random weights their effect could not be told apart from a different
+model (see the README's performance section); they remain options of both modes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+
+__all__ = ["Int8Linear", "quantize_int8"]
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights (per output channel, symmetric) and int8 activations quantized per call.
+
+    Many rows at once (prefill, fine stage: one batch row per call): fbgemm's dynamic-quantized linear, which
+    quantizes the activations of the call with one scale. One token per row (decode): each row quantized with its
+    own scale and multiplied in int32 (``torch._int_mm``, exact integer sums), so a row's result does not depend on
+    the other rows of a batch. Both read the same int8 weights: a quarter of fp32's bytes per decode step.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        linear.qconfig = per_channel_dynamic_qconfig
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.packed = DynamicLinear.from_float(linear)
+        weight = self.packed.weight()  # per-channel symmetric qint8: zero points are 0
+        self.register_buffer("w_int8", weight.int_repr().t(), persistent=False)  # (K, N), a transposed view
+        self.register_buffer("w_scale", weight.q_per_channel_scales().float(), persistent=False)  # (N,)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
+            return torch.stack([self.packed(row) for row in x])
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])  # (M, K), one token per row
+        scale = x2.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127.0
+        q = torch.round(x2 / scale).to(torch.int8)
+        y = torch._int_mm(q, self.w_int8).float() * (scale * self.w_scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear of ``model`` (blocks and output heads) with an ``Int8Linear``."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, child_name, Int8Linear(child))
+    return model
