@@ -106,6 +106,15 @@ def test_hubert_features_from_a_local_folder(tmp_path):
         HubertFeatures(tmp_path / "missing")
 
 
+def test_hubert_features_from_the_hub_cache_by_id(hub_cache, tmp_path):
+    from tests.hub_cache import add_to_hub_cache
+
+    folder = _tiny_hubert(tmp_path / "hubert")
+    add_to_hub_cache(hub_cache, HubertFeatures.DEFAULT_MODEL, {p.name: p for p in folder.iterdir()})
+    features = HubertFeatures()  # facebook/hubert-base-ls960, found offline in the cache
+    assert features.dim == 32 and features.params()["model"] == HubertFeatures.DEFAULT_MODEL
+
+
 def test_unknown_or_newer_feature_sets_are_refused():
     with pytest.raises(BarkkitError, match="unknown feature set"):
         make_feature_set("mfcc")
