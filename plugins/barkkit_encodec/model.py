@@ -264,6 +264,8 @@ class Codec(nn.Module):
         the chunk and the result is the one-pass result up to float rounding.
         """
         total = codes.shape[-1]
+        if total == 0:  # convolutions cannot run on nothing; no frames is no audio
+            return self.codebooks.new_zeros(codes.shape[1], self.config.audio_channels, 0)
         if not chunk_frames or total <= chunk_frames:
             audio = self.decoder(self.dequantize(codes))
             if progress:
