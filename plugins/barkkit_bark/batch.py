@@ -37,6 +37,7 @@ from barkkit.constants import (
     SEMANTIC_VOCAB_SIZE,
     TEXT_PAD_TOKEN,
 )
+from barkkit.stage import Progress
 from barkkit.voice import Voice
 
 from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, coarse_histories
@@ -176,7 +177,8 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
                       generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
                       top_p: float | None = None, min_eos_p: float | None = 0.2, allow_early_stop: bool = True,
                       max_gen_duration_s: float | None = None, max_steps: int = 768,
-                      teacher: Sequence[np.ndarray] | None = None, record: list | None = None) -> list[np.ndarray]:
+                      teacher: Sequence[np.ndarray] | None = None, record: list | None = None,
+                      progress: Progress | None = None) -> list[np.ndarray]:
     """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
 
     ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
@@ -213,14 +215,17 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
             sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
         tokens = torch.zeros(B, dtype=torch.long, device=device)  # rows that are done feed token 0; ignored
         tokens[live] = sampled
+        values = tokens.tolist()
         for j, i in enumerate(live):
-            t = int(tokens[i])
+            t = values[i]
             if allow_early_stop and (t == SEMANTIC_VOCAB_SIZE or (min_eos_p is not None and probs[j, -1] >= min_eos_p)):
                 done[i] = True
                 continue
             out[i].append(t)
             if len(out[i]) >= max_tokens:
                 done[i] = True
+        if progress is not None and n % 64 == 63:
+            progress(n + 1, max_tokens)
         if all(done):
             break
         tokens = tokens.clamp_max(SEMANTIC_VOCAB_SIZE - 1)  # finished rows feed any valid token; ignored
@@ -238,7 +243,7 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                     generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
                     top_p: float | None = None, max_coarse_history: int = 630,
                     sliding_window_len: int = 60, teacher: Sequence[np.ndarray] | None = None,
-                    record: list | None = None) -> list[np.ndarray]:
+                    record: list | None = None, progress: Progress | None = None) -> list[np.ndarray]:
     """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
 
     ``teacher`` (benchmarks): codes (2, T) to feed instead of sampling; each step's log-probabilities go to ``record``.
@@ -307,9 +312,10 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                 sampled, _ = sample_rows(logits[now, start : start + CODEBOOK_SIZE], [generators[i] for i in now],
                                          temp, top_k, top_p)
             tokens[now] = sampled + start
+            values = tokens.tolist()
             for i in now:
-                rows[i]["coarse"].append(int(tokens[i]))
-                cached[i].append(int(tokens[i]))
+                rows[i]["coarse"].append(values[i])
+                cached[i].append(values[i])
             fed = False
             if s == sliding_window_len - 1:
                 # the window's last token is only worth feeding if some row keeps its cache for the next window
@@ -324,6 +330,8 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                            mask)
             total += 1
             fed = True
+        if progress is not None:
+            progress(w + 1, n_windows)
     outs = []
     for r in rows:
         gen = np.array(r["coarse"][r["n_hist"]:], dtype=np.int64)[: r["n_steps"]]
@@ -338,7 +346,7 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
 def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices: Sequence[Voice | None],
                   generators: Sequence[torch.Generator], *, temp: float | None = 0.5, pad_to_window: bool = True,
                   max_history: int = 512, teacher: Sequence[np.ndarray] | None = None,
-                  record: list | None = None) -> list[np.ndarray]:
+                  record: list | None = None, progress: Progress | None = None) -> list[np.ndarray]:
     """Fine codes (8, T) for each row, the reference's 1024-frame windows at stride 512 (or unpadded, fast).
 
     ``teacher`` (benchmarks): codes (8, T) to feed instead of sampling; log-probabilities of the frames each pass
@@ -389,6 +397,8 @@ def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices:
                     preds = torch.multinomial(probs, 1, generator=generator)[:, 0]
                 buf[0, rel:, nn_] = preds
             arr[start + rel : start + W, n_coarse:] = buf[0, rel:, n_coarse:]
+        if progress is not None:
+            progress(row_index + 1, len(rows))
     outs = []
     for r in rows:
         arr = r["arr"].T.cpu().numpy()[:, r["n_history"]:]
@@ -396,3 +406,87 @@ def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices:
             arr = arr[:, : -r["n_pad"]]
         outs.append(arr[:, : r["T"]].copy())
     return outs
+
+
+# the stages' run_batch -------------------------------------------------------------------------------------------
+def _check_batch(stage: Any, values: Sequence[Any], voices: Sequence[Voice | None],
+                 generators: Sequence[torch.Generator]) -> None:
+    from barkkit.errors import PipelineError
+
+    from barkkit_bark.common import check_generator
+
+    if not (len(values) == len(voices) == len(generators)):
+        raise PipelineError(f"got {len(values)} inputs, {len(voices)} voices and {len(generators)} generators; give one each")
+    for generator in generators:
+        check_generator(generator, stage.device)
+
+
+def run_semantic_batch(stage: Any, texts: Sequence[str], *, voices: Sequence[Voice | None],
+                       generators: Sequence[torch.Generator], progress: Progress | None = None,
+                       text_temp: float = 0.7, top_k: int | None = None, top_p: float | None = None,
+                       min_eos_p: float | None = 0.2, max_gen_duration_s: float | None = None,
+                       allow_early_stop: bool = True) -> list[Any]:
+    """``SemanticStage.run_batch``: long texts go sentence piece by piece, piece k of every text in one batch."""
+    from barkkit.errors import PipelineError
+    from barkkit.tokens import SemanticTokens
+
+    from barkkit_bark.semantic import check_semantic_options
+
+    _check_batch(stage, texts, voices, generators)
+    for text in texts:
+        if not isinstance(text, str):
+            raise PipelineError(f"the semantic stage reads text, got {type(text).__name__}")
+    check_semantic_options(text_temp, top_k, top_p, min_eos_p, max_gen_duration_s)
+    pieces = [stage.tokenizer.pieces(text) for text in texts]
+    histories = [voice.semantic.array if voice is not None else None for voice in voices]
+    outputs: list[list[np.ndarray]] = [[] for _ in texts]
+    n_pieces = max(len(p) for p in pieces)
+    for k in range(n_pieces):
+        rows = [i for i, p in enumerate(pieces) if k < len(p)]
+        piece_progress = (lambda done, total, k=k: progress(k * total + done, n_pieces * total)) if progress else None
+        tokens = generate_semantic_batch(
+            stage.model, [np.asarray(pieces[i][k].ids, np.int64) for i in rows], [histories[i] for i in rows],
+            [generators[i] for i in rows], temp=text_temp, top_k=top_k, top_p=top_p, min_eos_p=min_eos_p,
+            allow_early_stop=bool(allow_early_stop), max_gen_duration_s=max_gen_duration_s, progress=piece_progress)
+        for i, t in zip(rows, tokens):
+            outputs[i].append(t)
+            if voices[i] is None and len(t):
+                histories[i] = t  # no voice: the next sentence continues this one's speaker
+    return [SemanticTokens(np.concatenate(o) if o else np.zeros(0, np.int64)) for o in outputs]
+
+
+def run_coarse_batch(stage: Any, values: Sequence[Any], *, voices: Sequence[Voice | None],
+                     generators: Sequence[torch.Generator], progress: Progress | None = None,
+                     waveform_temp: float = 0.7, top_k: int | None = None, top_p: float | None = None,
+                     max_coarse_history: int = 630, sliding_window_len: int = 60) -> list[Any]:
+    """``CoarseStage.run_batch``: every input's windows advance together, one batched decode step at a time."""
+    from barkkit.tokens import CoarseTokens, SemanticTokens
+
+    from barkkit_bark.coarse import check_coarse_options
+
+    _check_batch(stage, values, voices, generators)
+    values = [SemanticTokens(v) for v in values]
+    check_coarse_options(values, waveform_temp, top_k, top_p, max_coarse_history, sliding_window_len)
+    codes = generate_coarse_batch(stage.model, [v.array for v in values], voices, generators, temp=waveform_temp,
+                                  top_k=top_k, top_p=top_p, max_coarse_history=max_coarse_history,
+                                  sliding_window_len=sliding_window_len, progress=progress)
+    return [CoarseTokens(c) for c in codes]
+
+
+def run_fine_batch(stage: Any, values: Sequence[Any], *, voices: Sequence[Voice | None],
+                   generators: Sequence[torch.Generator], progress: Progress | None = None,
+                   fine_temp: float | None = 0.5) -> list[Any]:
+    """``FineStage.run_batch`` in fast mode: clips are not padded to 1024 frames (see ``barkkit_bark.fast``)."""
+    from barkkit.errors import PipelineError
+    from barkkit.tokens import CoarseTokens, FineTokens
+
+    from barkkit_bark.sampling import check_temperature
+
+    _check_batch(stage, values, voices, generators)
+    values = [CoarseTokens(v) for v in values]
+    if any(len(v) == 0 for v in values):
+        raise PipelineError("no coarse codes to refine; the coarse stage produced an empty sequence")
+    check_temperature("fine_temp", fine_temp, allow_none=True)
+    codes = generate_fine_batch(stage.model, [v.array for v in values], voices, generators, temp=fine_temp,
+                                pad_to_window=False, progress=progress)
+    return [FineTokens(c) for c in codes]

@@ -122,6 +122,27 @@ def generate_coarse(
     return codes
 
 
+def check_coarse_options(
+    values: list[SemanticTokens], waveform_temp: float, top_k: int | None, top_p: float | None,
+    max_coarse_history: int, sliding_window_len: int,
+) -> None:
+    """Clear errors for coarse-stage inputs and options the reference would crash on or misuse."""
+    if any(len(value) == 0 for value in values):
+        raise PipelineError("no semantic tokens to turn into audio (the semantic stage stopped at once); try another seed")
+    check_temperature("waveform_temp", waveform_temp)
+    check_sampling_options(top_k, top_p)
+    for name, number in (("max_coarse_history", max_coarse_history), ("sliding_window_len", sliding_window_len)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise PipelineError(f"{name} must be a whole number of at least 1, got {number!r}")
+    if not 60 <= max_coarse_history <= 630:
+        raise PipelineError(f"max_coarse_history must be between 60 and 630, got {max_coarse_history}")
+    if max_coarse_history + sliding_window_len > 768:
+        raise PipelineError(
+            f"max_coarse_history + sliding_window_len must be at most 768 (the 1024-position window less 256 "
+            f"semantic tokens), got {max_coarse_history} + {sliding_window_len}"
+        )
+
+
 class CoarseStage(BarkStage):
     """Semantic tokens -> coarse codes (2, T) with Bark's coarse model (``bark.coarse``)."""
 
@@ -152,21 +173,12 @@ class CoarseStage(BarkStage):
     ) -> CoarseTokens:
         """Coarse codes for ``value``, continuing the voice's coarse tokens when one is given."""
         value = SemanticTokens(value)
-        if len(value) == 0:
-            raise PipelineError("no semantic tokens to turn into audio (the semantic stage stopped at once); try another seed")
-        check_temperature("waveform_temp", waveform_temp)
-        check_sampling_options(top_k, top_p)
-        for name, number in (("max_coarse_history", max_coarse_history), ("sliding_window_len", sliding_window_len)):
-            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-                raise PipelineError(f"{name} must be a whole number of at least 1, got {number!r}")
-        if not 60 <= max_coarse_history <= 630:
-            raise PipelineError(f"max_coarse_history must be between 60 and 630, got {max_coarse_history}")
-        if max_coarse_history + sliding_window_len > 768:
-            raise PipelineError(
-                f"max_coarse_history + sliding_window_len must be at most 768 (the 1024-position window less 256 "
-                f"semantic tokens), got {max_coarse_history} + {sliding_window_len}"
-            )
+        check_coarse_options([value], waveform_temp, top_k, top_p, max_coarse_history, sliding_window_len)
         generator = check_generator(generator, self.device)
+        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.batch)
+            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress,
+                                  waveform_temp=waveform_temp, top_k=top_k, top_p=top_p,
+                                  max_coarse_history=max_coarse_history, sliding_window_len=sliding_window_len)[0]
         codes = generate_coarse(
             self.model,
             value.array,

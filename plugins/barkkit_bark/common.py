@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from barkkit.errors import PipelineError
-from barkkit.stage import Stage
+from barkkit.stage import Progress, Stage
 
 from barkkit_bark.checkpoints import Kind, load_model
 from barkkit_bark.model import GPT, FineGPT
+
+if TYPE_CHECKING:
+    from barkkit.voice import Voice
 
 MODES = ("exact", "fast")
 
@@ -19,14 +23,19 @@ MODES = ("exact", "fast")
 class BarkStage(Stage):
     """A stage backed by one of Bark's transformers (``kind``: "text", "coarse" or "fine").
 
-    ``mode`` "exact" gives the reference's tokens bit for bit; "fast" may trade that for speed (today it runs the
-    same engine, except top-p in torch ops and a trimmed last layer in prefills).
+    ``mode`` "exact" gives the reference's tokens bit for bit; "fast" trades that for speed: int8 weights and the
+    batched engine (``barkkit_bark.fast`` lists every change and how it was measured). Fast mode converts
+    ``model`` in place.
     """
 
     kind: ClassVar[Kind]
 
     def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
         check_mode(mode)
+        if mode == "fast":
+            from barkkit_bark.fast import prepare_fast
+
+            model = prepare_fast(model)
         self.model = model
         self.mode = mode
         self.source = source
@@ -37,9 +46,30 @@ class BarkStage(Stage):
         check_mode(mode)
         return cls(load_model(model, cls.kind, device=device), mode=mode, source=None if model is None else str(model))
 
+    def run_batch(
+        self,
+        values: Sequence[Any],
+        *,
+        voices: Sequence["Voice | None"],
+        generators: Sequence[torch.Generator],
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> list[Any]:
+        """Several inputs, each with its own voice and generator (``barkkit_bark.batch``).
+
+        Fast mode runs them together (each row gets what it would alone). Exact mode runs them one at a time, so
+        each keeps the reference's tokens bit for bit.
+        """
+        if self.exact:
+            return super().run_batch(values, voices=voices, generators=generators, progress=progress, **options)
+        from barkkit_bark import batch
+
+        run = {"text": batch.run_semantic_batch, "coarse": batch.run_coarse_batch, "fine": batch.run_fine_batch}
+        return run[self.kind](self, values, voices=voices, generators=generators, progress=progress, **options)
+
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.model.transformer.wpe.weight.device
 
     @property
     def exact(self) -> bool:

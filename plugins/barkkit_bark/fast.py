@@ -27,7 +27,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-__all__ = ["Int8Linear", "quantize_int8"]
+__all__ = ["Int8Linear", "quantize_int8", "prepare_fast"]
 
 
 class Int8Linear(nn.Module):
@@ -74,3 +74,11 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             if type(child) is nn.Linear:
                 setattr(module, child_name, Int8Linear(child))
     return model
+
+
+def prepare_fast(model: nn.Module) -> nn.Module:
+    """Make a loaded Bark model fast-mode ready, in place: int8 linears on a CPU, bfloat16 on an accelerator."""
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        return quantize_int8(model)
+    return model.to(torch.bfloat16)  # CUDA & co.: bf16 matrix units; int8 dynamic quantization is CPU-only

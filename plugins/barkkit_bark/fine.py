@@ -101,4 +101,7 @@ class FineStage(BarkStage):
             raise PipelineError("no coarse codes to refine; the coarse stage produced an empty sequence")
         check_temperature("fine_temp", fine_temp, allow_none=True)
         generator = check_generator(generator, self.device)
+        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.batch)
+            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress,
+                                  fine_temp=fine_temp)[0]
         return FineTokens(generate_fine(self.model, value.array, voice, generator, temp=fine_temp, progress=progress))

@@ -136,6 +136,20 @@ def generate_semantic(
     return tokens[:n_kept].cpu().numpy()
 
 
+def check_semantic_options(
+    text_temp: float, top_k: int | None, top_p: float | None, min_eos_p: float | None, max_gen_duration_s: float | None
+) -> None:
+    """Clear errors for semantic-stage options the reference would crash on or misuse."""
+    check_temperature("text_temp", text_temp)
+    check_sampling_options(top_k, top_p)
+    if min_eos_p is not None and (isinstance(min_eos_p, bool) or not isinstance(min_eos_p, (int, float))):
+        raise PipelineError(f"min_eos_p must be a probability (or None for off), got {min_eos_p!r}")
+    if max_gen_duration_s is not None and (
+        isinstance(max_gen_duration_s, bool) or not isinstance(max_gen_duration_s, (int, float))
+    ):
+        raise PipelineError(f"max_gen_duration_s must be a number of seconds (or None), got {max_gen_duration_s!r}")
+
+
 class SemanticStage(BarkStage):
     """Text -> semantic tokens with Bark's text model (``bark.semantic``)."""
 
@@ -181,15 +195,12 @@ class SemanticStage(BarkStage):
         """Speak ``value``: semantic tokens (T,). Long text is generated sentence by sentence (see the module doc)."""
         if not isinstance(value, str):
             raise PipelineError(f"the semantic stage reads text, got {type(value).__name__}")
-        check_temperature("text_temp", text_temp)
-        check_sampling_options(top_k, top_p)
-        if min_eos_p is not None and (isinstance(min_eos_p, bool) or not isinstance(min_eos_p, (int, float))):
-            raise PipelineError(f"min_eos_p must be a probability (or None for off), got {min_eos_p!r}")
-        if max_gen_duration_s is not None and (
-            isinstance(max_gen_duration_s, bool) or not isinstance(max_gen_duration_s, (int, float))
-        ):
-            raise PipelineError(f"max_gen_duration_s must be a number of seconds (or None), got {max_gen_duration_s!r}")
+        check_semantic_options(text_temp, top_k, top_p, min_eos_p, max_gen_duration_s)
         generator = check_generator(generator, self.device)
+        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.batch)
+            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress,
+                                  text_temp=text_temp, top_k=top_k, top_p=top_p, min_eos_p=min_eos_p,
+                                  max_gen_duration_s=max_gen_duration_s, allow_early_stop=allow_early_stop)[0]
         pieces = self.tokenizer.pieces(value)
         history = voice.semantic.array if voice is not None else None
         steps = semantic_step_limit(max_gen_duration_s)
