@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from barkkit.files import check_writable
 __all__ = ["detector"]
 
 
-def _progress(state: Any, label: str):  # -> (callback, close)
+def _progress(state: Any, label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A progress callback drawing a bar on stderr (none with --quiet), and the function that closes the bar."""
     if getattr(state, "quiet", False):
         return None, lambda: None
     bar: dict[str, Any] = {}

@@ -225,6 +225,12 @@ def test_train_then_evaluate_a_tiny_model(run, tmp_path):
     assert "ROC-AUC 1.000" in result.output and "label other_tts" in result.output and "gen_b [bark]" in result.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # barkkit detect with this model instead of the bundled one
+    clip = tmp_path / "traced.wav"
+    soundfile.write(clip, speech_like(2.5, 32_000, 778, comb_db=22), 32_000)
+    line = json.loads(run("detect", clip, "--model", out, "--json").stdout)
+    assert line["is_bark"] is True and line["bark_probability"] == pytest.approx(detector.score(clip), abs=1e-5)
+
 
 def test_train_on_hubert_features(tmp_path):
     from barkkit_detect.dataset import read_clips
