@@ -11,8 +11,8 @@ Two sets:
   multiple of 600 Hz in the long-term spectrum. The lines are the same for every speaker, language, text and
   loudness, survive resampling (they sit at fixed frequencies in Hz, not bins) and lossy codecs (MP3, Vorbis, Opus at
   usual qualities), and human speech has no reason to carry them. The features are the prominences of those lines
-  over the local spectral floor, plus control prominences at frequencies where mains hum (50/60 Hz harmonics) or a
-  generally tonal spectrum would also put peaks, so a hum that happens to hit multiples of 600 Hz is not read as
+  over the local spectral floor, plus control prominences off the comb where any other sound with a period that
+  divides 1/600 s (mains hum at 50/60 Hz, codec frames, a buzz) would also put lines, so such a sound is not read as
   Bark. Everything is computed on 16 kHz audio (the lowest rate in the training data) below 7 kHz, so sample rate and
   bandwidth cannot leak the label, and from log-spectrum differences, so loudness cannot either.
 - ``hubert-l6`` (optional; Suno's recipe). HuBERT-base layer-6 hidden states averaged over time (768 values). Needs
