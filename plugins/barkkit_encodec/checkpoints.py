@@ -162,33 +162,44 @@ def _read_weights_file(path: Path, prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix) and torch.is_tensor(value)}
 
 
+def _tensor_names(path: Path) -> list[str]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return list(handle.keys())
+        except Exception as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    return list(_read_weights_file(path, ""))
+
+
 def _read_transformers(model: str | os.PathLike, weights: Path, config: Mapping[str, Any] | None) -> tuple[dict, Any]:
-    """Codec tensors (transformers names, prefix removed) and the codec's config dict from a transformers model."""
+    """Codec tensors (transformers names, prefix removed) and the codec's config dict from a transformers model.
+
+    ``weights`` is one checkpoint file or a sharded checkpoint's ``*.index.json``; only the shards that hold codec
+    tensors are read. Without a config.json, a BarkModel is told from an EncodecModel by its tensor names.
+    """
+    sharded = weights.name.endswith(".index.json")
+    if sharded:
+        try:
+            weight_map: dict[str, str] = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(f"{weights}: not a valid checkpoint index ({exc})") from None
+        names = list(weight_map)
+    else:
+        weight_map, names = {}, []
     model_type = (config or {}).get("model_type")
     if model_type == "bark":
-        prefix, codec_config = BARK_PREFIX, config.get("codec_config")
+        prefix, codec_config = BARK_PREFIX, (config or {}).get("codec_config")
     elif model_type == "encodec":
         prefix, codec_config = "", config
-    else:  # no config.json: tell a BarkModel from an EncodecModel by its keys
-        prefix, codec_config = None, None
-    files = [weights]
-    if weights.name.endswith(".index.json"):
-        try:
-            weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
-        except (ValueError, KeyError) as exc:
-            raise WeightsError(f"{weights}: not a valid checkpoint index ({exc})") from None
-        wanted = {f for key, f in weight_map.items() if prefix is None or key.startswith(prefix)}
-        if prefix is None:
-            prefix = BARK_PREFIX if any(key.startswith(BARK_PREFIX) for key in weight_map) else ""
-            wanted = {f for key, f in weight_map.items() if key.startswith(prefix)}
-        files = [resolve_file(model, name) for name in sorted(wanted)]
+    else:
+        names = names or _tensor_names(weights)
+        prefix, codec_config = (BARK_PREFIX if any(n.startswith(BARK_PREFIX) for n in names) else ""), None
+    files = [resolve_file(model, name) for name in sorted({f for k, f in weight_map.items() if k.startswith(prefix)})]
     state: dict[str, torch.Tensor] = {}
-    for path in files:
-        if prefix is None:
-            state = _read_weights_file(path, BARK_PREFIX)
-            prefix = BARK_PREFIX if state else ""
-            if state:
-                continue
+    for path in files if sharded else [weights]:
         state.update(_read_weights_file(path, prefix))
     return state, codec_config
 

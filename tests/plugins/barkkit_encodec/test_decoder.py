@@ -119,7 +119,8 @@ def test_transformers_layout_is_what_the_conversion_makes(original_codec, transf
     assert np.abs(hf_audio - expected).max() < 1e-4 * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("fmt", ["encodec_model_folder", "bark_model_folder", "bark_model_bin", "checkpoint_file"])
+@pytest.mark.parametrize("fmt", ["encodec_model_folder", "bark_model_folder", "bark_model_bin", "bark_sharded",
+                                 "bark_without_config", "checkpoint_file"])
 def test_every_weight_format_decodes_alike(fmt, decoder, original_codec, transformers_codec, bark_codec_folder,
                                            fine_prompts, tmp_path):
     if fmt == "encodec_model_folder":
@@ -131,6 +132,20 @@ def test_every_weight_format_decodes_alike(fmt, decoder, original_codec, transfo
 
         torch.save(load_file(str(bark_codec_folder / "model.safetensors")), tmp_path / "pytorch_model.bin")
         (tmp_path / "config.json").write_text((bark_codec_folder / "config.json").read_text())
+        model_ref = tmp_path
+    elif fmt == "bark_sharded":  # model.safetensors.index.json: only the shard holding codec_model.* is read
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(bark_codec_folder / "model.safetensors"))
+        (tmp_path / "model-00002-of-00002.safetensors").write_bytes((bark_codec_folder / "model.safetensors").read_bytes())
+        (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"semantic shard: never read")
+        weight_map = {k: "model-00002-of-00002.safetensors" for k in tensors if k.startswith("codec_model.")}
+        weight_map["semantic.lm_head.weight"] = "model-00001-of-00002.safetensors"
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        (tmp_path / "config.json").write_text((bark_codec_folder / "config.json").read_text())
+        model_ref = tmp_path
+    elif fmt == "bark_without_config":  # codec_model.* names tell a BarkModel apart
+        (tmp_path / "model.safetensors").write_bytes((bark_codec_folder / "model.safetensors").read_bytes())
         model_ref = tmp_path
     else:
         model_ref = original_codec[0] / ORIGINAL_CHECKPOINT
