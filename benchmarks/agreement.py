@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fastbark as FB  # noqa: E402
 import harness as H  # noqa: E402
 
 TEXT = "Hello, my name is Suno. And, uh, I like pizza. But I also have other interests such as playing tic tac toe."
@@ -41,22 +40,28 @@ def compare(exact: list[torch.Tensor], fast: list[torch.Tensor]) -> dict[str, fl
 
 
 def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
+    from barkkit_bark.batch import generate_semantic_batch
+
     rec: list = []
-    FB.generate_semantic(model, [text_ids], [history], [torch.Generator()], allow_early_stop=True, min_eos_p=None,
+    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], allow_early_stop=True, min_eos_p=None,
                          max_steps=len(forced), teacher=[forced], record=rec)
     return rec
 
 
 def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tensor]:
+    from barkkit_bark.batch import generate_coarse_batch
+
     rec: list = []
-    FB.generate_coarse(model, [semantic], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
     return rec
 
 
 def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
     """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins)."""
+    from barkkit_bark.batch import generate_fine_batch
+
     rec: list = []
-    FB.generate_fine(model, [coarse], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
     table: dict[tuple[int, int], torch.Tensor] = {}
     for frames, codebook, logp in rec:
         for frame, row in zip(frames.tolist(), logp):
@@ -75,19 +80,23 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     shape = {"n_layer": 2, "n_head": 2, "n_embd": 64} if args.tiny else {}
+    from barkkit_bark.checkpoints import load_model
+    from barkkit_bark.fast import prepare_fast
+
     models = H.build_reference_models("small", init_scale=args.init_scale, **shape)
-    checkpoints = {k: {"model_args": H.model_args(k, "small", **shape),
-                       "model": {f"_orig_mod.{n}": v for n, v in m.state_dict().items()}} for k, m in models.items()}
-    fp32 = {k: FB.build(k, c) for k, c in checkpoints.items()}
-    int8 = {k: FB.build(k, {**c, "model": {n: v.clone() for n, v in c["model"].items()}}, int8=True)
-            for k, c in checkpoints.items()}
-    history, forced = H.load_voice(args.history_voice), H.load_voice(args.forced_voice)
+    tmp = tempfile.TemporaryDirectory()
+    H.write_checkpoints(models, Path(tmp.name))
+    del models
+    fp32 = {k: load_model(tmp.name, k) for k in ("text", "coarse", "fine")}
+    int8 = {k: prepare_fast(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
+    history_dict, forced = H.load_voice(args.history_voice), H.load_voice(args.forced_voice)
+    history = H.to_voice(history_dict)
     n_sem = H.semantic_tokens_for(args.seconds)
     n_frames = H.expected_lengths(n_sem)[1]
     sem = forced["semantic_prompt"][:n_sem]
     coarse = forced["coarse_prompt"][:, :n_frames]
     fine = forced["fine_prompt"][:, :n_frames]
-    ids = np.array(H.tokenizer().encode(TEXT, add_special_tokens=False)) + FB.TEXT_ENCODING_OFFSET
+    ids = np.array(H.tokenizer().encode(TEXT, add_special_tokens=False)) + 10_048
     print(f"bark-small shapes{' (tiny)' if args.tiny else ''}, random weights x{args.init_scale}; history "
           f"{args.history_voice}, forced tokens {args.forced_voice}: {len(sem)} semantic, {coarse.shape[1]} frames\n")
     print(f"{'stage':<9} {'fast-mode change':<34} {'KL nats':>9} {'top-1':>7} {'exact p_max':>11} {'entropy':>8} {'steps':>6}")
@@ -95,8 +104,8 @@ def main() -> None:
     only = args.only.split(",")
     with torch.inference_mode():
         if "semantic" in only:
-            base = semantic_records(fp32["text"], ids, history["semantic_prompt"], sem)
-            rows.append(("semantic", "int8 linears", compare(base, semantic_records(int8["text"], ids, history["semantic_prompt"], sem))))
+            base = semantic_records(fp32["text"], ids, history_dict["semantic_prompt"], sem)
+            rows.append(("semantic", "int8 linears", compare(base, semantic_records(int8["text"], ids, history_dict["semantic_prompt"], sem))))
         if "coarse" in only:
             base = coarse_records(fp32["coarse"], sem, history, coarse)
             variants = [
@@ -106,7 +115,6 @@ def main() -> None:
                 ("int8 + window 120", int8["coarse"], {"sliding_window_len": 120}),
             ]
             for label, model, opts in variants:
-                t = time.perf_counter()
                 rows.append(("coarse", label, compare(base, coarse_records(model, sem, history, coarse, **opts))))
         if "fine" in only:
             base = fine_records(fp32["fine"], coarse, history, fine)

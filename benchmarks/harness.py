@@ -76,8 +76,14 @@ def build_reference_models(size: str = "small", *, seed: int = 0, init_scale: fl
 
 
 def write_checkpoints(models: dict[str, torch.nn.Module], folder: Path, size: str = "small") -> dict[str, Path]:
-    """Write the models in Suno's checkpoint format (``_orig_mod.`` keys, ``model_args``, ``best_val_loss``)."""
+    """Write the models in Suno's checkpoint format (``_orig_mod.`` keys, ``model_args``, ``best_val_loss``).
+
+    The tokenizer's vocabulary goes next to them as ``vocab.txt``, so the folder is a complete barkkit model.
+    """
+    import shutil
+
     folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(VOCAB, folder / "vocab.txt")
     paths = {}
     for kind, model in models.items():
         args = {k: getattr(model.config, k) for k in model_args(kind, size)}
@@ -89,9 +95,11 @@ def write_checkpoints(models: dict[str, torch.nn.Module], folder: Path, size: st
 
 
 def tokenizer():
-    from transformers import BertTokenizer
+    """Bark's cased WordPiece tokenizer from the shared vocabulary (transformers 5's Rust ``BertTokenizer`` ignores
+    ``vocab_file`` and would map every word to [UNK]; barkkit_bark builds the original Python one)."""
+    from barkkit_bark.text import TextTokenizer
 
-    return BertTokenizer(vocab_file=str(VOCAB), do_lower_case=False)
+    return TextTokenizer(VOCAB).tokenizer
 
 
 def load_voice(name: str | None) -> dict[str, np.ndarray] | None:
@@ -276,6 +284,51 @@ def transformers_runner(models: dict[str, torch.nn.Module], size: str = "small",
         return out[0].numpy()
 
     return Runner("transformers", semantic, coarse, fine, None, extra={"models": hf})
+
+
+def to_voice(voice: dict | None):
+    from barkkit.voice import Voice
+
+    return None if voice is None else Voice.from_dict(voice)
+
+
+def barkkit_runner(folder: Path, mode: str, codec_folder: Path | None = None) -> Runner:
+    """barkkit's three Bark stages (and its EnCodec decoder) loaded from ``folder`` in ``mode``, run one at a time.
+
+    ``extra`` holds the stages, for batched runs through ``Stage.run_batch``.
+    """
+    from barkkit_bark.coarse import CoarseStage
+    from barkkit_bark.fine import FineStage
+    from barkkit_bark.semantic import SemanticStage
+
+    stages = {"semantic": SemanticStage.load(folder, mode=mode), "coarse": CoarseStage.load(folder, mode=mode),
+              "fine": FineStage.load(folder, mode=mode)}
+    decoder = None
+    if codec_folder is not None:
+        from barkkit_encodec.decoder import EncodecDecoder
+
+        decoder = EncodecDecoder.load(codec_folder, mode=mode)
+
+    def gen(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    def semantic(text: str, voice: dict | None, seed: int, n_tokens: int) -> np.ndarray:
+        return stages["semantic"].run(text, voice=to_voice(voice), generator=gen(seed), allow_early_stop=False,
+                                      max_gen_duration_s=(n_tokens - 0.5) / SEMANTIC_RATE_HZ).array
+
+    def coarse(semantic_tokens: np.ndarray, voice: dict | None, seed: int) -> np.ndarray:
+        return stages["coarse"].run(semantic_tokens, voice=to_voice(voice), generator=gen(seed)).array
+
+    def fine(coarse_tokens: np.ndarray, voice: dict | None, seed: int) -> np.ndarray:
+        return stages["fine"].run(coarse_tokens, voice=to_voice(voice), generator=gen(seed)).array
+
+    def decode(fine_tokens: np.ndarray) -> np.ndarray:
+        from barkkit.tokens import FineTokens
+
+        return decoder.decode(FineTokens(fine_tokens)).samples
+
+    return Runner(f"barkkit-{mode}", semantic, coarse, fine, decode if decoder is not None else None,
+                  extra={"stages": stages})
 
 
 def random_codec() -> torch.nn.Module:

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fastbark as FB  # noqa: E402
 import harness as H  # noqa: E402
 
 TEXT = "Hello, my name is Suno. And, uh, I like pizza. But I also have other interests such as playing tic tac toe."
@@ -41,54 +40,6 @@ BATCH_TEXTS = [
     "A short sentence.",
     "Every batch item keeps its own voice, its own seed and its own length.",
 ]
-
-
-def engine_runner(name: str, folder: Path, size: str, options: FB.FastOptions, codec_folder: Path | None) -> H.Runner:
-    """The batched engine (benchmarks/fastbark.py) on the checkpoint files, loaded with mmap + weights_only."""
-    from barkkit.weights import load_torch_file
-
-    models = {kind: FB.build(kind, load_torch_file(folder / H.FILE_NAMES[size][kind]), int8=options.int8)
-              for kind in ("text", "coarse", "fine")}
-    tok = H.tokenizer()
-    decoder = None
-    if codec_folder is not None:
-        from barkkit_encodec.decoder import EncodecDecoder
-
-        decoder = EncodecDecoder.load(codec_folder)
-
-    def text_ids(text: str) -> np.ndarray:
-        return np.array(tok.encode(" ".join(text.split()), add_special_tokens=False), dtype=np.int64) + FB.TEXT_ENCODING_OFFSET
-
-    def semantic_batch(texts, voices, seeds, n_tokens):
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
-        return FB.generate_semantic(models["text"], [text_ids(t) for t in texts],
-                                    [None if v is None else v["semantic_prompt"] for v in voices], gens,
-                                    allow_early_stop=False, max_gen_duration_s=(n_tokens - 0.5) / H.SEMANTIC_RATE_HZ)
-
-    def coarse_batch(sems, voices, seeds):
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
-        return FB.generate_coarse(models["coarse"], sems, voices, gens, max_coarse_history=options.coarse_history,
-                                  sliding_window_len=options.coarse_window)
-
-    def fine_batch(coarses, voices, seeds):
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
-        return FB.generate_fine(models["fine"], coarses, voices, gens, pad_to_window=options.fine_pad,
-                                max_history=options.fine_history)
-
-    def decode(fine: np.ndarray) -> np.ndarray:
-        from barkkit.tokens import FineTokens
-
-        return decoder.decode(FineTokens(fine)).samples
-
-    return H.Runner(
-        name,
-        lambda text, voice, seed, n: semantic_batch([text], [voice], [seed], n)[0],
-        lambda sem, voice, seed: coarse_batch([sem], [voice], [seed])[0],
-        lambda coarse, voice, seed: fine_batch([coarse], [voice], [seed])[0],
-        decode if decoder is not None else None,
-        extra={"semantic_batch": semantic_batch, "coarse_batch": coarse_batch, "fine_batch": fine_batch,
-               "models": models},
-    )
 
 
 def run_chain(runner: H.Runner, text: str, voice, n_tokens: int, seed: int) -> dict[str, H.StageTiming]:
@@ -189,9 +140,9 @@ def main() -> None:
     if "transformers" in only:
         runners.append(H.transformers_runner(models, size))
     if "exact" in only:
-        runners.append(engine_runner("barkkit-exact", folder, size, FB.FastOptions.exact(), folder))
+        runners.append(H.barkkit_runner(folder, "exact", folder))
     if "fast" in only or args.batch:
-        fast = engine_runner("barkkit-fast", folder, size, FB.FastOptions.fast(), folder)
+        fast = H.barkkit_runner(folder, "fast", folder)
         if "fast" in only:
             runners.append(fast)
 
@@ -210,27 +161,36 @@ def main() -> None:
 
 
 def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: float) -> None:
-    """N texts (own seeds; voices alternate between the given one and none) as one batch vs one at a time."""
+    """N texts (own seeds; voices alternate between the given one and none) as one batch vs one at a time.
+
+    Both through barkkit's stages (``run`` / ``run_batch``), semantic -> coarse -> fine, tokens only.
+    """
+    stages = runner.extra["stages"]
     texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
-    voices = [voice if i % 2 == 0 else None for i in range(n)]
+    voices = [H.to_voice(voice) if i % 2 == 0 else None for i in range(n)]
     seeds = list(range(100, 100 + n))
-    e = runner.extra
+    sem_opts = {"allow_early_stop": False, "max_gen_duration_s": (n_tokens - 0.5) / H.SEMANTIC_RATE_HZ}
+
+    def gens() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
     t0 = time.perf_counter()
     singles = []
-    for text, v, s in zip(texts, voices, seeds):
-        sem = e["semantic_batch"]([text], [v], [s], n_tokens)
-        coarse = e["coarse_batch"](sem, [v], [s])
-        singles.append(e["fine_batch"](coarse, [v], [s])[0])
+    for text, v, g in zip(texts, voices, gens()):
+        sem = stages["semantic"].run(text, voice=v, generator=g, **sem_opts)
+        coarse = stages["coarse"].run(sem, voice=v, generator=g)
+        singles.append(stages["fine"].run(coarse, voice=v, generator=g))
     t_single = time.perf_counter() - t0
+    g = gens()
     t0 = time.perf_counter()
-    sems = e["semantic_batch"](texts, voices, seeds, n_tokens)
+    sems = stages["semantic"].run_batch(texts, voices=voices, generators=g, **sem_opts)
     t_sem = time.perf_counter() - t0
-    coarses = e["coarse_batch"](sems, voices, seeds)
+    coarses = stages["coarse"].run_batch(sems, voices=voices, generators=g)
     t_coarse = time.perf_counter() - t0 - t_sem
-    fines = e["fine_batch"](coarses, voices, seeds)
+    fines = stages["fine"].run_batch(coarses, voices=voices, generators=g)
     t_batch = time.perf_counter() - t0
-    same = np.mean([np.mean(a == b) for a, b in zip(fines, singles)])
-    print(f"batch of {n} (fast mode, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "
+    same = np.mean([np.mean(a.array == b.array) for a, b in zip(fines, singles)])
+    print(f"batch of {n} ({runner.name}, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "
           f"{t_coarse:.1f}, fine {t_batch - t_sem - t_coarse:.1f}) vs {t_single:.1f} s one at a time: "
           f"{t_single / t_batch:.2f}x throughput; {n * audio_s / t_batch:.2f} s of audio per second; "
           f"fine tokens equal to the single runs: {same:.3f}")
