@@ -58,7 +58,7 @@ def _hum(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     return (signal / (np.sqrt(np.mean(signal**2)) + 1e-9)).astype(np.float32)
 
 
-def augment(samples: np.ndarray, rate: int, rng: np.random.Generator, *, human: bool, crop_s: tuple[float, float] = (2.0, 12.0)) -> tuple[np.ndarray, int]:
+def augment(samples: np.ndarray, rate: int, rng: np.random.Generator, *, human: bool, crop_s: tuple[float, float] = (1.0, 12.0)) -> tuple[np.ndarray, int]:
     """One random degradation of ``samples`` (float32 (n,) at ``rate``). Returns (samples, rate)."""
     from scipy.signal import butter, sosfilt
 

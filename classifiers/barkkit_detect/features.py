@@ -96,7 +96,7 @@ class CombFeatures(FeatureSet):
     """
 
     name = "encodec-comb"
-    version = 1
+    version = 2  # 2: clips shorter than one frame are windowed at their own length
 
     N_FFT = 32_000  # 16000 / 32000 = 0.5 Hz bins; 600 Hz = bin 1200
     HOP = 8_000
@@ -140,7 +140,11 @@ class CombFeatures(FeatureSet):
         from scipy.ndimage import median_filter
 
         if samples.shape[0] < self.N_FFT:
-            samples = np.pad(samples, (0, self.N_FFT - samples.shape[0]))
+            # one frame: the clip under a window of its own length, zero-padded to keep the bins on whole Hz
+            windowed = samples * np.hanning(samples.shape[0]).astype(np.float32)
+            spectrum = np.fft.rfft(windowed, n=self.N_FFT)
+            log_power = np.log(spectrum.real**2 + spectrum.imag**2 + 1e-12)
+            return log_power - median_filter(log_power, size=self.FLOOR_BINS, mode="nearest")
         n_frames = 1 + (samples.shape[0] - self.N_FFT) // self.HOP
         frames = np.lib.stride_tricks.sliding_window_view(samples, self.N_FFT)[:: self.HOP][:n_frames]  # (F, N_FFT)
         power = np.zeros(self.N_FFT // 2 + 1, dtype=np.float64)
