@@ -57,8 +57,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="max_gen_duration_s of the semantic stage")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mode", choices=["exact", "fast"], default="exact")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--vocab", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared/data/vocab/bert-base-multilingual-cased.txt")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import bark.generation as reference
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
@@ -79,32 +82,43 @@ def main() -> None:
     exact = args.mode == "exact"
     print(f"size={args.size} threads={torch.get_num_threads()} semantic cap={args.seconds}s mode={args.mode}")
 
-    totals = {"reference": {}, "barkkit": {}}
-    for repeat in range(args.repeats):
-        torch.manual_seed(repeat)
-        t0 = time.perf_counter()
-        ref_sem = reference.generate_text_semantic(TEXT, temp=0.7, silent=True, max_gen_duration_s=args.seconds, use_kv_caching=True)
-        t1 = time.perf_counter()
-        ref_coarse = reference.generate_coarse(ref_sem, temp=0.7, silent=True, use_kv_caching=True)
-        t2 = time.perf_counter()
-        ref_fine = reference.generate_fine(ref_coarse, temp=0.5, silent=True)
-        t3 = time.perf_counter()
+    totals: dict[str, dict[str, list[float]]] = {"reference": {}, "barkkit": {}}
 
-        generator = torch.Generator().manual_seed(repeat)
-        u0 = time.perf_counter()
-        sem = generate_semantic(mine[0], tokenizer.encode(TEXT), None, generator, max_gen_duration_s=args.seconds, exact=exact)
-        u1 = time.perf_counter()
-        coarse = generate_coarse(mine[1], sem, None, generator, exact=exact)
-        u2 = time.perf_counter()
+    def run_reference(seed: int) -> tuple[list[float], tuple[np.ndarray, ...]]:
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        semantic = reference.generate_text_semantic(TEXT, temp=0.7, silent=True, max_gen_duration_s=args.seconds, use_kv_caching=True)
+        t1 = time.perf_counter()
+        coarse = reference.generate_coarse(semantic, temp=0.7, silent=True, use_kv_caching=True)
+        t2 = time.perf_counter()
+        fine = reference.generate_fine(coarse, temp=0.5, silent=True)
+        t3 = time.perf_counter()
+        return [t1 - t0, t2 - t1, t3 - t2], (semantic, coarse, fine)
+
+    def run_barkkit(seed: int) -> tuple[list[float], tuple[np.ndarray, ...]]:
+        generator = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
+        semantic = generate_semantic(mine[0], tokenizer.encode(TEXT), None, generator, max_gen_duration_s=args.seconds, exact=exact)
+        t1 = time.perf_counter()
+        coarse = generate_coarse(mine[1], semantic, None, generator, exact=exact)
+        t2 = time.perf_counter()
         fine = generate_fine(mine[2], coarse, None, generator)
-        u3 = time.perf_counter()
-        same = np.array_equal(sem, ref_sem) and np.array_equal(coarse, ref_coarse) and np.array_equal(fine, ref_fine)
-        for side, times in (("reference", (t1 - t0, t2 - t1, t3 - t2)), ("barkkit", (u1 - u0, u2 - u1, u3 - u2))):
+        t3 = time.perf_counter()
+        return [t1 - t0, t2 - t1, t3 - t2], (semantic, coarse, fine)
+
+    for repeat in range(args.repeats):
+        # Alternate which side goes first, so neither always runs on a warmer (or busier) machine.
+        sides = [("reference", run_reference), ("barkkit", run_barkkit)]
+        results = {name: run(repeat) for name, run in (sides if repeat % 2 == 0 else sides[::-1])}
+        outputs = {name: tokens for name, (_, tokens) in results.items()}
+        same = all(np.array_equal(a, b) for a, b in zip(outputs["reference"], outputs["barkkit"]))
+        for side, (times, _) in results.items():
             for stage, seconds in zip(("semantic", "coarse", "fine"), times):
                 totals[side].setdefault(stage, []).append(seconds)
+        semantic, coarse, _ = outputs["barkkit"]
         print(
-            f"run {repeat}: {len(sem)} semantic, {coarse.shape[1]} frames; identical tokens: {same}; "
-            f"reference {t3 - t0:.2f}s, barkkit {u3 - u0:.2f}s"
+            f"run {repeat}: {len(semantic)} semantic, {coarse.shape[1]} frames; identical tokens: {same}; "
+            f"reference {sum(results['reference'][0]):.2f}s, barkkit {sum(results['barkkit'][0]):.2f}s"
         )
     for stage in ("semantic", "coarse", "fine"):
         ref, ours = min(totals["reference"][stage]), min(totals["barkkit"][stage])

@@ -294,10 +294,20 @@ def find_weights(model: str | os.PathLike | None, kind: Kind) -> WeightFiles:
                 "or config.json + model.safetensors (transformers' BarkModel)"
             )
         return WeightFiles(kind, checkpoint=checkpoint)
-    config = resolve_file(model, "config.json", required=False)
+    try:
+        config = resolve_file(model, "config.json", required=False)
+    except WeightsError as exc:  # offline and not cached: the repository may still be in Suno's format
+        config, unreachable = None, exc
+    else:
+        unreachable = None
     if config is not None:
         return WeightFiles(kind, config=config, weights=resolve_file(model, weights_names))
-    return WeightFiles(kind, checkpoint=resolve_file(model, SUNO_FILES[kind]))
+    try:
+        return WeightFiles(kind, checkpoint=resolve_file(model, SUNO_FILES[kind]))
+    except WeightsError:
+        if unreachable is not None:
+            raise unreachable from None  # neither format is cached: say how to fetch transformers' files
+        raise
 
 
 def _aligned(tensor: torch.Tensor) -> torch.Tensor:

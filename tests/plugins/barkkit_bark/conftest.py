@@ -27,9 +27,12 @@ FINE_CONFIG = dict(input_vocab_size=1_056, output_vocab_size=1_056, n_codes_tota
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=1024, bias=False)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """Tiny models run several times faster on one thread (no thread start-up per operation) on 2 cores."""
+    """Tiny models run several times faster on one thread (no thread hand-off per operation) on 2 cores.
+
+    Set per test and restored after it, so the rest of the suite keeps torch's default.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -145,3 +145,10 @@ def test_model_name_reads_the_hub_cache_offline(hub_cache: Path, transformers_fo
     from_hub = load_pipeline("bark-small", decoder=False).run("Hello there.", seed=3, until="fine", max_gen_duration_s=0.5)
     from_folder = load_pipeline(suno_folder, decoder=False).run("Hello there.", seed=3, until="fine", max_gen_duration_s=0.5)
     assert from_hub.fine == from_folder.fine and len(from_hub.semantic) > 0
+
+
+def test_hub_id_in_suno_format_reads_the_cache_offline(hub_cache: Path, suno_folder: Path) -> None:
+    add_to_hub_cache(hub_cache, "someone/bark-suno", {name: suno_folder / name for name in ("coarse.pt", "fine.pt")})
+    assert _same_weights(load_model("someone/bark-suno", "fine"), load_model(suno_folder, "fine"))
+    with pytest.raises(WeightsError, match="config.json is not in the local cache"):
+        load_model("someone/bark-suno", "text")  # text.pt was never fetched
