@@ -84,15 +84,17 @@ class SelfAttention(nn.Module):
             past_k, past_v = cache.update(start, k, v)  # (B, nh, S, hs), S = start + T
             if start > 0:  # decode: attend to everything cached (prefill attends to the fresh k, v below)
                 k, v = past_k, past_v
+        mask = None
         if last_only and T > 1:
             # Only the last query is needed (the final layer of a prefill): it sees every key, so no mask.
             q = q[:, :, -1:]  # (B, nh, 1, hs)
             is_causal, T = False, 1
         else:
-            # A causal query block that starts at 0 uses the square causal mask; a decode query (T == 1, start > 0)
-            # sees every cached position, so it needs none.
+            # A causal block at 0 uses the square causal mask; a one-token decode sees every cached position.
             is_causal = self.causal and start == 0 and T > 1
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)  # (B, nh, T, hs)
+            if self.causal and start > 0 and T > 1:  # several new tokens after a cached prefix
+                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.c_proj(y)
 
@@ -197,7 +199,7 @@ class GPT(nn.Module):
         return self._run(tok_emb, 0, caches, trim_last_layer)
 
     def decode(self, idx: torch.Tensor, start: int, caches: list[KVCache]) -> torch.Tensor:
-        """One new token per sequence, ids (B, 1) at position ``start`` -> logits (B, V) of the next token."""
+        """New tokens, ids (B, T) at positions [start, start + T) (usually T = 1) -> logits (B, V) after the last."""
         return self._run(self.embed(idx), start, caches)
 
 

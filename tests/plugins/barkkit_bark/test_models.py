@@ -112,6 +112,16 @@ def test_cached_decode_equals_full_recompute(models) -> None:
             torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
 
 
+def test_several_tokens_after_a_cached_prefix(models) -> None:
+    coarse: GPT = models[1]
+    ids = torch.randint(0, 12_096, (1, 50))
+    with torch.inference_mode():
+        caches = coarse.new_caches(1, 50)
+        coarse.prefill(coarse.embed(ids[:, :30]), caches)
+        chunked = coarse.decode(ids[:, 30:], 30, caches)
+        torch.testing.assert_close(chunked, coarse.prefill(coarse.embed(ids)), atol=1e-5, rtol=1e-5)
+
+
 def test_trimmed_last_layer_is_close(models) -> None:
     """Fast mode runs the last layer on the final position only: same logits up to rounding."""
     text: GPT = models[0]
