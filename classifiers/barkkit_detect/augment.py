@@ -42,11 +42,12 @@ def _codec(samples: np.ndarray, rate: int, codec: str, quality: float) -> np.nda
 
 def _hum(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     """Mains hum (a few harmonics), buzz (many, from a clipped or rectified sine), or another periodic interference
-    whose fundamental divides 600 Hz (frame-rate artifacts of speech codecs): (n,) with unit RMS."""
+    (frame-rate artifacts of codecs and vocoders, device whine): (n,) with unit RMS."""
     t = np.arange(n) / rate
     mains = float(rng.choice([50.0, 60.0])) * (1 + rng.uniform(-0.002, 0.002))
     if rng.random() < 0.3:
-        f0 = float(rng.choice([100.0, 120.0, 150.0, 200.0, 300.0]))
+        # a fundamental that divides 600 Hz (every line of the comb lit) or any other (some of its lines lit)
+        f0 = float(rng.choice([100.0, 120.0, 150.0, 200.0, 300.0])) if rng.random() < 0.5 else float(rng.uniform(35.0, 580.0))
         tilt = rng.uniform(0.0, 1.5)
         signal = sum(rng.uniform(0, 1) * k**-tilt * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) for k in range(1, int(min(7000.0, 0.45 * rate) / f0)))
     elif rng.random() < 0.5:
