@@ -39,11 +39,11 @@ def main() -> None:
     args = parser.parse_args()
     import numpy as np
 
-    from barkkit_encodec.checkpoints import save_encodec_checkpoint
+    from barkkit_encodec.checkpoints import write_encodec_checkpoint
 
     frames = int(args.seconds * 75)
     with tempfile.TemporaryDirectory() as folder:
-        save_encodec_checkpoint(folder)
+        write_encodec_checkpoint(folder)
         results, outputs = [], {}
         for chunk in (int(c) for c in args.chunks.split(",")):
             out = f"{folder}/audio_{chunk}.npy"

@@ -40,7 +40,10 @@ __all__ = [
     "config_from_dict",
     "read_codec_weights",
     "load_codec",
+    "random_original_state_dict",
+    "write_encodec_checkpoint",
     "save_encodec_checkpoint",
+    "reference_codec",
 ]
 
 ORIGINAL_CHECKPOINT = "encodec_24khz-d7cc33bc.th"
@@ -265,36 +268,77 @@ def load_codec(model: str | os.PathLike | None = None, *, device: str | torch.de
     return codec.eval().to(device)
 
 
-# test helper --------------------------------------------------------------------------------------------------
-def save_encodec_checkpoint(folder: str | os.PathLike, *, seed: int = 0, codebook_scale: float = 1.0) -> tuple[Path, Any]:
-    """Write a random-weight EnCodec 24 kHz checkpoint in the original format (``encodec_24khz-d7cc33bc.th``).
+# test helpers -------------------------------------------------------------------------------------------------
+def random_original_state_dict(*, seed: int = 0, codebook_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """A random-weight EnCodec 24 kHz state dict in the original ``encodec`` format (all 252 tensors, 32 codebooks).
 
-    For tests: the model is the full-size architecture built by the ``encodec`` package (``pretrained=False``,
-    so nothing is downloaded), set to 6 kbps. Its codebooks start as zeros there (they are k-means initialised on
-    the first training batch), which would make every code decode alike, so they are drawn from N(0,
-    ``codebook_scale``^2). Returns the file and the ``encodec.EncodecModel``, which the reference implementation
-    can use as ``bark.generation.models["codec"]``. Needs the ``encodec`` package (and so torchaudio).
+    Torch only: the weights are drawn as the ``encodec`` package draws them for ``pretrained=False`` (PyTorch's
+    default initialisation; weight norm starts at g = ||v||), except the codebooks, which EnCodec starts at zero
+    (k-means fills them on the first training batch) and which would make every code decode alike: here they are
+    N(0, ``codebook_scale``^2).
     """
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        codec = Codec(CodecConfig(num_quantizers=32))
+        codec.codebooks.normal_(0.0, codebook_scale)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    transposed = {name for name, module in codec.named_modules() if isinstance(module, torch.nn.ConvTranspose1d)}
+    state: dict[str, torch.Tensor] = {}
+    for name, module in codec.named_modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            part, layer, rest = name.split(".", 2)  # e.g. "decoder", "layers", "3.conv"
+            wrapper = "convtr.convtr" if name in transposed else "conv.conv"
+            prefix = f"{part}.model.{rest.removesuffix('.conv')}.{wrapper}"
+            weight = module.weight.detach().clone()
+            state[f"{prefix}.bias"] = module.bias.detach().clone()
+            state[f"{prefix}.weight_g"] = weight.norm(2, dim=tuple(range(1, weight.dim())), keepdim=True)
+            state[f"{prefix}.weight_v"] = weight
+        elif isinstance(module, torch.nn.LSTM):
+            part, layer, rest = name.split(".", 2)  # "encoder", "layers", "13.lstm"
+            for key, value in module.state_dict().items():
+                state[f"{part}.model.{rest}.{key}"] = value.detach().clone()
+    for k, embed in enumerate(codec.codebooks):
+        prefix = f"quantizer.vq.layers.{k}._codebook"
+        state[f"{prefix}.inited"] = torch.ones(1)
+        state[f"{prefix}.cluster_size"] = torch.zeros(embed.shape[0])
+        state[f"{prefix}.embed"] = embed.clone()
+        state[f"{prefix}.embed_avg"] = embed.clone()
+    return state
+
+
+def write_encodec_checkpoint(folder: str | os.PathLike, *, seed: int = 0, codebook_scale: float = 1.0) -> Path:
+    """Write a random-weight EnCodec 24 kHz checkpoint in the original format, ``<folder>/encodec_24khz-d7cc33bc.th``.
+
+    For tests anywhere; needs torch only (see ``random_original_state_dict``). Returns the file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ORIGINAL_CHECKPOINT
+    torch.save(random_original_state_dict(seed=seed, codebook_scale=codebook_scale), path)
+    return path
+
+
+def save_encodec_checkpoint(folder: str | os.PathLike, *, seed: int = 0, codebook_scale: float = 1.0) -> tuple[Path, Any]:
+    """``write_encodec_checkpoint``, plus the same weights as the ``encodec`` package's model (``reference_codec``),
+    to inject as ``bark.generation.models["codec"]``. Needs the ``encodec`` package (and so torchaudio); use
+    ``write_encodec_checkpoint`` where only the file is wanted. Returns (file, model)."""
+    path = write_encodec_checkpoint(folder, seed=seed, codebook_scale=codebook_scale)
+    return path, reference_codec(path.parent)
+
+
+def reference_codec(folder: str | os.PathLike) -> Any:
+    """The ``encodec`` package's ``EncodecModel`` (24 kHz, 6 kbps, eval) with the weights of ``folder``'s original
+    checkpoint, built without its checksum check or download: what ``bark.generation.models["codec"]`` holds.
+    Needs the ``encodec`` package (and so torchaudio)."""
     import warnings
 
     from encodec import EncodecModel
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # encodec uses the deprecated torch.nn.utils.weight_norm
         model = EncodecModel.encodec_model_24khz(pretrained=False)
+    model.load_state_dict(load_torch_file(Path(folder) / ORIGINAL_CHECKPOINT, mmap=False), strict=True)
     model.set_target_bandwidth(6.0)
-    with torch.no_grad():
-        for layer in model.quantizer.vq.layers:
-            codebook = layer._codebook
-            codebook.embed.copy_(torch.randn_like(codebook.embed) * codebook_scale)
-            codebook.embed_avg.copy_(codebook.embed)
-            codebook.inited.fill_(1.0)
-    model.eval()
-    path = folder / ORIGINAL_CHECKPOINT
-    torch.save(model.state_dict(), path)
-    return path, model
-
-
+    return model.eval()

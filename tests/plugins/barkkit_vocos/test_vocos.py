@@ -123,10 +123,10 @@ def test_without_the_vocos_package_loading_says_how_to_install(vocos_folder, mon
 
 
 def test_codebooks_come_from_the_codec_weights_when_the_checkpoint_lacks_them(tmp_path):
-    from barkkit_encodec.checkpoints import load_codec, save_encodec_checkpoint
+    from barkkit_encodec.checkpoints import load_codec, write_encodec_checkpoint
 
     save_vocos_checkpoint(tmp_path)
-    save_encodec_checkpoint(tmp_path, seed=3)
+    write_encodec_checkpoint(tmp_path, seed=3)
     state = torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
     del state["feature_extractor.codebook_weights"]
     torch.save(state, tmp_path / WEIGHTS_FILE)
