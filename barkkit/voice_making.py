@@ -23,7 +23,7 @@ import torch
 from barkkit.audio import load_audio
 from barkkit.errors import PluginError, VoiceError
 from barkkit.stage import Decoder, ModelRef, Progress, Stage
-from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, Tokens
+from barkkit.tokens import Audio, CoarseTokens, SemanticTokens, Tokens
 from barkkit.voice import Voice
 
 if TYPE_CHECKING:

@@ -19,8 +19,9 @@ from barkkit_encodec.model import Codec
 __all__ = ["EncodecDecoder", "DEFAULT_CHUNK_FRAMES"]
 
 DEFAULT_CHUNK_FRAMES = 150
-"""Frames decoded at a time (2 s of audio): decoding then grows memory by under 100 MB however long the
-input is, at no measurable cost in speed; chunked and one-pass decodes agree to float rounding."""
+"""Frames decoded at a time (2 s of audio). Measured on 2 CPU cores for 60 s of audio (benchmarks/encodec_chunks.py):
+one pass 10.8 s and +857 MB, chunks of 150 frames 4.4 s and +82 MB; chunked and one-pass audio differ by at most
+1e-7 (float rounding, about 1e-6 of the peak)."""
 
 
 class EncodecDecoder(Decoder):

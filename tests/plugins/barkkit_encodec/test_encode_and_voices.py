@@ -14,7 +14,7 @@ from barkkit.cli import CliState
 from barkkit.cli.voices_make import make
 from barkkit.errors import PluginError
 from barkkit.plugins import load_plugins
-from barkkit.tokens import Audio, FineTokens, SemanticTokens
+from barkkit.tokens import Audio, SemanticTokens
 from barkkit.voice import Voice, load_token_file
 from barkkit.voice_making import encode_recording, make_voice, semantic_stage_names
 
