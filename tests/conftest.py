@@ -8,6 +8,9 @@ from pathlib import Path
 # Before anything imports huggingface_hub (it reads these once): no test may reach the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# Before torch loads OpenMP: idle threads sleep instead of spinning, which otherwise starves the other process
+# (pytest-xdist workers, subprocess CLI tests) on a 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 

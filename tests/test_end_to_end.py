@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from barkkit import Voice, load_pipeline
 from barkkit.cli import cli
 from barkkit_bark.checkpoints import save_suno_checkpoint
-from barkkit_encodec.checkpoints import save_encodec_checkpoint
+from barkkit_encodec.checkpoints import write_encodec_checkpoint
 
 from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
 
@@ -27,7 +27,7 @@ def model_folder(tmp_path_factory) -> Path:
     for name, model in (("text.pt", text), ("coarse.pt", coarse), ("fine.pt", fine)):
         save_suno_checkpoint(folder / name, model)
     write_vocab(folder)
-    save_encodec_checkpoint(folder)
+    write_encodec_checkpoint(folder)
     return folder
 
 
