@@ -147,21 +147,22 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class StageTiming:
-    seconds: float
+    seconds: float  # wall time
     tokens: int
     peak_mb: float  # peak resident memory of the process during the stage
     delta_mb: float  # that peak minus the resident memory at the start of the stage
+    cpu_seconds: float = 0.0  # CPU time of the process (all threads): less sensitive to other processes' load
 
 
 def time_stage(fn: Callable[[], Any], tokens_of: Callable[[Any], int]) -> tuple[Any, StageTiming]:
     gc.collect()
     reset_peak_rss()
     start_rss = rss_mb()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = peak_rss_mb()
-    return out, StageTiming(seconds, tokens_of(out), peak, peak - start_rss)
+    return out, StageTiming(seconds, tokens_of(out), peak, peak - start_rss, cpu)
 
 
 # runners ---------------------------------------------------------------------------------------------------------

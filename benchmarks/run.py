@@ -3,7 +3,7 @@
     python benchmarks/run.py [--large] [--seconds 3] [--voice v2/en_speaker_6] [--rounds 1] [--batch 8]
 
 Builds bark-small-shaped random weights (``--large``: bark's 24 x 1024) in Suno's checkpoint format, then runs, per
-round and in a rotating order: the reference (``bark==0.1.5``, KV caching on, as ``bark.api`` calls it),
+round, stage by stage and in a rotating order: the reference (``bark==0.1.5``, KV caching on, as ``bark.api`` calls it),
 transformers' ``BarkModel`` sub-models, and barkkit in ``exact`` and ``fast`` mode. Lengths are fixed (no early
 stop): ``--seconds`` of audio is ``round(seconds x 49.9)`` semantic tokens and 75 coarse frames a second.
 Prints, per stage: seconds (median over rounds), tokens per second, real-time factor (seconds per second of audio),
@@ -42,15 +42,27 @@ BATCH_TEXTS = [
 ]
 
 
-def run_chain(runner: H.Runner, text: str, voice, n_tokens: int, seed: int) -> dict[str, H.StageTiming]:
-    timings = {}
-    sem, timings["semantic"] = H.time_stage(lambda: runner.semantic(text, voice, seed, n_tokens), len)
-    coarse, timings["coarse"] = H.time_stage(lambda: runner.coarse(sem, voice, seed + 1), lambda x: x.size)
-    fine, timings["fine"] = H.time_stage(lambda: runner.fine(coarse, voice, seed + 2), lambda x: x[2:].size)
-    if runner.decode is not None:
-        _, timings["decode"] = H.time_stage(lambda: runner.decode(fine), len)
-    if len(sem) != n_tokens or coarse.shape[1] != H.expected_lengths(n_tokens)[1]:
-        raise RuntimeError(f"{runner.name}: made {len(sem)} semantic tokens and {coarse.shape[1]} coarse frames")
+def run_round(runners: list[H.Runner], text: str, voice, n_tokens: int, seed: int,
+              rotate: int) -> dict[str, dict[str, H.StageTiming]]:
+    """One round, interleaved by stage: every implementation's semantic stage back to back (in a rotating order),
+    then every coarse stage on its own semantic tokens, and so on. Load from other processes then hits all
+    implementations of a stage alike, which keeps the ratios honest on a shared machine."""
+    order = runners[rotate % len(runners):] + runners[: rotate % len(runners)]
+    timings: dict[str, dict[str, H.StageTiming]] = {r.name: {} for r in runners}
+    values: dict[str, object] = {}
+    for r in order:
+        values[r.name], timings[r.name]["semantic"] = H.time_stage(lambda: r.semantic(text, voice, seed, n_tokens), len)
+    for r in order:
+        values[r.name], timings[r.name]["coarse"] = H.time_stage(lambda: r.coarse(values[r.name], voice, seed + 1),
+                                                                 lambda x: x.size)
+        if values[r.name].shape[1] != H.expected_lengths(n_tokens)[1]:
+            raise RuntimeError(f"{r.name}: made {values[r.name].shape[1]} coarse frames")
+    for r in order:
+        values[r.name], timings[r.name]["fine"] = H.time_stage(lambda: r.fine(values[r.name], voice, seed + 2),
+                                                               lambda x: x[2:].size)
+    for r in order:
+        if r.decode is not None:
+            _, timings[r.name]["decode"] = H.time_stage(lambda: r.decode(values[r.name]), len)
     return timings
 
 
@@ -68,38 +80,33 @@ def machine() -> str:
 
 
 def print_table(results: dict[str, list[dict[str, H.StageTiming]]], audio_s: float) -> None:
-    names = list(results)
+    """Per implementation and stage: median wall seconds, tokens/s, real-time factor, memory, CPU seconds, and the
+    reference's time over this one's (wall and CPU), from the same rounds."""
     ref = results.get("reference")
-    header = f"{'implementation':<16} {'stage':<9} {'seconds':>8} {'tok/s':>8} {'RTF':>7} {'peak MB':>8} {'+MB':>7} {'vs ref':>7}"
+    header = (f"{'implementation':<16} {'stage':<9} {'seconds':>8} {'tok/s':>8} {'RTF':>7} {'peak MB':>8} {'+MB':>6} "
+              f"{'cpu s':>7} {'vs ref':>7} {'cpu vs ref':>10}")
     print(header)
     print("-" * len(header))
-    for name in names:
-        rounds = results[name]
+
+    def totals(rounds, stages, attr):
+        return [sum(getattr(r[s], attr) for s in stages if s in r) for r in rounds]
+
+    for name, rounds in results.items():
         stages = [s for s in H.STAGES if s in rounds[0]]
         for stage in [*stages, "total"]:
-            if stage == "total":
-                secs = [sum(r[s].seconds for s in ("semantic", "coarse", "fine", "decode") if s in r) for r in rounds]
-                toks, peak, delta = None, max(r[s].peak_mb for r in rounds for s in stages), None
-            else:
-                secs = [r[stage].seconds for r in rounds]
-                toks = rounds[0][stage].tokens
-                peak = max(r[stage].peak_mb for r in rounds)
-                delta = max(r[stage].delta_mb for r in rounds)
-            med = statistics.median(secs)
-            ratio = ""
-            if ref is not None:
-                ref_secs = []
-                for rr in ref:
-                    if stage == "total":
-                        ref_secs.append(sum(rr[s].seconds for s in ("semantic", "coarse", "fine", "decode")
-                                            if s in rr and s in rounds[0]))
-                    elif stage in rr:
-                        ref_secs.append(rr[stage].seconds)
-                if ref_secs:
-                    ratio = f"{statistics.median(ref_secs) / med:6.2f}x"
-            tps = f"{toks / med:8.1f}" if toks and stage != "decode" else f"{'':>8}"
-            dl = f"{delta:7.0f}" if delta is not None else f"{'':>7}"
-            print(f"{name:<16} {stage:<9} {med:8.2f} {tps} {med / audio_s:7.2f} {peak:8.0f} {dl} {ratio:>7}")
+            use = stages if stage == "total" else [stage]
+            secs = statistics.median(totals(rounds, use, "seconds"))
+            cpu = statistics.median(totals(rounds, use, "cpu_seconds"))
+            peak = max(r[s].peak_mb for r in rounds for s in use)
+            delta = "" if stage == "total" else f"{max(r[stage].delta_mb for r in rounds):6.0f}"
+            toks = rounds[0][stage].tokens if stage not in ("total", "decode") else None
+            ratio = cpu_ratio = ""
+            if ref is not None and all(s in ref[0] for s in use):
+                ratio = f"{statistics.median(totals(ref, use, 'seconds')) / secs:6.2f}x"
+                cpu_ratio = f"{statistics.median(totals(ref, use, 'cpu_seconds')) / cpu:9.2f}x"
+            tps = f"{toks / secs:8.1f}" if toks else f"{'':>8}"
+            print(f"{name:<16} {stage:<9} {secs:8.2f} {tps} {secs / audio_s:7.2f} {peak:8.0f} {delta:>6} {cpu:7.1f} "
+                  f"{ratio:>7} {cpu_ratio:>10}")
         print()
 
 
@@ -148,11 +155,10 @@ def main() -> None:
 
     results: dict[str, list[dict[str, H.StageTiming]]] = {r.name: [] for r in runners}
     for round_ in range(args.rounds):
-        order = runners[round_ % len(runners):] + runners[: round_ % len(runners)]
-        for runner in order:
-            t = time.perf_counter()
-            results[runner.name].append(run_chain(runner, TEXT, voice, n_tokens, seed=round_))
-            print(f"  round {round_ + 1}: {runner.name} {time.perf_counter() - t:.1f} s", flush=True)
+        t = time.perf_counter()
+        for name, timings in run_round(runners, TEXT, voice, n_tokens, seed=round_, rotate=round_).items():
+            results[name].append(timings)
+        print(f"  round {round_ + 1}: {time.perf_counter() - t:.1f} s", flush=True)
     print()
     print_table(results, audio_s)
 
