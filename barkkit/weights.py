@@ -105,8 +105,8 @@ def resolve_file(
     if unreachable:
         raise WeightsError(
             f"model {_describe(model)}: {' or '.join(unreachable)} is not in the local cache and the hub cannot be "
-            f"reached (offline or HF_HUB_OFFLINE=1); fetch it once online with "
-            f"`huggingface-cli download {repo_id} {unreachable[0]}`, or pass a local folder that holds it"
+            f"reached (offline or HF_HUB_OFFLINE=1); fetch the model once online with `hf download {repo_id}` "
+            f"(or only this file: `hf download {repo_id} {unreachable[0]}`), or pass a local folder that holds it"
         )
     if not required:
         return None

@@ -44,7 +44,7 @@ class HubVoiceSource(VoiceSource):
         except LocalEntryNotFoundError:
             raise VoiceError(
                 f"{what} from hub {self.repo_id} is not in the local cache and the hub cannot be reached (offline or "
-                f"HF_HUB_OFFLINE=1); fetch it once online with `huggingface-cli download {self.repo_id} {filename}`, "
+                f"HF_HUB_OFFLINE=1); fetch it once online with `hf download {self.repo_id} {filename}`, "
                 "or give an .npz path"
             ) from None
         except EntryNotFoundError:

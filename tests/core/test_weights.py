@@ -36,7 +36,7 @@ def test_offline_and_not_cached_is_one_clear_error():
         resolve_file("bark", ["text_2.pt"])
     message = str(error.value)
     assert "'bark' (hub suno/bark)" in message and "text_2.pt" in message
-    assert "huggingface-cli download suno/bark text_2.pt" in message and "\n" not in message
+    assert "`hf download suno/bark`" in message and "`hf download suno/bark text_2.pt`" in message and "\n" not in message
 
 
 def _suno_like(path, extra=None):
