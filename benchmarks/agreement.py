@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of the forced sequence")
     parser.add_argument("--history-voice", default="v2/en_speaker_6")
     parser.add_argument("--forced-voice", default="v2/en_speaker_1")
+    parser.add_argument("--heads-only", action="store_true",
+                        help="scale only the output heads (keeps the random body non-chaotic; see harness)")
     parser.add_argument("--tiny", action="store_true", help="2-layer 64-wide models (smoke test)")
     parser.add_argument("--only", default="semantic,coarse,fine")
     args = parser.parse_args()
@@ -83,7 +85,7 @@ def main() -> None:
     from barkkit_bark.checkpoints import load_model
     from barkkit_bark.fast import prepare_fast
 
-    models = H.build_reference_models("small", init_scale=args.init_scale, **shape)
+    models = H.build_reference_models("small", init_scale=args.init_scale, heads_only=args.heads_only, **shape)
     tmp = tempfile.TemporaryDirectory()
     H.write_checkpoints(models, Path(tmp.name))
     del models
@@ -97,7 +99,8 @@ def main() -> None:
     coarse = forced["coarse_prompt"][:, :n_frames]
     fine = forced["fine_prompt"][:, :n_frames]
     ids = np.array(H.tokenizer().encode(TEXT, add_special_tokens=False)) + 10_048
-    print(f"bark-small shapes{' (tiny)' if args.tiny else ''}, random weights x{args.init_scale}; history "
+    scaled = "output heads" if args.heads_only else "weight matrices"
+    print(f"bark-small shapes{' (tiny)' if args.tiny else ''}, random weights, {scaled} x{args.init_scale}; history "
           f"{args.history_voice}, forced tokens {args.forced_voice}: {len(sem)} semantic, {coarse.shape[1]} frames\n")
     print(f"{'stage':<9} {'fast-mode change':<34} {'KL nats':>9} {'top-1':>7} {'exact p_max':>11} {'entropy':>8} {'steps':>6}")
     rows = []

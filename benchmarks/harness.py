@@ -52,12 +52,15 @@ def model_args(kind: str, size: str, **shape: int) -> dict[str, Any]:
     return {**SIZES[size], **shape, "block_size": 1024, "bias": False, "dropout": 0.0, **VOCABS[kind]}
 
 
-def build_reference_models(size: str = "small", *, seed: int = 0, init_scale: float = 1.0,
+def build_reference_models(size: str = "small", *, seed: int = 0, init_scale: float = 1.0, heads_only: bool = False,
                            **shape: int) -> dict[str, torch.nn.Module]:
     """Random bark.model.GPT / FineGPT models with real vocabularies, in eval mode.
 
-    ``init_scale`` multiplies every weight matrix after PyTorch's default init: random models with the default init
-    give nearly uniform next-token distributions, so agreement measurements use a larger scale to make them peaked.
+    ``init_scale`` multiplies the weight matrices after PyTorch's default init (all of them, or with ``heads_only``
+    the output heads only): random models with the default init give nearly uniform next-token distributions, so
+    agreement measurements use a larger scale to make them peaked. Scaling every matrix also makes the random
+    network chaotic (a small change anywhere grows layer by layer), which trained models are not; scaling only the
+    heads keeps the body's dynamics of the default init and still gives peaked outputs.
     """
     from bark.model import GPT, GPTConfig
     from bark.model_fine import FineGPT, FineGPTConfig
@@ -68,9 +71,14 @@ def build_reference_models(size: str = "small", *, seed: int = 0, init_scale: fl
         args = model_args(kind, size, **shape)
         model = FineGPT(FineGPTConfig(**args)) if kind == "fine" else GPT(GPTConfig(**args))
         with torch.no_grad():
-            for name, param in model.named_parameters():
-                if param.dim() == 2 and "wpe" not in name and "wte" not in name:
-                    param.mul_(init_scale)
+            if heads_only:
+                heads = list(model.lm_heads) if kind == "fine" else [model.lm_head]
+                for head in heads:  # the fine heads are tied to the codebook embeddings 2..8: those scale too
+                    head.weight.mul_(init_scale)
+            else:
+                for name, param in model.named_parameters():
+                    if param.dim() == 2 and "wpe" not in name and "wte" not in name:
+                        param.mul_(init_scale)
         models[kind] = model.eval().requires_grad_(False)
     return models
 
