@@ -476,7 +476,7 @@ def run_coarse_batch(stage: Any, values: Sequence[Any], *, voices: Sequence[Voic
 def run_fine_batch(stage: Any, values: Sequence[Any], *, voices: Sequence[Voice | None],
                    generators: Sequence[torch.Generator], progress: Progress | None = None,
                    fine_temp: float | None = 0.5) -> list[Any]:
-    """``FineStage.run_batch`` in fast mode: clips are not padded to 1024 frames (see ``barkkit_bark.fast``)."""
+    """``FineStage.run_batch`` in fast mode: the reference's 1024-frame windows, int8 weights, one row at a time."""
     from barkkit.errors import PipelineError
     from barkkit.tokens import CoarseTokens, FineTokens
 
@@ -488,5 +488,5 @@ def run_fine_batch(stage: Any, values: Sequence[Any], *, voices: Sequence[Voice 
         raise PipelineError("no coarse codes to refine; the coarse stage produced an empty sequence")
     check_temperature("fine_temp", fine_temp, allow_none=True)
     codes = generate_fine_batch(stage.model, [v.array for v in values], voices, generators, temp=fine_temp,
-                                pad_to_window=False, progress=progress)
+                                pad_to_window=True, progress=progress)
     return [FineTokens(c) for c in codes]
