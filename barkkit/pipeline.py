@@ -119,15 +119,9 @@ class Pipeline:
         self.decoder = decoder
         self._plugins = plugins
         self.device = torch.device(device)
-        steps = self.steps
-        if not steps:
+        if not self.steps:
             raise PipelineError("a pipeline needs at least one stage or a decoder")
-        for before, after in zip(steps, steps[1:]):
-            if before.produces is not after.consumes:
-                raise PipelineError(
-                    f"'{before.name}' produces {kind_name(before.produces)} tokens but '{after.name}' consumes "
-                    f"{kind_name(after.consumes)}; put a stage between them that turns one into the other"
-                )
+        _check_chain(self.steps)
 
     @property
     def steps(self) -> list[Stage | Decoder]:
@@ -347,8 +341,9 @@ def _entry(entry: Any) -> tuple[str, Mapping[str, Any]]:
     raise PipelineError(f"a pipeline step must be a name or a table with a name, got {entry!r}")
 
 
-def _check_chain(classes: Sequence[type]) -> None:
-    for before, after in zip(classes, classes[1:]):
+def _check_chain(steps: Sequence[Any]) -> None:
+    """Each step (a class or an instance) must consume what the one before it produces."""
+    for before, after in zip(steps, steps[1:]):
         if before.produces is not after.consumes:
             raise PipelineError(
                 f"'{before.name}' produces {kind_name(before.produces)} tokens but '{after.name}' consumes "
