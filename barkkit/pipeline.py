@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from barkkit.errors import PipelineError, PluginError
+from barkkit.errors import PipelineError, PluginError, WeightsError
 from barkkit.plugins import Plugins, load_plugins
 from barkkit.stage import Decoder, Stage
 from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, kind_name
@@ -152,7 +153,8 @@ class Pipeline:
         - ``model`` (default ``bark-small``), ``device`` (``cpu``), ``mode`` (``exact`` or ``fast``);
         - ``semantic``, ``coarse``, ``fine``: a registered stage name, a table ``{name = ..., model = ...}``, or
           ``false`` to leave the slot out (a pipeline may start or stop anywhere);
-        - ``decoder``: a decoder name or table, or ``false`` for none;
+        - ``decoder``: a decoder name or table, or ``false`` for none. Left out, the default decoder is used when its
+          weights are found, and otherwise left out with a warning (the pipeline then stops at fine tokens);
         - or ``stages``: an explicit list of stage names/tables, for chains other than Bark's three slots.
 
         Keyword ``overrides`` replace keys of the spec (``None`` values are ignored).
@@ -191,7 +193,15 @@ class Pipeline:
             return factory.load(table.get("model", model), device=device, mode=mode)
 
         stages = [build(entry, factory) for entry, factory in stage_classes]
-        decoder = build(*decoder_class) if decoder_class else None
+        decoder = None
+        if decoder_class:
+            try:
+                decoder = build(*decoder_class)
+            except WeightsError as exc:
+                if "decoder" in spec:  # asked for by name: its weights are required
+                    raise
+                # The default decoder is optional: a folder with only the stages' weights still makes tokens.
+                warnings.warn(f"no audio decoder: {exc}; this pipeline stops at fine tokens", stacklevel=2)
         return cls(stages, decoder, plugins=plugins, device=device)
 
     # running ---------------------------------------------------------------------------------------------------

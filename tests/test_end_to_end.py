@@ -13,6 +13,7 @@ import soundfile
 from click.testing import CliRunner
 
 from barkkit import Voice, load_pipeline
+from barkkit.errors import WeightsError
 from barkkit.cli import cli
 from barkkit_bark.checkpoints import save_suno_checkpoint
 from barkkit_encodec.checkpoints import write_encodec_checkpoint
@@ -79,3 +80,21 @@ def test_plugins_lists_the_built_in_stages_and_decoder():
     assert rows[("stage", "bark.coarse")] == "bark"
     assert rows[("stage", "bark.fine")] == "bark"
     assert rows[("decoder", "encodec")] == "encodec"
+
+
+def test_a_folder_without_codec_weights_still_makes_tokens(model_folder, tmp_path):
+    folder = tmp_path / "stages-only"
+    folder.mkdir()
+    for name in ("text.pt", "coarse.pt", "fine.pt", "vocab.txt"):
+        (folder / name).symlink_to(model_folder / name)
+    with pytest.warns(UserWarning, match="no audio decoder.*encodec_24khz-d7cc33bc.th.*stops at fine tokens"):
+        pipeline = load_pipeline(folder)
+    generation = pipeline.generate("Tokens only.", seed=2, max_gen_duration_s=0.5)
+    assert generation.audio is None and generation.fine is not None
+    assert generation.fine == load_pipeline(model_folder).generate("Tokens only.", seed=2, max_gen_duration_s=0.5).fine
+    # Named, the decoder is required; and a command that writes audio fails before generating anything.
+    with pytest.raises(WeightsError, match="encodec_24khz-d7cc33bc.th"):
+        load_pipeline(folder, decoder="encodec")
+    result = CliRunner().invoke(cli, ["generate", "Hi.", "--model", str(folder), "-o", str(tmp_path / "x.wav")])
+    assert result.exit_code == 1 and "encodec_24khz-d7cc33bc.th" in result.stderr
+    assert not (tmp_path / "x.wav").exists()

@@ -17,7 +17,7 @@ from barkkit.cli import CliState
 from barkkit.cli.options import ProgressBars, collect_stage_options, model_options, run_options, stage_options
 from barkkit.errors import BarkkitError
 from barkkit.files import check_writable
-from barkkit.pipeline import Generation, Pipeline, read_spec_file
+from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file
 from barkkit.voice import load_token_file, save_token_file
 
 SLOTS = ("semantic", "coarse", "fine", "decoder")
@@ -32,6 +32,8 @@ def _build(state: CliState, params: dict[str, Any], keep: tuple[str, ...], names
             spec[slot] = False
         elif names.get(slot):
             spec[slot] = names[slot]
+    if "decoder" in keep:  # a command that writes audio needs its decoder's weights: fail before any work
+        spec.setdefault("decoder", DEFAULT_SPEC["decoder"])
     return Pipeline.from_spec(
         spec, plugins=state.plugins, model=params.get("model"), device=params.get("device"), mode=params.get("mode")
     )
