@@ -55,7 +55,7 @@ stage_options = _compose(
     click.option("--top-p", type=float, default=None, help="Nucleus sampling: the smallest set with this much probability."),
     click.option("--min-eos-p", type=float, default=None, help="Stop the semantic stage once p(end) reaches this.  [default: 0.2]"),
     click.option("--max-gen-duration-s", type=float, default=None, help="Cap on the semantic stage's length in seconds."),
-    click.option("--early-stop/--no-early-stop", "allow_early_stop", default=None, help="Let the semantic stage stop at its end token.  [default: on]"),
+    click.option("--allow-early-stop/--no-allow-early-stop", "--early-stop/--no-early-stop", "allow_early_stop", default=None, help="Let the semantic stage stop at its end token.  [default: on]"),
     click.option("--max-coarse-history", type=int, default=None, help="Coarse tokens of history each window sees.  [default: 630]"),
     click.option("--sliding-window-len", type=int, default=None, help="Coarse steps per window.  [default: 60]"),
     click.option("--option", "extra_options", multiple=True, metavar="NAME=VALUE", help="Any other stage option (JSON value), e.g. --option my_knob=3."),
