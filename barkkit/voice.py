@@ -48,7 +48,7 @@ def load_token_file(path: str | os.PathLike, *, require: Iterable[str] = ()) -> 
         raise VoiceError(f"{path}: not a readable .npz token file ({exc})") from None
     missing = [key for key in require if key not in arrays]
     if missing:
-        raise VoiceError(f"{path}: missing key(s) {', '.join(missing)}; a voice file needs {', '.join(TOKEN_KEYS)}")
+        raise VoiceError(f"{path}: missing key(s) {', '.join(missing)} (it holds {', '.join(sorted(arrays)) or 'no arrays'})")
     tokens: dict[str, Tokens] = {}
     for key, array in arrays.items():
         if key in TOKEN_KEYS:
