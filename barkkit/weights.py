@@ -9,10 +9,11 @@ how to get them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "is_local",
     "resolve_file",
     "load_torch_file",
+    "load_state_dict",
+    "read_json",
     "numpy_scalar_globals",
 ]
 
@@ -165,3 +168,58 @@ def load_torch_file(path: str | os.PathLike, *, allow_numpy_scalars: bool = Fals
             raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({str(exc).split('. ')[0]})") from None
         except Exception as exc:  # EOFError, struct.error, BadZipFile...: whatever a damaged file raises
             raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({type(exc).__name__}: {exc})") from None
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object (a config, a checkpoint index); a clear error naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_safetensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {key[len(prefix) :]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+    except Exception as exc:  # safetensors raises its own error types for truncated or corrupt files
+        raise WeightsError(f"{path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
+
+
+def load_state_dict(
+    path: str | os.PathLike, prefix: str = "", *, model: str | os.PathLike | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint whose names start with ``prefix``, with the prefix removed.
+
+    ``path`` is a ``.safetensors`` file (only those tensors are read), a sharded checkpoint's ``*.index.json``
+    (only the shards that hold them are read: beside the index, or fetched through ``model`` when it is a hub
+    reference), or a torch file, loaded with ``weights_only`` (a top-level ``state_dict`` entry is unwrapped).
+    """
+    path = Path(path)
+    if path.name.endswith(".index.json"):
+        weight_map = read_json(path).get("weight_map")
+        if not isinstance(weight_map, Mapping):
+            raise WeightsError(f"{path}: not a checkpoint index (no weight_map)")
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted({file for key, file in weight_map.items() if key.startswith(prefix)}):
+            shard_path = path.parent / shard
+            if not shard_path.is_file():
+                if model is None or is_local(model):
+                    raise WeightsError(f"{path}: shard {shard} is missing; it must lie beside the index")
+                shard_path = resolve_file(model, shard)  # type: ignore[assignment]
+            state.update(load_state_dict(shard_path, prefix))
+        return state
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, prefix)
+    loaded = load_torch_file(path)
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise WeightsError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(loaded).__name__}")
+    return {key[len(prefix) :]: value for key, value in loaded.items() if key.startswith(prefix) and torch.is_tensor(value)}

@@ -19,6 +19,7 @@ from barkkit.detection import AudioDetector
 from barkkit.errors import WeightsError
 from barkkit.files import atomic_output
 from barkkit.tokens import Audio
+from barkkit.weights import read_json
 
 from barkkit_detect.features import FeatureSet, make_feature_set, prepare_audio
 
@@ -66,10 +67,7 @@ class Detector(AudioDetector):
             raise WeightsError(f"{path}: no such detector model; train one with 'barkkit detector train'")
         if not sidecar.is_file():
             raise WeightsError(f"{sidecar}: missing; a detector model needs its .json beside the .skops file")
-        try:
-            metadata = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise WeightsError(f"{sidecar}: not readable JSON ({exc})") from None
+        metadata = read_json(sidecar)
         if metadata.get("format") != FORMAT:
             raise WeightsError(f"{sidecar}: not a barkkit detector model (format {metadata.get('format')!r}, expected {FORMAT!r})")
         params = dict(metadata.get("feature_params") or {})

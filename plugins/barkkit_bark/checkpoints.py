@@ -14,7 +14,6 @@ Every problem (missing file or key, wrong shape, truncated file, a pickled objec
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from barkkit.errors import WeightsError
-from barkkit.weights import DEFAULT_MODEL, is_local, load_torch_file, resolve_file
+from barkkit.weights import DEFAULT_MODEL, is_local, load_state_dict, load_torch_file, read_json, resolve_file
 
 from barkkit_bark.model import GPT, FineGPT, GPTConfig
 
@@ -206,26 +205,6 @@ def read_suno_checkpoint(path: str | os.PathLike, kind: Kind) -> tuple[GPTConfig
     return config, _check_and_fill(state, config, kind, str(path))
 
 
-def _read_config_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path}: not a readable JSON config ({exc})") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: not a transformers config (expected a JSON object)")
-    return data
-
-
-def _read_safetensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            return {key[len(prefix) :]: file.get_tensor(key) for key in file.keys() if key.startswith(prefix)}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
-
-
 def read_transformers_checkpoint(
     config_path: Path, weights_path: Path, kind: Kind, *, model: str | os.PathLike | None = None
 ) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
@@ -234,28 +213,12 @@ def read_transformers_checkpoint(
     ``weights_path`` is ``model.safetensors``, ``model.safetensors.index.json`` (its shards are resolved next to
     it, or through ``model`` for hub files) or ``pytorch_model.bin``. Only the sub-model's tensors are read.
     """
-    data = _read_config_json(config_path)
+    data = read_json(config_path)
     sub, prefix = data.get(TRANSFORMERS_CONFIG_KEY[kind]), TRANSFORMERS_PREFIX[kind] + "."
     if sub is None and data.get("model_type") == TRANSFORMERS_PREFIX[kind]:
         sub, prefix = data, ""  # a folder of this sub-model alone (BarkSemanticModel.save_pretrained)
     config = _config_from_transformers(sub, kind, str(config_path))
-    name = weights_path.name
-    if name.endswith(".safetensors"):
-        raw = _read_safetensors(weights_path, prefix)
-    elif name.endswith(".safetensors.index.json"):
-        index = _read_config_json(weights_path).get("weight_map", {})
-        shards = sorted({file for key, file in index.items() if key.startswith(prefix)})
-        raw = {}
-        for shard in shards:
-            shard_path = weights_path.parent / shard
-            if not shard_path.is_file() and model is not None and not is_local(model):
-                shard_path = resolve_file(model, shard)
-            raw.update(_read_safetensors(shard_path, prefix))
-    else:
-        loaded = load_torch_file(weights_path)
-        if not isinstance(loaded, Mapping):
-            raise WeightsError(f"{weights_path}: not a state dict")
-        raw = {key[len(prefix) :]: value for key, value in loaded.items() if key.startswith(prefix)}
+    raw = load_state_dict(weights_path, prefix, model=model)
     if not raw:
         raise WeightsError(f"{weights_path}: holds no '{prefix}*' weights; not a transformers BarkModel checkpoint")
     state = from_transformers_state_dict(raw, source=str(weights_path))

@@ -16,7 +16,6 @@ The renames are the ones transformers' ``convert_encodec_checkpoint_to_pytorch.p
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 
 from barkkit.errors import WeightsError
-from barkkit.weights import DEFAULT_MODEL, load_torch_file, resolve_file
+from barkkit.weights import DEFAULT_MODEL, load_state_dict, load_torch_file, read_json, resolve_file
 
 from barkkit_encodec.model import Codec, CodecConfig
 
@@ -144,27 +143,6 @@ def config_from_dict(config: Mapping[str, Any] | None, *, source: str) -> CodecC
 
 
 # reading files ---------------------------------------------------------------------------------------------------
-def _read_safetensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {key[len(prefix) :]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
-    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
-
-
-def _read_weights_file(path: Path, prefix: str) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path, prefix)
-    state = load_torch_file(path)
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
-    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix) and torch.is_tensor(value)}
-
-
 def _tensor_names(path: Path) -> list[str]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -173,8 +151,8 @@ def _tensor_names(path: Path) -> list[str]:
             with safe_open(str(path), framework="pt") as handle:
                 return list(handle.keys())
         except Exception as exc:
-            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
-    return list(_read_weights_file(path, ""))
+            raise WeightsError(f"{path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
+    return list(load_state_dict(path))
 
 
 def _read_transformers(model: str | os.PathLike, weights: Path, config: Mapping[str, Any] | None) -> tuple[dict, Any]:
@@ -183,15 +161,7 @@ def _read_transformers(model: str | os.PathLike, weights: Path, config: Mapping[
     ``weights`` is one checkpoint file or a sharded checkpoint's ``*.index.json``; only the shards that hold codec
     tensors are read. Without a config.json, a BarkModel is told from an EncodecModel by its tensor names.
     """
-    sharded = weights.name.endswith(".index.json")
-    if sharded:
-        try:
-            weight_map: dict[str, str] = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise WeightsError(f"{weights}: not a valid checkpoint index ({exc})") from None
-        names = list(weight_map)
-    else:
-        weight_map, names = {}, []
+    names = list(read_json(weights).get("weight_map") or {}) if weights.name.endswith(".index.json") else []
     model_type = (config or {}).get("model_type")
     if model_type == "bark":
         prefix, codec_config = BARK_PREFIX, (config or {}).get("codec_config")
@@ -200,20 +170,11 @@ def _read_transformers(model: str | os.PathLike, weights: Path, config: Mapping[
     else:
         names = names or _tensor_names(weights)
         prefix, codec_config = (BARK_PREFIX if any(n.startswith(BARK_PREFIX) for n in names) else ""), None
-    files = [resolve_file(model, name) for name in sorted({f for k, f in weight_map.items() if k.startswith(prefix)})]
-    state: dict[str, torch.Tensor] = {}
-    for path in files if sharded else [weights]:
-        state.update(_read_weights_file(path, prefix))
-    return state, codec_config
+    return load_state_dict(weights, prefix, model=model), codec_config
 
 
 def _load_json(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise WeightsError(f"{path}: not a readable config.json ({exc})") from None
+    return None if path is None else read_json(path)
 
 
 def read_codec_weights(model: str | os.PathLike | None = None) -> tuple[CodecConfig, dict[str, torch.Tensor], str]:
@@ -228,14 +189,14 @@ def read_codec_weights(model: str | os.PathLike | None = None) -> tuple[CodecCon
     path = Path(model)
     if path.is_file():  # a checkpoint file given directly
         if path.suffix == ".th":
-            return CodecConfig(), convert_original_keys(_read_weights_file(path, "")), str(path)
+            return CodecConfig(), convert_original_keys(load_state_dict(path)), str(path)
         config = _load_json(path.parent / "config.json" if (path.parent / "config.json").is_file() else None)
         state, codec_config = _read_transformers(path.parent, path, config)
         return config_from_dict(codec_config, source=str(path)), state, str(path)
     if path.is_dir():
         original = resolve_file(path, ORIGINAL_CHECKPOINT, required=False)
         if original is not None:
-            return CodecConfig(), convert_original_keys(_read_weights_file(original, "")), str(original)
+            return CodecConfig(), convert_original_keys(load_state_dict(original)), str(original)
         weights = resolve_file(path, TRANSFORMERS_WEIGHTS, required=False)
         if weights is None:
             raise WeightsError(

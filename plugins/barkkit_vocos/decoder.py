@@ -25,7 +25,7 @@ from barkkit.constants import N_FINE_CODEBOOKS, SAMPLE_RATE
 from barkkit.errors import PluginError, WeightsError
 from barkkit.stage import Decoder, ModelRef, Progress
 from barkkit.tokens import Audio, FineTokens
-from barkkit.weights import DEFAULT_MODEL, MODEL_ALIASES, is_local, load_torch_file, resolve_file
+from barkkit.weights import DEFAULT_MODEL, MODEL_ALIASES, is_local, load_state_dict, resolve_file
 
 __all__ = ["VocosDecoder", "VocosCodes", "DEFAULT_VOCOS", "CONFIG_FILE", "WEIGHTS_FILE"]
 
@@ -138,9 +138,7 @@ class VocosDecoder(Decoder):
             raise WeightsError(f"{config_path}: this Vocos was not trained for 6 kbps (8 codebooks), only {bandwidths}")
         backbone, head = _build(config, "backbone", BACKBONES), _build(config, "head", HEADS)
         adanorm = getattr(backbone, "adanorm", False)
-        state = load_torch_file(weights_path)
-        if not isinstance(state, dict):
-            raise WeightsError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
+        state = load_state_dict(weights_path)
         codebooks = state.get("feature_extractor.codebook_weights")
         if codebooks is None:  # a checkpoint without the codebooks: take them from the model's EnCodec weights
             from barkkit_encodec.checkpoints import load_codec

@@ -76,3 +76,27 @@ def test_truncated_and_garbage_files_are_clear_errors(tmp_path):
         load_torch_file(tmp_path / "junk.pt")
     with pytest.raises(WeightsError, match="no such file"):
         load_torch_file(tmp_path / "absent.pt")
+
+
+def test_state_dicts_by_prefix_from_every_layout(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from barkkit.weights import load_state_dict, read_json
+
+    save_file({"codec_model.w": torch.ones(2), "semantic.w": torch.zeros(3)}, tmp_path / "model.safetensors")
+    assert list(load_state_dict(tmp_path / "model.safetensors", "codec_model.")) == ["w"]
+    torch.save({"state_dict": {"a.w": torch.ones(1), "b.w": torch.ones(1)}}, tmp_path / "model.bin")
+    assert list(load_state_dict(tmp_path / "model.bin", "b.")) == ["w"]
+    save_file({"a.x": torch.ones(1)}, tmp_path / "shard-1.safetensors")
+    save_file({"b.x": torch.ones(4)}, tmp_path / "shard-2.safetensors")
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a.x": "shard-1.safetensors", "b.x": "shard-2.safetensors"}}))
+    (tmp_path / "shard-1.safetensors").unlink()  # a shard with none of the asked-for tensors is never opened
+    assert load_state_dict(index, "b.")["x"].shape == (4,)
+    with pytest.raises(WeightsError, match="shard shard-1.safetensors is missing"):
+        load_state_dict(index, "a.")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(WeightsError, match="list.json: expected a JSON object"):
+        read_json(tmp_path / "list.json")
