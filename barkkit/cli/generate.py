@@ -14,7 +14,14 @@ import click
 
 from barkkit.audio import WRITE_FORMATS, save_audio
 from barkkit.cli import CliState
-from barkkit.cli.options import ProgressBars, collect_stage_options, model_options, run_options, stage_options
+from barkkit.cli.options import (
+    ProgressBars,
+    audio_output_options,
+    collect_stage_options,
+    model_options,
+    run_options,
+    stage_options,
+)
 from barkkit.errors import BarkkitError
 from barkkit.files import check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file
@@ -64,19 +71,6 @@ def _batch_outputs(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i + 1}{output.suffix}") for i in range(count)]
 
 
-audio_output_options = [
-    click.option("--pcm16", is_flag=True, help="16-bit samples (default: float WAV, 24-bit FLAC)."),
-    click.option("--peak", type=click.Choice(["scale", "clip", "keep"]), default="scale", show_default=True,
-                 help="Samples beyond [-1, 1]: scale the clip down, clip them, or keep them (float WAV only)."),
-]
-
-
-def _audio_output_options(function: Any) -> Any:
-    for option in reversed(audio_output_options):
-        function = option(function)
-    return function
-
-
 @click.command()
 @click.argument("text", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -92,7 +86,7 @@ def _audio_output_options(function: Any) -> Any:
 @model_options
 @run_options
 @stage_options
-@_audio_output_options
+@audio_output_options
 @click.pass_obj
 def generate(state: CliState, text: str | None, output: Path, save_tokens: Path | None, batch_file: Path | None,
              pcm16: bool, peak: str, quiet: bool, **params: Any) -> None:
@@ -217,7 +211,7 @@ fine = _make_stage_command("fine", "coarse_prompt", """Coarse codebooks to all e
 @click.option("--decoder", default=None, help="Decoder by name (encodec, vocos).  [default: encodec]")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")
-@_audio_output_options
+@audio_output_options
 @click.pass_obj
 def decode(state: CliState, tokens: Path, output: Path, decoder: str | None, quiet: bool, pcm16: bool, peak: str,
            **params: Any) -> None:

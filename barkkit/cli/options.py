@@ -11,7 +11,7 @@ import click
 from barkkit.errors import BarkkitError
 from barkkit.pipeline import MODES
 
-__all__ = ["model_options", "run_options", "stage_options", "collect_stage_options", "ProgressBars"]
+__all__ = ["model_options", "run_options", "stage_options", "audio_output_options", "collect_stage_options", "ProgressBars"]
 
 
 def _fine_temp(value: str | None) -> Any:
@@ -59,6 +59,13 @@ stage_options = _compose(
     click.option("--max-coarse-history", type=int, default=None, help="Coarse tokens of history each window sees.  [default: 630]"),
     click.option("--sliding-window-len", type=int, default=None, help="Coarse steps per window.  [default: 60]"),
     click.option("--option", "extra_options", multiple=True, metavar="NAME=VALUE", help="Any other stage option (JSON value), e.g. --option my_knob=3."),
+)
+
+
+audio_output_options = _compose(
+    click.option("--pcm16", is_flag=True, help="16-bit samples (default: float WAV, 24-bit FLAC)."),
+    click.option("--peak", type=click.Choice(["scale", "clip", "keep"]), default="scale", show_default=True,
+                 help="Samples beyond [-1, 1]: scale the clip down, clip them, or keep them (float WAV only)."),
 )
 
 
