@@ -181,22 +181,23 @@ class Pipeline:
             stage_entries = [spec.get(slot, DEFAULT_SPEC[slot]) for slot in STAGE_SLOTS]
         decoder_entry = spec.get("decoder", DEFAULT_SPEC["decoder"])
 
-        stage_classes = [(_entry(e), plugins.stages.get(_entry(e)[0])) for e in stage_entries if e is not False]
-        decoder_class = None
-        if decoder_entry is not False:
-            decoder_class = (_entry(decoder_entry), plugins.decoders.get(_entry(decoder_entry)[0]))
+        def resolve(entry: Any, registry: Any) -> tuple[type, Any]:
+            name, table = _entry(entry)
+            return registry.get(name), table.get("model", model)
+
+        stage_steps = [resolve(entry, plugins.stages) for entry in stage_entries if entry is not False]
+        decoder_step = resolve(decoder_entry, plugins.decoders) if decoder_entry is not False else None
         # Check the chain from the classes before loading any weights.
-        _check_chain([c for _, c in stage_classes] + ([decoder_class[1]] if decoder_class else []))
+        _check_chain([factory for factory, _ in stage_steps] + ([decoder_step[0]] if decoder_step else []))
 
-        def build(entry: tuple[str, Mapping[str, Any]], factory: type) -> Any:
-            name, table = entry
-            return factory.load(table.get("model", model), device=device, mode=mode)
+        def build(factory: type, step_model: Any) -> Any:
+            return factory.load(step_model, device=device, mode=mode)
 
-        stages = [build(entry, factory) for entry, factory in stage_classes]
+        stages = [build(*step) for step in stage_steps]
         decoder = None
-        if decoder_class:
+        if decoder_step:
             try:
-                decoder = build(*decoder_class)
+                decoder = build(*decoder_step)
             except WeightsError as exc:
                 if "decoder" in spec:  # asked for by name: its weights are required
                     raise
