@@ -33,6 +33,7 @@ from barkkit.voice import Voice
 from barkkit_bark.common import BarkStage, check_generator, check_sampling_options
 from barkkit_bark.model import GPT
 from barkkit_bark.sampling import check_temperature, sample
+from barkkit_bark.speculative import generate_verified
 
 __all__ = ["CoarseStage", "generate_coarse", "coarse_histories", "SEMANTIC_TO_COARSE_RATIO"]
 
@@ -77,9 +78,15 @@ def generate_coarse(
     max_coarse_history: int = 630,
     sliding_window_len: int = 60,
     exact: bool = True,
+    draft: GPT | None = None,
+    n_draft: int = 8,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Semantic tokens (T,) -> coarse codes (2, C), C = floor(T x 75 / 49.9)."""
+    """Semantic tokens (T,) -> coarse codes (2, C), C = floor(T x 75 / 49.9).
+
+    ``draft``: an int8 twin of ``model`` that proposes ``n_draft`` tokens at a time for ``model`` to check
+    (``barkkit_bark.speculative``); the tokens are the same, fewer passes read the fp32 weights.
+    """
     device = model.lm_head.weight.device
     max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
     semantic_history, coarse_history = coarse_histories(voice, max_coarse_history)
@@ -100,19 +107,29 @@ def generate_coarse(
         x_in = F.pad(x_in, (0, SEMANTIC_WINDOW - x_in.shape[-1]), "constant", COARSE_SEMANTIC_PAD_TOKEN)
         x_in = torch.cat([x_in, infer, x_coarse[:, :n_coarse][:, -max_coarse_history:]], dim=1)  # (1, L)
         prompt_len = x_in.shape[1]
-        for j in range(min(sliding_window_len, n_steps - n_step)):
-            if j == 0:
-                logits = model.prefill(model.embed(x_in), caches, trim_last_layer=not exact)  # (1, V)
-            else:
-                logits = model.decode(x_coarse[:, n_coarse - 1 : n_coarse], prompt_len + j - 1, caches)
+        n_new = min(sliding_window_len, n_steps - n_step)
+
+        def choose(j: int, logits: torch.Tensor, first: int = n_step) -> torch.Tensor:
             # Even steps: codebook 1 (ids 10,000..11,023); odd steps: codebook 2 (11,024..12,047).
-            start = SEMANTIC_VOCAB_SIZE + (n_step % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
+            start = SEMANTIC_VOCAB_SIZE + ((first + j) % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
             token, _ = sample(
                 logits[:, start : start + CODEBOOK_SIZE], generator, temp=temp, top_k=top_k, top_p=top_p, exact_top_p=exact
             )
-            x_coarse[:, n_coarse] = token[:, 0] + start
-            n_coarse += 1
-            n_step += 1
+            return token[0, 0] + start
+
+        logits = model.prefill(model.embed(x_in), caches, trim_last_layer=not exact)  # (1, V)
+        if draft is not None:
+            new = generate_verified(
+                model, draft, caches, logits, prompt_len, n_new, lambda j, lg: int(choose(j, lg)), generator, n_draft=n_draft
+            )
+            x_coarse[0, n_coarse : n_coarse + n_new] = torch.tensor(new, device=device)
+        else:
+            for j in range(n_new):  # tokens stay on the device: no host round trip per step
+                if j > 0:
+                    logits = model.decode(x_coarse[:, n_coarse + j - 1 : n_coarse + j], prompt_len + j - 1, caches)
+                x_coarse[0, n_coarse + j] = choose(j, logits)
+        n_coarse += n_new
+        n_step += n_new
         if progress is not None:
             progress(window + 1, n_windows)
     stream = x_coarse[0, len(coarse_history) :].cpu().numpy()  # (n_steps,) interleaved
@@ -190,6 +207,8 @@ class CoarseStage(BarkStage):
             max_coarse_history=max_coarse_history,
             sliding_window_len=sliding_window_len,
             exact=self.exact,
+            draft=self.draft,
+            n_draft=self.n_draft,
             progress=progress,
         )
         return CoarseTokens(codes)

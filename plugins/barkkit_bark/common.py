@@ -29,13 +29,19 @@ class BarkStage(Stage):
     """
 
     kind: ClassVar[Kind]
+    n_draft: int = 8  # exact mode on a CPU: tokens the int8 twin drafts per fp32 pass (0: plain one-token decode)
 
     def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
         check_mode(mode)
+        self.draft: GPT | None = None  # exact mode's int8 twin (barkkit_bark.speculative), causal models on a CPU
         if mode == "fast":
             from barkkit_bark.fast import prepare_fast
 
             model = prepare_fast(model)
+        elif isinstance(model, GPT) and model.lm_head.weight.device.type == "cpu":
+            from barkkit_bark.speculative import draft_model
+
+            self.draft = draft_model(model)
         self.model = model
         self.mode = mode
         self.source = source

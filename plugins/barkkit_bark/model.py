@@ -174,7 +174,12 @@ class GPT(nn.Module):
         return torch.cat([merged, wte(idx[:, 2 * n_merged :])], dim=1)  # (B, n + R, C)
 
     def _run(
-        self, tok_emb: torch.Tensor, start: int, caches: list[KVCache] | None, trim_last_layer: bool = False
+        self,
+        tok_emb: torch.Tensor,
+        start: int,
+        caches: list[KVCache] | None,
+        trim_last_layer: bool = False,
+        all_logits: bool = False,
     ) -> torch.Tensor:
         T = tok_emb.shape[1]
         if start + T > self.config.block_size:
@@ -184,7 +189,9 @@ class GPT(nn.Module):
         for i, block in enumerate(layers):
             cache = caches[i] if caches is not None else None
             x = block(x, cache=cache, start=start, last_only=trim_last_layer and i == len(layers) - 1)
-        x = self.transformer.ln_f(x[:, -1])  # (B, C): only the last position is ever sampled from
+        if all_logits:
+            return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        x = self.transformer.ln_f(x[:, -1])  # (B, C): only the last position is sampled from
         return self.lm_head(x)  # (B, V)
 
     def prefill(
@@ -198,9 +205,12 @@ class GPT(nn.Module):
         """
         return self._run(tok_emb, 0, caches, trim_last_layer)
 
-    def decode(self, idx: torch.Tensor, start: int, caches: list[KVCache]) -> torch.Tensor:
-        """New tokens, ids (B, T) at positions [start, start + T) (usually T = 1) -> logits (B, V) after the last."""
-        return self._run(self.embed(idx), start, caches)
+    def decode(self, idx: torch.Tensor, start: int, caches: list[KVCache], *, all_logits: bool = False) -> torch.Tensor:
+        """New tokens, ids (B, T) at positions [start, start + T) (usually T = 1) -> logits (B, V) after the last.
+
+        ``all_logits``: the logits after every new token, (B, T, V) (exact mode's check of drafted tokens).
+        """
+        return self._run(self.embed(idx), start, caches, all_logits=all_logits)
 
 
 class FineGPT(nn.Module):

@@ -30,6 +30,7 @@ from barkkit_bark.checkpoints import load_model
 from barkkit_bark.common import BarkStage, check_generator, check_mode, check_sampling_options
 from barkkit_bark.model import GPT
 from barkkit_bark.sampling import check_temperature, sample
+from barkkit_bark.speculative import generate_verified
 from barkkit_bark.text import MAX_TEXT_TOKENS, TextTokenizer
 
 __all__ = ["SemanticStage", "generate_semantic", "semantic_step_limit", "MAX_SEMANTIC_STEPS"]
@@ -80,6 +81,8 @@ def generate_semantic(
     max_gen_duration_s: float | None = None,
     allow_early_stop: bool = True,
     exact: bool = True,
+    draft: GPT | None = None,
+    n_draft: int = 8,
     sync_every: int | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
@@ -88,7 +91,8 @@ def generate_semantic(
     ``sync_every`` is how often the host reads the stop flag (default: every step on a CPU, where reading costs
     nothing; every 8 steps on an accelerator). Steps run past a stop are undone: their tokens are dropped and the
     generator is restored to its state right after the stopping draw, so the tokens and every later draw (coarse,
-    fine) are the reference's.
+    fine) are the reference's. ``draft``: an int8 twin of ``model`` that proposes ``n_draft`` tokens at a time for
+    ``model`` to check (``barkkit_bark.speculative``): the same tokens, fewer passes over the fp32 weights.
     """
     if len(text_ids) > MAX_TEXT_TOKENS:
         raise PipelineError(f"{len(text_ids)} text tokens do not fit the {MAX_TEXT_TOKENS}-token window")
@@ -101,6 +105,17 @@ def generate_semantic(
 
     caches = model.new_caches(1, PROMPT_POSITIONS + max_steps)
     logits = model.prefill(model.embed_merged(prompt), caches, trim_last_layer=not exact)  # (1, V)
+    if draft is not None:
+
+        def choose(n: int, logits: torch.Tensor) -> int | None:
+            token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p, exact_top_p=exact)
+            stop = check_eos and (token[0, 0] == EOS or (min_eos_p is not None and probs[0, -1] >= min_eos_p))
+            return None if stop else int(token[0, 0])
+
+        kept = generate_verified(
+            model, draft, caches, logits, PROMPT_POSITIONS, max_steps, choose, generator, n_draft=n_draft, progress=progress
+        )
+        return np.array(kept, dtype=np.int64)
     tokens = torch.empty(max_steps, dtype=torch.long, device=device)
     stops = torch.zeros(max_steps, dtype=torch.bool, device=device)
     states: list[torch.Tensor] = []  # generator state after each unchecked step (only when sync_every > 1)
@@ -219,6 +234,8 @@ class SemanticStage(BarkStage):
                 max_gen_duration_s=max_gen_duration_s,
                 allow_early_stop=bool(allow_early_stop),
                 exact=self.exact,
+                draft=self.draft,
+                n_draft=self.n_draft,
                 progress=piece_progress,
             )
             outputs.append(tokens)

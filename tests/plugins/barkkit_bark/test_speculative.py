@@ -1,0 +1,95 @@
+"""Exact mode's drafted decoding gives the tokens, and leaves the generator, exactly as one-token decoding does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from barkkit_bark.fast import Int8Linear
+from barkkit_bark.model import GPT, GPTConfig
+from barkkit_bark.speculative import draft_model, generate_verified
+from tests.plugins.barkkit_bark.conftest import COARSE_CONFIG, TINY, randomize
+
+PROMPT = 40
+
+
+class CountingGPT(GPT):
+    """Counts the passes that check drafted tokens."""
+
+    checks = 0
+
+    def decode(self, idx, start, caches, *, all_logits=False):
+        self.checks += all_logits
+        return super().decode(idx, start, caches, all_logits=all_logits)
+
+
+def make_choose(generator: torch.Generator, stop_every: int | None = None):
+    def choose(step: int, logits: torch.Tensor) -> int | None:
+        probs = torch.softmax(logits[:, :1024] / 0.7, dim=-1)
+        token = int(torch.multinomial(probs, 1, generator=generator))
+        return None if stop_every and token % stop_every == 0 else token
+
+    return choose
+
+
+def plain(model: GPT, prompt: torch.Tensor, n: int, choose) -> list[int]:
+    caches = model.new_caches(1, PROMPT + n + 1)
+    logits = model.prefill(model.embed(prompt), caches)
+    out: list[int] = []
+    for step in range(n):
+        if step:
+            logits = model.decode(torch.tensor([[out[-1]]]), PROMPT + step - 1, caches)
+        token = choose(step, logits)
+        if token is None:
+            break
+        out.append(token)
+    return out
+
+
+def verified(model: GPT, draft: GPT, prompt: torch.Tensor, n: int, choose, generator, n_draft: int) -> list[int]:
+    caches = model.new_caches(1, PROMPT + n + 1)
+    logits = model.prefill(model.embed(prompt), caches)
+    return generate_verified(model, draft, caches, logits, PROMPT, n, choose, generator, n_draft=n_draft)
+
+
+@pytest.fixture(scope="module")
+def target() -> CountingGPT:
+    model = CountingGPT(GPTConfig(**TINY, **COARSE_CONFIG)).eval()
+    randomize(model, 1)
+    return model
+
+
+@pytest.mark.parametrize("n_draft", [1, 3, 8])
+@pytest.mark.parametrize("stop_every", [None, 37])
+@torch.inference_mode()
+def test_a_poor_draft_still_gives_the_plain_tokens(target: CountingGPT, n_draft: int, stop_every: int | None) -> None:
+    """A draft with other weights is often wrong: every correction must land on the plain loop's token and draw."""
+    other = GPT(target.config).eval()
+    randomize(other, 7)
+    prompt = torch.randint(0, 12_096, (1, PROMPT), generator=torch.Generator().manual_seed(3))
+    g_plain, g_verified = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    expected = plain(target, prompt, 120, make_choose(g_plain, stop_every))
+    target.checks = 0
+    got = verified(target, other, prompt, 120, make_choose(g_verified, stop_every), g_verified, n_draft)
+    assert got == expected
+    assert torch.equal(g_verified.get_state(), g_plain.get_state())  # the next stage draws as after the plain loop
+    assert target.checks > len(got) / (n_draft + 1)  # the draft was rejected along the way
+
+
+@torch.inference_mode()
+def test_the_int8_twin_is_accepted_nearly_always(target: CountingGPT) -> None:
+    draft = draft_model(target)
+    prompt = torch.randint(0, 12_096, (1, PROMPT), generator=torch.Generator().manual_seed(4))
+    expected = plain(target, prompt, 200, make_choose(torch.Generator().manual_seed(5)))
+    target.checks = 0
+    generator = torch.Generator().manual_seed(5)
+    assert verified(target, draft, prompt, 200, make_choose(generator), generator, 8) == expected
+    assert target.checks <= 200 / 9 * 1.5  # ~9 tokens per fp32 pass when the drafts hold
+
+
+def test_the_twin_shares_all_but_its_int8_linears(target: CountingGPT) -> None:
+    draft = draft_model(target)
+    assert draft.transformer.wte.weight is target.transformer.wte.weight
+    assert draft.transformer.h[0].ln_1.weight is target.transformer.h[0].ln_1.weight
+    assert isinstance(draft.transformer.h[0].attn.c_attn, Int8Linear) and isinstance(draft.lm_head, Int8Linear)
+    assert type(target.transformer.h[0].attn.c_attn) is torch.nn.Linear  # the fp32 model is untouched
