@@ -73,20 +73,24 @@ class KVCache:
 
 
 def _attention(attn: nn.Module, x: torch.Tensor, cache: KVCache | None, slots: slice | None,
-               mask: torch.Tensor | None, causal: bool, row: int | None) -> torch.Tensor:
+               mask: torch.Tensor | None, causal: bool, row: int | None, first_query: int = 0) -> torch.Tensor:
+    """(B, T, C) -> (B, T - first_query, C): every position is a key, queries from ``first_query`` on."""
     B, T, C = x.shape
     n_head = attn.n_head
     q, k, v = attn.c_attn(x).split(C, dim=2)
     q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
     if cache is not None:
         k, v = cache.update(slots, k, v, row)  # (B, nh, S, hs)
+    if first_query:  # a causal model only ever trims to its last query, which sees every key: no mask
+        q, causal, T = q[:, :, first_query:], False, T - first_query
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None and T > 1)
     return attn.c_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
 def _block(block: nn.Module, x: torch.Tensor, cache: KVCache | None, slots: slice | None,
-           mask: torch.Tensor | None, causal: bool, row: int | None = None) -> torch.Tensor:
-    x = x + _attention(block.attn, block.ln_1(x), cache, slots, mask, causal, row)
+           mask: torch.Tensor | None, causal: bool, row: int | None = None, first_query: int = 0) -> torch.Tensor:
+    """One transformer block, (B, T, C) -> (B, T - first_query, C): rows before ``first_query`` are keys only."""
+    x = x[:, first_query:] + _attention(block.attn, block.ln_1(x), cache, slots, mask, causal, row, first_query)
     mlp = block.mlp
     return x + mlp.c_proj(F.gelu(mlp.c_fc(block.ln_2(x))))
 
@@ -118,8 +122,10 @@ class CausalRunner:
         """
         m = self.model.transformer
         x = tok_emb + m.wpe(pos)
-        for block, cache in zip(m.h, self.caches):
-            x = _block(block, x, cache, slots, mask, True, row)
+        last = len(m.h) - 1
+        for i, (block, cache) in enumerate(zip(m.h, self.caches)):
+            # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
+            x = _block(block, x, cache, slots, mask, True, row, first_query=x.shape[1] - 1 if i == last else 0)
         return self.model.lm_head(m.ln_f(x[:, -1:]))[:, 0]
 
     def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
@@ -146,10 +152,11 @@ def fine_logits(model: nn.Module, pred_idx: int, codes: torch.Tensor, start: int
     x = m.wpe.weight[:T][None]
     for i in range(pred_idx + 1):
         x = x + m.wtes[i](codes[:, :, i])
-    for block in m.h:
-        x = _block(block, x, None, None, None, False)
+    last = len(m.h) - 1
+    for i, block in enumerate(m.h):  # the last layer only for the rows read out
+        x = _block(block, x, None, None, None, False, first_query=start if i == last else 0)
     n_given = len(m.wtes) - len(model.lm_heads)
-    return model.lm_heads[pred_idx - n_given](m.ln_f(x[:, start:]))
+    return model.lm_heads[pred_idx - n_given](m.ln_f(x))
 
 
 def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,

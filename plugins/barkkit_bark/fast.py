@@ -57,6 +57,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
+            if x.shape[0] == 1:
+                return self.packed(x)  # the same single call, without stacking a copy
             return torch.stack([self.packed(row) for row in x])
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])  # (M, K), one token per row
