@@ -69,6 +69,37 @@ def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
     return [torch.stack([table[k] for k in sorted(table)])]
 
 
+def draft_passes(folder: str, history, n_sem: int, seed: int = 0) -> list[tuple[str, int, int]]:
+    """Exact mode's drafting (``barkkit_bark.speculative``) on these weights: (stage, tokens, fp32 passes).
+
+    The semantic stage runs TEXT with the history voice, the coarse stage its tokens; every fp32 pass that checks
+    drafted tokens is counted (the fewer, the more drafts held; tokens / passes is at most n_draft + 1 = 9).
+    """
+    from barkkit_bark.coarse import CoarseStage
+    from barkkit_bark.semantic import SemanticStage
+
+    results = []
+    semantic = None
+    for stage in (SemanticStage.load(folder), CoarseStage.load(folder)):
+        passes = [0]
+        plain_decode = stage.model.decode
+
+        def counting_decode(*args, all_logits=False, **kwargs):
+            passes[0] += all_logits
+            return plain_decode(*args, all_logits=all_logits, **kwargs)
+
+        stage.model.decode = counting_decode  # this instance only
+        generator = torch.Generator().manual_seed(seed)
+        if semantic is None:
+            semantic = stage.run(TEXT, voice=history, generator=generator, allow_early_stop=False,
+                                 max_gen_duration_s=(n_sem - 0.5) / H.SEMANTIC_RATE_HZ)
+            results.append(("semantic", len(semantic), passes[0]))
+        else:
+            coarse = stage.run(semantic, voice=history, generator=generator)
+            results.append(("coarse", coarse.array.size, passes[0]))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--init-scale", type=float, default=4.0, help="multiplies the random weight matrices")
@@ -131,6 +162,9 @@ def main() -> None:
                 rows.append(("fine", label, compare(base, fine_records(model, coarse, history, fine, **opts))))
     for stage, label, r in rows:
         print(f"{stage:<9} {label:<34} {r['kl']:9.4f} {r['top1']:7.3f} {r['p_max']:11.3f} {r['entropy']:8.2f} {r['steps']:6d}")
+    print("\nexact mode, int8 twin drafting 8 tokens per fp32 pass (same tokens as the reference):")
+    for stage, tokens, passes in draft_passes(tmp.name, history, n_sem):
+        print(f"{stage:<9} {tokens} tokens in {passes} fp32 passes: {tokens / max(passes, 1):.1f} tokens a pass")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The batched engine: several inputs through one Bark stage together, each with its own length, voice and seed.
 
 Fast mode runs every call through here (a single run is a batch of one). Exact mode batches by running the
-reference-exact engine once per input, so that its tokens stay the reference's bit for bit.
+reference-exact engine once per input, so that its tokens stay the reference's.
 
 How rows stay independent (a row gets the tokens it gets alone, up to float rounding):
 - prefill runs one row at a time, causal over that row's own cache slots (right-aligned at a common end slot);

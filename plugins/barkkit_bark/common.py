@@ -23,9 +23,10 @@ MODES = ("exact", "fast")
 class BarkStage(Stage):
     """A stage backed by one of Bark's transformers (``kind``: "text", "coarse" or "fine").
 
-    ``mode`` "exact" gives the reference's tokens bit for bit; "fast" trades that for speed: int8 weights and the
-    batched engine (``barkkit_bark.fast`` lists every change and how it was measured). Fast mode converts
-    ``model`` in place.
+    ``mode`` "exact" gives the reference's tokens (on a CPU its causal models decode with an int8 twin drafting
+    tokens that the fp32 model checks, ``barkkit_bark.speculative``); "fast" trades exactness for speed: int8
+    weights and the batched engine (``barkkit_bark.fast`` lists every change and how it was measured). Fast mode
+    converts ``model`` in place.
     """
 
     kind: ClassVar[Kind]
@@ -64,7 +65,7 @@ class BarkStage(Stage):
         """Several inputs, each with its own voice and generator (``barkkit_bark.batch``).
 
         Fast mode runs them together (each row gets what it would alone). Exact mode runs them one at a time, so
-        each keeps the reference's tokens bit for bit.
+        each keeps the reference's tokens.
         """
         if self.exact:
             return super().run_batch(values, voices=voices, generators=generators, progress=progress, **options)

@@ -9,6 +9,8 @@ stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: ti
   and the KV cache stay fp32.
 - the batched engine (``barkkit_bark.batch``) for every run, batch of one or many: static KV cache, prefill one row
   at a time, decode all rows together, sampling in torch (top-p without a host round trip).
+- the last layer of a prefill (and of a fine pass) runs only the positions that are read out; the others are
+  still keys and values. The same numbers up to float rounding, 1/n_layer less prefill work.
 - coarse stage: a window whose input only extends what the KV cache holds (the semantic context has not slid yet,
   the history is not yet cut) keeps the cache instead of prefilling again. The same tokens at the same positions:
   only float rounding differs (prefill vs one-token matrix products), which is why exact mode does not do it.
@@ -38,9 +40,10 @@ class Int8Linear(nn.Module):
     quantizes the activations of the call with one scale. One token per row (decode): each row quantized with its
     own scale and multiplied in int32 (``torch._int_mm``, exact integer sums), so a row's result does not depend on
     the other rows of a batch. Both read the same int8 weights: a quarter of fp32's bytes per decode step.
+    ``decode_only`` drops fbgemm's packed copy (half the memory); every call then takes the per-token path.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, *, decode_only: bool = False) -> None:
         super().__init__()
         from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
         from torch.ao.quantization import per_channel_dynamic_qconfig
@@ -54,9 +57,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("w_scale", weight.q_per_channel_scales().float(), persistent=False)  # (N,)
         self.bias = None if linear.bias is None else linear.bias.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        if decode_only:
+            self.packed = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
+        if self.packed is not None and x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
             if x.shape[0] == 1:
                 return self.packed(x)  # the same single call, without stacking a copy
             return torch.stack([self.packed(row) for row in x])
@@ -70,12 +75,12 @@ class Int8Linear(nn.Module):
         return y.view(*shape[:-1], self.out_features)
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def quantize_int8(model: nn.Module, *, decode_only: bool = False) -> nn.Module:
     """Replace every nn.Linear of ``model`` (blocks and output heads) with an ``Int8Linear``."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is nn.Linear:
-                setattr(module, child_name, Int8Linear(child))
+                setattr(module, child_name, Int8Linear(child, decode_only=decode_only))
     return model
 
 

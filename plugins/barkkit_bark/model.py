@@ -201,7 +201,8 @@ class GPT(nn.Module):
 
         ``trim_last_layer`` runs the last layer for the final position only (its keys and values are still cached):
         1/n_layer less work, but the logits then differ from Suno's in the last float bits, because a one-row matrix
-        product rounds differently from a many-row one. Exact mode keeps it off so its logits are bit-identical.
+        product rounds differently from a many-row one. Exact mode keeps it off: its prefill logits, and so the first
+        token of every window, are computed exactly as Suno's code computes them.
         """
         return self._run(tok_emb, 0, caches, trim_last_layer)
 

@@ -42,7 +42,8 @@ def draft_model(model: GPT) -> GPT:
     """An int8 twin of ``model`` for drafting: its own int8 linear layers, every other tensor shared (no copy)."""
     shared = {id(p): p for p in model.parameters()}
     twin = copy.deepcopy(model, memo=shared)  # new modules around the same parameters
-    return quantize_int8(twin)  # replaces the twin's linears; the originals keep their fp32 weights
+    # The twin only ever decodes one token per call: no fbgemm prefill copy of its weights.
+    return quantize_int8(twin, decode_only=True)  # replaces the twin's linears; the originals keep fp32
 
 
 @torch.inference_mode()
