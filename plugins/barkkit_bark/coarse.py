@@ -207,7 +207,7 @@ class CoarseStage(BarkStage):
             max_coarse_history=max_coarse_history,
             sliding_window_len=sliding_window_len,
             exact=self.exact,
-            draft=self.draft,
+            draft=self.draft if self.n_draft else None,
             n_draft=self.n_draft,
             progress=progress,
         )

@@ -234,7 +234,7 @@ class SemanticStage(BarkStage):
                 max_gen_duration_s=max_gen_duration_s,
                 allow_early_stop=bool(allow_early_stop),
                 exact=self.exact,
-                draft=self.draft,
+                draft=self.draft if self.n_draft else None,
                 n_draft=self.n_draft,
                 progress=piece_progress,
             )

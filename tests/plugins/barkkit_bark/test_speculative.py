@@ -93,3 +93,23 @@ def test_the_twin_shares_all_but_its_int8_linears(target: CountingGPT) -> None:
     assert draft.transformer.h[0].ln_1.weight is target.transformer.h[0].ln_1.weight
     assert isinstance(draft.transformer.h[0].attn.c_attn, Int8Linear) and isinstance(draft.lm_head, Int8Linear)
     assert type(target.transformer.h[0].attn.c_attn) is torch.nn.Linear  # the fp32 model is untouched
+
+
+def test_exact_stages_give_the_same_tokens_with_and_without_drafting(suno_folder, voice_file) -> None:
+    """The stages' two exact decode loops (drafted, and plain with ``n_draft = 0``) agree, generator included."""
+    from barkkit.voice import Voice
+    from barkkit_bark.coarse import CoarseStage
+    from barkkit_bark.semantic import SemanticStage
+
+    voice = Voice.load(voice_file)
+    semantic, coarse = SemanticStage.load(suno_folder), CoarseStage.load(suno_folder)
+    assert semantic.draft is not None and coarse.draft is not None
+    results = []
+    for n_draft in (8, 0):
+        semantic.n_draft = coarse.n_draft = n_draft
+        generator = torch.Generator().manual_seed(2)
+        tokens = semantic.run("Hello there, how are you today?", voice=voice, generator=generator)
+        codes = coarse.run(tokens, voice=voice, generator=generator)
+        results.append((tokens.array, codes.array, generator.get_state()))
+    (s1, c1, g1), (s2, c2, g2) = results
+    assert len(s1) > 10 and (s1 == s2).all() and (c1 == c2).all() and torch.equal(g1, g2)
