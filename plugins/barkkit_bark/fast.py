@@ -25,8 +25,6 @@ the batched engine (``generate_fine_batch(pad_to_window=False, max_history=...)`
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn as nn
 
@@ -48,17 +46,21 @@ class Int8Linear(nn.Module):
         from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
         from torch.ao.quantization import per_channel_dynamic_qconfig
 
-        linear.qconfig = per_channel_dynamic_qconfig
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.packed = DynamicLinear.from_float(linear)
-        weight = self.packed.weight()  # per-channel symmetric qint8: zero points are 0
-        self.register_buffer("w_int8", weight.int_repr().t(), persistent=False)  # (K, N), a transposed view
-        self.register_buffer("w_scale", weight.q_per_channel_scales().float(), persistent=False)  # (N,)
+        # The weight is quantized once, as fbgemm's dynamic linear quantizes it (per channel, symmetric qint8:
+        # zero points 0); only a layer that prefills also packs it for fbgemm.
+        observer = per_channel_dynamic_qconfig.weight()
+        weight = linear.weight.detach().float()
+        observer(weight)
+        scales, zero_points = observer.calculate_qparams()
+        qweight = torch.quantize_per_channel(weight, scales.double(), zero_points.long(), 0, torch.qint8)
+        self.register_buffer("w_int8", qweight.int_repr().t(), persistent=False)  # (K, N), a transposed view
+        self.register_buffer("w_scale", qweight.q_per_channel_scales().float(), persistent=False)  # (N,)
         self.bias = None if linear.bias is None else linear.bias.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        if decode_only:
-            self.packed = None
+        self.packed = None
+        if not decode_only:
+            self.packed = DynamicLinear(self.in_features, self.out_features, bias_=self.bias is not None, dtype=torch.qint8)
+            self.packed.set_weight_bias(qweight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
