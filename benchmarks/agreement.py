@@ -114,14 +114,16 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     shape = {"n_layer": 2, "n_head": 2, "n_embd": 64} if args.tiny else {}
     from barkkit_bark.checkpoints import load_model
-    from barkkit_bark.fast import prepare_fast
+    from barkkit_bark.fast import prepare_fast, quantize_int8, use_bf16_attention
 
     models = H.build_reference_models("small", init_scale=args.init_scale, heads_only=args.heads_only, **shape)
     tmp = tempfile.TemporaryDirectory()
     H.write_checkpoints(models, Path(tmp.name))
     del models
     fp32 = {k: load_model(tmp.name, k) for k in ("text", "coarse", "fine")}
-    int8 = {k: prepare_fast(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
+    fast = {k: prepare_fast(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}  # as fast mode runs
+    int8 = {k: quantize_int8(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
+    bf16 = {k: use_bf16_attention(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
     history_dict, forced = H.load_voice(args.history_voice), H.load_voice(args.forced_voice)
     history = H.to_voice(history_dict)
     n_sem = H.semantic_tokens_for(args.seconds)
@@ -139,11 +141,15 @@ def main() -> None:
     with torch.inference_mode():
         if "semantic" in only:
             base = semantic_records(fp32["text"], ids, history_dict["semantic_prompt"], sem)
-            rows.append(("semantic", "int8 linears", compare(base, semantic_records(int8["text"], ids, history_dict["semantic_prompt"], sem))))
+            for label, models_ in (("fast mode", fast), ("  int8 linears only", int8), ("  bf16 attention only", bf16)):
+                records = semantic_records(models_["text"], ids, history_dict["semantic_prompt"], sem)
+                rows.append(("semantic", label, compare(base, records)))
         if "coarse" in only:
             base = coarse_records(fp32["coarse"], sem, history, coarse)
             variants = [
-                ("int8 linears", int8["coarse"], {}),
+                ("fast mode", fast["coarse"], {}),
+                ("  int8 linears only", int8["coarse"], {}),
+                ("  bf16 attention only", bf16["coarse"], {}),
                 ("history 630 -> 315", fp32["coarse"], {"max_coarse_history": 315}),
                 ("window 60 -> 120", fp32["coarse"], {"sliding_window_len": 120}),
                 ("int8 + window 120", int8["coarse"], {"sliding_window_len": 120}),
@@ -153,7 +159,9 @@ def main() -> None:
         if "fine" in only:
             base = fine_records(fp32["fine"], coarse, history, fine)
             variants = [
-                ("int8 linears", int8["fine"], {}),
+                ("fast mode", fast["fine"], {}),
+                ("  int8 linears only", int8["fine"], {}),
+                ("  bf16 attention only", bf16["fine"], {}),
                 ("no padding to 1024", fp32["fine"], {"pad_to_window": False}),
                 ("fine history 512 -> 256", fp32["fine"], {"max_history": 256}),
                 ("int8 + no padding", int8["fine"], {"pad_to_window": False}),

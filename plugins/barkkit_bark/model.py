@@ -56,6 +56,10 @@ class KVCache:
 class SelfAttention(nn.Module):
     """Multi-head self-attention: causal (with an optional KV cache) or, for the fine model, bidirectional."""
 
+    # Fast mode's engine (barkkit_bark.batch) reads this: attention of many queries in bf16 matrix products.
+    # Set by barkkit_bark.fast.prepare_fast on CPUs that multiply bf16 in hardware; exact mode never does.
+    bf16_attention: bool = False
+
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
         super().__init__()
         if config.n_embd % config.n_head:

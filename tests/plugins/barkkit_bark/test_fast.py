@@ -1,0 +1,60 @@
+"""Fast mode's building blocks: bf16 attention in blocks and what ``prepare_fast`` switches on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from barkkit_bark.batch import blocked_attention_bf16, fine_logits
+from barkkit_bark.fast import Int8Linear, cpu_has_bf16_matmul, prepare_fast, use_bf16_attention
+from barkkit_bark.model import SelfAttention
+
+from .conftest import tiny_models
+
+
+@pytest.mark.parametrize(("T", "S", "causal", "block"), [
+    (70, 70, False, 32),  # the fine stage: every query sees every key; three blocks, the last one short
+    (70, 70, True, 32),  # a prefill: causal square
+    (20, 70, False, 8),  # the fine stage's last layer: only the frames read out are queries
+    (1, 9, True, 256),  # one query
+])
+def test_blocked_attention_matches_fp32_attention(T, S, causal, block):
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, S, 16, generator=generator)[:, :, S - T:]
+    k, v = torch.randn(2, 2, 3, S, 16, generator=generator)
+    mask = torch.ones(T, S, dtype=torch.bool).tril(S - T) if causal else None
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    got = blocked_attention_bf16(q, k, v, causal=causal, block=block)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=3e-2)  # bf16 inputs, scores and probabilities
+    if causal and T > 1:  # a query must not see later keys: changing the last value moves only the last query
+        v2 = v.clone()
+        v2[:, :, -1] += 10
+        moved = (blocked_attention_bf16(q, k, v2, causal=True, block=block) - got).abs().amax((0, 1, 3))
+        assert moved[:-1].max() == 0 and moved[-1] > 0
+
+
+def test_prepare_fast_switches_on_int8_and_bf16_attention_where_the_cpu_has_it():
+    text, _, fine = tiny_models()
+    assert not any(m.bf16_attention for m in text.modules() if isinstance(m, SelfAttention))  # exact: fp32
+    for model in (prepare_fast(text), prepare_fast(fine)):
+        flags = {m.bf16_attention for m in model.modules() if isinstance(m, SelfAttention)}
+        assert flags == {cpu_has_bf16_matmul()}
+        assert isinstance(model.transformer.h[0].attn.c_attn, Int8Linear)
+
+
+def test_fine_pass_with_bf16_attention_stays_close():
+    _, _, fine = tiny_models()
+    codes = torch.randint(0, 1024, (1, 60, 8), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        exact = fine_logits(fine, 3, codes, start=20)
+        use_bf16_attention(fine)
+        fast = fine_logits(fine, 3, codes, start=20)
+        use_bf16_attention(fine, False)
+        again = fine_logits(fine, 3, codes, start=20)
+    assert fast.shape == exact.shape == (1, 40, 1056)
+    assert not torch.equal(fast, exact)  # the bf16 path did run
+    torch.testing.assert_close(again, exact, rtol=0, atol=0)  # and switching it off restores fp32
+    assert (fast - exact).abs().max() < 0.02 * exact.abs().max()
+    assert (fast.argmax(-1) == exact.argmax(-1)).float().mean() > 0.95
