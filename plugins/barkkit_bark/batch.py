@@ -41,6 +41,7 @@ from barkkit.stage import Progress
 from barkkit.voice import Voice
 
 from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, coarse_histories
+from barkkit_bark.fast import Int8Linear
 from barkkit_bark.semantic import semantic_step_limit
 
 __all__ = ["CausalRunner", "blocked_attention_bf16", "fine_logits", "sample_rows", "generate_semantic_batch", "generate_coarse_batch",
@@ -90,28 +91,29 @@ def _attention(attn: nn.Module, x: torch.Tensor, cache: KVCache | None, slots: s
 
 
 def blocked_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                           block: int = 256) -> torch.Tensor:
+                           block: int = 128) -> torch.Tensor:
     """Attention of many queries in bf16 matrix products, ``block`` queries at a time: (B, nh, T, hs) queries,
     (B, nh, S, hs) keys and values -> (B, nh, T, hs) float32. ``causal``: query t (the last T of S positions) sees
     keys up to S - T + t.
 
     Why not ``F.scaled_dot_product_attention``: on a CPU its kernels compute in fp32 whatever the input dtype, and
-    fp32 runs at a fifth of the bf16 matrix units' rate here (AVX512-BF16: 1024-position fine pass 18 -> 7.5 ms a
-    layer, 887-position causal prefill 10.3 -> 6.6 ms). A block's scores stay in cache, and a causal block skips
-    the keys after its last query. The softmax itself runs in fp32 inside PyTorch's bf16 kernel; inputs, scores
-    and probabilities are rounded to bf16 (measured in benchmarks/agreement.py).
+    fp32 runs at a fifth of the bf16 matrix units' rate here (AVX512-BF16: 1024-position fine pass 18 -> 7.8 ms a
+    layer, 887-position causal prefill 10.3 -> 5.1 ms). A block's scores stay in cache (128 queries measured best
+    between 64 and 512), and a causal block skips the keys after its last query and masks only its diagonal tile.
+    The softmax runs in fp32 inside PyTorch's bf16 kernel; inputs, scores and probabilities are rounded to bf16
+    (benchmarks/agreement.py: KL < 1e-4 nats against fp32 attention).
     """
     T, S = q.shape[2], k.shape[2]
     q = (q * q.shape[-1] ** -0.5).to(torch.bfloat16)
     kt, v = k.to(torch.bfloat16).transpose(-1, -2), v.to(torch.bfloat16)  # (B, nh, hs, S), (B, nh, S, hs)
     out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    later = torch.ones(block, block, dtype=torch.bool, device=q.device).triu_(1) if causal else None  # (block, block)
     for t0 in range(0, T, block):
         t1 = min(T, t0 + block)
         end = S - T + t1 if causal else S  # keys this block can see
         scores = q[:, :, t0:t1] @ kt[..., :end]  # (B, nh, t1 - t0, end)
-        if causal:
-            hidden = torch.ones(t1 - t0, end, dtype=torch.bool, device=q.device).triu_(S - T + t0 + 1)
-            scores.masked_fill_(hidden, -math.inf)
+        if causal:  # only the last t1 - t0 keys can lie after a query of the block
+            scores[..., end - (t1 - t0):].masked_fill_(later[: t1 - t0, : t1 - t0], -math.inf)
         out[:, :, t0:t1] = torch.softmax(scores, dim=-1) @ v[:, :, :end]
     return out
 
@@ -145,10 +147,11 @@ class CausalRunner:
         return self.caches[0].k.shape[2]
 
     def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, mask: torch.Tensor | None,
-                 row: int | None = None) -> torch.Tensor:
+                 row: int | None = None, head_rows: slice | None = None) -> torch.Tensor:
         """Token embeddings (B, T, C) at positions ``pos`` (B, T) into cache ``slots`` -> last logits (B, V).
 
         ``mask`` (B, 1, 1, S): which slots each decoding row may see (None: all up to the slot written).
+        ``head_rows``: compute only these logits (B, len) (the coarse stage samples from one codebook a step).
         """
         m = self.model.transformer
         x = tok_emb + m.wpe(pos)
@@ -156,7 +159,13 @@ class CausalRunner:
         for i, (block, cache) in enumerate(zip(m.h, self.caches)):
             # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
             x = _block(block, x, cache, slots, mask, True, row, first_query=x.shape[1] - 1 if i == last else 0)
-        return self.model.lm_head(m.ln_f(x[:, -1:]))[:, 0]
+        x = m.ln_f(x[:, -1:])  # (B, 1, C)
+        head = self.model.lm_head
+        if head_rows is None:
+            return head(x)[:, 0]
+        if isinstance(head, Int8Linear):
+            return head(x, head_rows)[:, 0]
+        return F.linear(x, head.weight[head_rows], None if head.bias is None else head.bias[head_rows])[:, 0]
 
     def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
         """Each row's embeddings (1, L_i, C) at positions 0..L_i - 1, in slots ending at ``end`` -> logits (B, V)."""
@@ -311,7 +320,12 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
     pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are zeros, masked
     total = 0
     device = wte.weight.device
-    logits = torch.zeros(B, model.lm_head.out_features, device=device)
+    logits = torch.zeros(B, CODEBOOK_SIZE, device=device)  # the codebook sampled next: head rows from ``start``
+
+    def codebook_rows(n_step: int) -> slice:  # coarse codes alternate between the two codebooks' token ranges
+        start = SEMANTIC_VOCAB_SIZE + (0 if n_step % N_COARSE == 0 else CODEBOOK_SIZE)
+        return slice(start, start + CODEBOOK_SIZE)
+
     fed = False  # whether the cache holds the last sampled token of every row (logits are fresh)
     for w in range(n_windows):
         live = [i for i, r in enumerate(rows) if w * sliding_window_len < r["n_steps"]]
@@ -331,23 +345,21 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
         for i in redo:
             L = len(inputs[i])
             logits[i] = run(wte(torch.tensor([inputs[i]], device=device)), torch.arange(L, device=device)[None],
-                            slice(total - L, total),
-                            None, row=i)[0]
+                            slice(total - L, total), None, row=i, head_rows=codebook_rows(w * sliding_window_len))[0]
             pad[i], cached[i] = total - L, list(inputs[i])
         for s in range(sliding_window_len):
             n_step = w * sliding_window_len + s
             now = [i for i in live if n_step < rows[i]["n_steps"]]
             if not now:
                 break
-            start = SEMANTIC_VOCAB_SIZE + (0 if n_step % N_COARSE == 0 else CODEBOOK_SIZE)
+            start = codebook_rows(n_step).start
             tokens = torch.full((B,), start, dtype=torch.long, device=device)  # rows that are done: ignored
             if teacher is not None:
-                record.append(F.log_softmax(logits[now, start : start + CODEBOOK_SIZE].float() / temp, dim=-1))
+                record.append(F.log_softmax(logits[now].float() / temp, dim=-1))
                 sampled = torch.tensor([int(teacher[i][n_step % N_COARSE, n_step // N_COARSE]) for i in now],
                                        device=device)
             else:
-                sampled, _ = sample_rows(logits[now, start : start + CODEBOOK_SIZE], [generators[i] for i in now],
-                                         temp, top_k, top_p)
+                sampled, _ = sample_rows(logits[now], [generators[i] for i in now], temp, top_k, top_p)
             tokens[now] = sampled + start
             values = tokens.tolist()
             for i in now:
@@ -360,11 +372,12 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                 if nxt >= n_windows or not any(nxt * sliding_window_len < rows[i]["n_steps"]
                                                and window_input(rows[i], nxt) == cached[i] for i in now):
                     break
-            slot = torch.arange(total + 1, device=device)
-            mask = (slot[None, :] >= torch.tensor(pad, device=device)[:, None])[:, None, None, :] if any(pad) else None
+            mask = None
+            if any(pad):
+                slot = torch.arange(total + 1, device=device)
+                mask = (slot[None, :] >= torch.tensor(pad, device=device)[:, None])[:, None, None, :]  # (B, 1, 1, S)
             pos = torch.tensor([[min(total - p, 1023)] for p in pad], device=device)  # finished rows: any valid position
-            logits = run(wte(tokens[:, None]), pos, slice(total, total + 1),
-                           mask)
+            logits = run(wte(tokens[:, None]), pos, slice(total, total + 1), mask, head_rows=codebook_rows(n_step + 1))
             total += 1
             fed = True
         if progress is not None:

@@ -17,6 +17,7 @@ from .conftest import tiny_models
     (70, 70, False, 32),  # the fine stage: every query sees every key; three blocks, the last one short
     (70, 70, True, 32),  # a prefill: causal square
     (20, 70, False, 8),  # the fine stage's last layer: only the frames read out are queries
+    (20, 70, True, 8),  # new positions after a cached prefix
     (1, 9, True, 256),  # one query
 ])
 def test_blocked_attention_matches_fp32_attention(T, S, causal, block):
@@ -58,3 +59,12 @@ def test_fine_pass_with_bf16_attention_stays_close():
     torch.testing.assert_close(again, exact, rtol=0, atol=0)  # and switching it off restores fp32
     assert (fast - exact).abs().max() < 0.02 * exact.abs().max()
     assert (fast.argmax(-1) == exact.argmax(-1)).float().mean() > 0.95
+
+
+def test_int8_head_rows_are_the_full_heads_columns():
+    torch.manual_seed(0)
+    head = Int8Linear(torch.nn.Linear(32, 96, bias=True))
+    x = torch.randn(3, 1, 32)  # decode: one token per row
+    torch.testing.assert_close(head(x, slice(40, 72)), head(x)[..., 40:72], rtol=0, atol=0)
+    prefill = torch.randn(1, 5, 32)
+    torch.testing.assert_close(head(prefill, slice(0, 8)), head(prefill)[..., :8], rtol=0, atol=0)
