@@ -44,8 +44,8 @@ from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, 
 from barkkit_bark.fast import Int8Linear
 from barkkit_bark.semantic import semantic_step_limit
 
-__all__ = ["CausalRunner", "blocked_attention_bf16", "fine_logits", "sample_rows", "generate_semantic_batch", "generate_coarse_batch",
-           "generate_fine_batch"]
+__all__ = ["CausalRunner", "blocked_attention_bf16", "fine_logits", "sample_rows", "generate_semantic_batch",
+           "generate_coarse_batch", "generate_fine_batch"]
 
 
 class KVCache:

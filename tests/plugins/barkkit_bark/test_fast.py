@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from barkkit_bark.batch import blocked_attention_bf16, fine_logits
-from barkkit_bark.fast import Int8Linear, cpu_has_bf16_matmul, prepare_fast, use_bf16_attention
+from barkkit_bark.fast import (
+    Int8Linear,
+    cpu_has_bf16_matmul,
+    prepare_fast,
+    use_bf16_attention,
+)
 from barkkit_bark.model import SelfAttention
 
 from .conftest import tiny_models
