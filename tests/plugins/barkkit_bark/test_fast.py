@@ -72,3 +72,16 @@ def test_int8_head_rows_are_the_full_heads_columns():
     torch.testing.assert_close(head(x, slice(40, 72)), head(x)[..., 40:72], rtol=0, atol=0)
     prefill = torch.randn(1, 5, 32)
     torch.testing.assert_close(head(prefill, slice(0, 8)), head(prefill)[..., :8], rtol=0, atol=0)
+
+
+def test_int8_linear_is_close_and_row_independent():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96, bias=False)
+    q = Int8Linear(linear)
+    x = torch.randn(4, 1, 64)
+    full = q(x)
+    rel = (full - linear(x)).abs().max() / linear(x).abs().max()
+    assert rel < 0.05
+    torch.testing.assert_close(full[1:2], q(x[1:2]), rtol=0, atol=0)  # per-token scales: rows independent
+    prefill = q(torch.randn(2, 7, 64))
+    assert prefill.shape == (2, 7, 96)

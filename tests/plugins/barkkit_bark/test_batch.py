@@ -1,0 +1,120 @@
+"""The batched engine (barkkit_bark.batch, fast mode's engine): in fp32 it gives the reference's tokens, and a
+batch gives every row exactly what that row gets alone, in fp32 and in fast mode's int8 + bf16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from barkkit.pipeline import load_pipeline
+from barkkit.voice import Voice
+from barkkit_bark import batch
+from barkkit_bark.checkpoints import load_model
+from barkkit_bark.coarse import CoarseStage
+from barkkit_bark.fast import Int8Linear, prepare_fast
+from barkkit_bark.fine import FineStage
+from barkkit_bark.semantic import SemanticStage
+
+TEXT = "Hello, my name is Suno. And, uh, I like pizza."
+
+CASES = {  # options as the parity tests use them; top-p is left out: the engine ranks in torch, Suno in numpy
+    "defaults": dict(max_gen_duration_s=2.0),
+    "voice": dict(voice=True, max_gen_duration_s=3.0),
+    "voice_top_k": dict(voice=True, top_k=40, min_eos_p=None, max_gen_duration_s=3.0),
+    "temperatures_and_windows": dict(
+        voice=True, text_temp=1.0, waveform_temp=0.5, fine_temp=None, min_eos_p=0.05, top_k=200,
+        max_coarse_history=60, sliding_window_len=25, max_gen_duration_s=3.0,
+    ),
+}
+
+
+def _stages(folder: Path) -> tuple[SemanticStage, CoarseStage, FineStage]:
+    return SemanticStage.load(folder), CoarseStage.load(folder), FineStage.load(folder)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fp32_engine_gives_the_reference_tokens(case: str, suno_folder: Path, reference, voice_file: Path) -> None:
+    options = dict(CASES[case])
+    use_voice = options.pop("voice", False)
+    ref_semantic, ref_coarse, ref_fine = reference.run(TEXT, voice=str(voice_file) if use_voice else None, seed=3,
+                                                       **options)
+    voice = Voice.from_npz(voice_file) if use_voice else None
+    generator = torch.Generator().manual_seed(3)  # one generator through the three stages, as the reference's global one
+    semantic, coarse, fine = _stages(suno_folder)  # exact-mode stages: fp32 models, run here through the engine
+    pick = lambda *names: {k: options[k] for k in names if k in options}  # noqa: E731
+    sem = batch.run_semantic_batch(semantic, [TEXT], voices=[voice], generators=[generator],
+                                   **pick("text_temp", "top_k", "min_eos_p", "max_gen_duration_s"))[0]
+    np.testing.assert_array_equal(sem.array, ref_semantic)
+    codes = batch.run_coarse_batch(coarse, [sem], voices=[voice], generators=[generator],
+                                   **pick("waveform_temp", "top_k", "max_coarse_history", "sliding_window_len"))[0]
+    np.testing.assert_array_equal(codes.array, ref_coarse)
+    fine_codes = batch.run_fine_batch(fine, [codes], voices=[voice], generators=[generator], **pick("fine_temp"))[0]
+    np.testing.assert_array_equal(fine_codes.array, ref_fine)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_batch_rows_equal_single_runs(fast: bool, suno_folder: Path, voice_file: Path) -> None:
+    models = {kind: load_model(suno_folder, kind) for kind in ("text", "coarse", "fine")}
+    if fast:
+        models = {kind: prepare_fast(model) for kind, model in models.items()}
+    tokenizer = SemanticStage.load(suno_folder).tokenizer
+    voice = Voice.from_npz(voice_file)
+    voices = [voice, None, voice]
+    histories = [None if v is None else v.semantic.array for v in voices]
+    texts = [TEXT, "Short.", "A somewhat longer sentence than the others here."]
+    ids = [np.asarray(tokenizer.pieces(t)[0].ids, np.int64) for t in texts]
+
+    def gens() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(10 + i) for i in range(3)]
+
+    sem = batch.generate_semantic_batch(models["text"], ids, histories, gens(), allow_early_stop=False,
+                                        max_gen_duration_s=0.6)
+    for i in range(3):
+        alone = batch.generate_semantic_batch(models["text"], [ids[i]], [histories[i]], [gens()[i]],
+                                              allow_early_stop=False, max_gen_duration_s=0.6)[0]
+        np.testing.assert_array_equal(sem[i], alone)
+    sems = [sem[0], sem[1][:20], sem[2][:27]]  # own lengths: 90, 60 and 81 coarse steps
+    coarse = batch.generate_coarse_batch(models["coarse"], sems, voices, gens())
+    for i in range(3):
+        alone = batch.generate_coarse_batch(models["coarse"], [sems[i]], [voices[i]], [gens()[i]])[0]
+        np.testing.assert_array_equal(coarse[i], alone)
+    assert [c.shape[1] for c in coarse] == [45, 30, 40]
+    for pad_to_window in (True, False):
+        fine = batch.generate_fine_batch(models["fine"], coarse, voices, gens(), pad_to_window=pad_to_window)
+        for i in range(3):
+            alone = batch.generate_fine_batch(models["fine"], [coarse[i]], [voices[i]], [gens()[i]],
+                                              pad_to_window=pad_to_window)[0]
+            np.testing.assert_array_equal(fine[i], alone)
+            np.testing.assert_array_equal(fine[i][:2], coarse[i])
+
+
+def test_fast_pipeline_batch_equals_single_generations(suno_folder: Path, voice_file: Path) -> None:
+    pipeline = load_pipeline(suno_folder, mode="fast", decoder=False)
+    texts = ["Hello there.", "A second, longer text to speak, with its own voice."]
+    voices = [str(voice_file), None]
+    options = {"max_gen_duration_s": 0.4, "allow_early_stop": False}
+    together = pipeline.generate_batch(texts, voices=voices, seeds=7, **options)
+    for i, generation in enumerate(together):
+        alone = pipeline.generate(texts[i], voice=voices[i], seed=7 + i, **options)
+        assert generation.semantic == alone.semantic
+        assert generation.coarse == alone.coarse
+        assert generation.fine == alone.fine
+    assert isinstance(pipeline.stages[0].model.lm_head, Int8Linear)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_pipeline_on_cuda_is_bf16_and_keeps_lengths(suno_folder: Path) -> None:
+    pipeline = load_pipeline(suno_folder, device="cuda", mode="fast", decoder=False)
+    assert pipeline.stages[1].model.transformer.wpe.weight.dtype == torch.bfloat16
+    texts = ["Hello there.", "Another text."]
+    options = {"max_gen_duration_s": 0.3, "allow_early_stop": False}
+    together = pipeline.generate_batch(texts, seeds=3, **options)
+    # bf16 GEMMs on a GPU pick kernels by shape, so batch and single runs agree up to rounding, not bit for bit:
+    # check that every row ran to its length and kept its coarse codebooks
+    for i, generation in enumerate(together):
+        alone = pipeline.generate(texts[i], seed=3 + i, **options)
+        assert generation.fine.array.shape == alone.fine.array.shape
+        np.testing.assert_array_equal(generation.fine.array[:2], generation.coarse.array)
