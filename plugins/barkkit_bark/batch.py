@@ -104,8 +104,10 @@ def blocked_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     (benchmarks/agreement.py: KL < 1e-4 nats against fp32 attention).
     """
     T, S = q.shape[2], k.shape[2]
-    q = (q * q.shape[-1] ** -0.5).to(torch.bfloat16)
-    kt, v = k.to(torch.bfloat16).transpose(-1, -2), v.to(torch.bfloat16)  # (B, nh, hs, S), (B, nh, S, hs)
+    # contiguous copies once, so that every block's slices are plain batched matrices (no copy per product)
+    q = (q * q.shape[-1] ** -0.5).to(torch.bfloat16, memory_format=torch.contiguous_format)
+    k, v = (t.to(torch.bfloat16, memory_format=torch.contiguous_format) for t in (k, v))  # (B, nh, S, hs)
+    kt = k.transpose(-1, -2)  # (B, nh, hs, S), a view
     out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
     later = torch.ones(block, block, dtype=torch.bool, device=q.device).triu_(1) if causal else None  # (block, block)
     for t0 in range(0, T, block):
