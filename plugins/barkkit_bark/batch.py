@@ -17,7 +17,6 @@ Shapes: B rows, T new positions, S cache slots, C width, nh heads, hs head size,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,91 +41,10 @@ from barkkit.voice import Voice
 
 from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, coarse_histories
 from barkkit_bark.fast import Int8Linear
+from barkkit_bark.sampling import filter_logits
 from barkkit_bark.semantic import semantic_step_limit
 
-__all__ = ["CausalRunner", "blocked_attention_bf16", "fine_logits", "sample_rows", "generate_semantic_batch",
-           "generate_coarse_batch", "generate_fine_batch"]
-
-
-class KVCache:
-    """Keys and values of one layer, (B, nh, S, hs), written in place at the given slots."""
-
-    def __init__(self, batch: int, n_head: int, size: int, head_dim: int, dtype: torch.dtype, device: Any) -> None:
-        self.k = torch.zeros(batch, n_head, size, head_dim, dtype=dtype, device=device)
-        self.v = torch.zeros(batch, n_head, size, head_dim, dtype=dtype, device=device)
-
-    def update(self, slots: slice, k: torch.Tensor, v: torch.Tensor,
-               row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hs) at ``slots``; return what the queries attend to.
-
-        ``row`` set: a one-row prefill into that row's slots; it attends to its own slots only, and the slots before
-        them (left padding) are zeroed so that masked keys are finite for the batched decode steps.
-        """
-        if row is not None:
-            self.k[row, :, : slots.start] = 0
-            self.v[row, :, : slots.start] = 0
-            self.k[row : row + 1, :, slots] = k
-            self.v[row : row + 1, :, slots] = v
-            return self.k[row : row + 1, :, slots], self.v[row : row + 1, :, slots]
-        self.k[:, :, slots] = k
-        self.v[:, :, slots] = v
-        return self.k[:, :, : slots.stop], self.v[:, :, : slots.stop]
-
-
-def _attention(attn: nn.Module, x: torch.Tensor, cache: KVCache | None, slots: slice | None,
-               mask: torch.Tensor | None, causal: bool, row: int | None, first_query: int = 0) -> torch.Tensor:
-    """(B, T, C) -> (B, T - first_query, C): every position is a key, queries from ``first_query`` on."""
-    B, T, C = x.shape
-    n_head = attn.n_head
-    q, k, v = attn.c_attn(x).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
-    if cache is not None:
-        k, v = cache.update(slots, k, v, row)  # (B, nh, S, hs)
-    if first_query:  # a causal model only ever trims to its last query, which sees every key: no mask
-        q, causal, T = q[:, :, first_query:], False, T - first_query
-    if attn.bf16_attention and T > 1 and mask is None:  # prefill, fine passes (fast mode on a bf16 CPU)
-        y = blocked_attention_bf16(q, k, v, causal=causal)
-    else:
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None and T > 1)
-    return attn.c_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
-
-
-def blocked_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                           block: int = 128) -> torch.Tensor:
-    """Attention of many queries in bf16 matrix products, ``block`` queries at a time: (B, nh, T, hs) queries,
-    (B, nh, S, hs) keys and values -> (B, nh, T, hs) float32. ``causal``: query t (the last T of S positions) sees
-    keys up to S - T + t.
-
-    Why not ``F.scaled_dot_product_attention``: on a CPU its kernels compute in fp32 whatever the input dtype, and
-    fp32 runs at a fifth of the bf16 matrix units' rate here (AVX512-BF16: 1024-position fine pass 18 -> 7.8 ms a
-    layer, 887-position causal prefill 10.3 -> 5.1 ms). A block's scores stay in cache (128 queries measured best
-    between 64 and 512), and a causal block skips the keys after its last query and masks only its diagonal tile.
-    The softmax runs in fp32 inside PyTorch's bf16 kernel; inputs, scores and probabilities are rounded to bf16
-    (benchmarks/agreement.py: KL < 1e-4 nats against fp32 attention).
-    """
-    T, S = q.shape[2], k.shape[2]
-    # contiguous copies once, so that every block's slices are plain batched matrices (no copy per product)
-    q = (q * q.shape[-1] ** -0.5).to(torch.bfloat16, memory_format=torch.contiguous_format)
-    k, v = (t.to(torch.bfloat16, memory_format=torch.contiguous_format) for t in (k, v))  # (B, nh, S, hs)
-    kt = k.transpose(-1, -2)  # (B, nh, hs, S), a view
-    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
-    later = torch.ones(block, block, dtype=torch.bool, device=q.device).triu_(1) if causal else None  # (block, block)
-    for t0 in range(0, T, block):
-        t1 = min(T, t0 + block)
-        end = S - T + t1 if causal else S  # keys this block can see
-        scores = q[:, :, t0:t1] @ kt[..., :end]  # (B, nh, t1 - t0, end)
-        if causal:  # only the last t1 - t0 keys can lie after a query of the block
-            scores[..., end - (t1 - t0):].masked_fill_(later[: t1 - t0, : t1 - t0], -math.inf)
-        out[:, :, t0:t1] = torch.softmax(scores, dim=-1) @ v[:, :, :end]
-    return out
-
-
-def _block(block: nn.Module, x: torch.Tensor, cache: KVCache | None, slots: slice | None,
-           mask: torch.Tensor | None, causal: bool, row: int | None = None, first_query: int = 0) -> torch.Tensor:
-    """One transformer block, (B, T, C) -> (B, T - first_query, C): rows before ``first_query`` are keys only."""
-    attended = _attention(block.attn, block.ln_1(x), cache, slots, mask, causal, row, first_query)
-    x = (x[:, first_query:] if first_query else x) + attended
-    mlp = block.mlp
-    return x + mlp.c_proj(F.gelu(mlp.c_fc(block.ln_2(x))))
+__all__ = ["CausalRunner", "sample_rows", "generate_semantic_batch", "generate_coarse_batch", "generate_fine_batch"]
 
 
 class CausalRunner:
@@ -139,14 +57,7 @@ class CausalRunner:
 
     def __init__(self, model: nn.Module, batch: int, size: int) -> None:
         self.model = model
-        wpe = model.transformer.wpe.weight
-        n_head = model.transformer.h[0].attn.n_head
-        hd = wpe.shape[1] // n_head
-        self.caches = [KVCache(batch, n_head, size, hd, wpe.dtype, wpe.device) for _ in model.transformer.h]
-
-    @property
-    def size(self) -> int:
-        return self.caches[0].k.shape[2]
+        self.caches = model.new_caches(batch, size)
 
     def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, mask: torch.Tensor | None,
                  row: int | None = None, head_rows: slice | None = None) -> torch.Tensor:
@@ -160,7 +71,7 @@ class CausalRunner:
         last = len(m.h) - 1
         for i, (block, cache) in enumerate(zip(m.h, self.caches)):
             # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
-            x = _block(block, x, cache, slots, mask, True, row, first_query=x.shape[1] - 1 if i == last else 0)
+            x = block(x, cache=cache, slots=slots, row=row, mask=mask, first_query=x.shape[1] - 1 if i == last else 0)
         x = m.ln_f(x[:, -1:])  # (B, 1, C)
         head = self.model.lm_head
         if head_rows is None:
@@ -186,34 +97,13 @@ class CausalRunner:
                     t[i, :, : pad[i] + by] = 0
 
 
-def fine_logits(model: nn.Module, pred_idx: int, codes: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """Bark's non-causal fine model: codes (B, T, 8) -> logits (B, T - start, V) of codebook ``pred_idx``."""
-    m = model.transformer
-    T = codes.shape[1]
-    x = m.wpe.weight[:T][None]
-    for i in range(pred_idx + 1):
-        x = x + m.wtes[i](codes[:, :, i])
-    last = len(m.h) - 1
-    for i, block in enumerate(m.h):  # the last layer only for the rows read out
-        x = _block(block, x, None, None, None, False, first_query=start if i == last else 0)
-    n_given = len(m.wtes) - len(model.lm_heads)
-    return model.lm_heads[pred_idx - n_given](m.ln_f(x))
-
-
 def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,
                 top_k: int | None = None, top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row of ``logits`` (B, V), row i drawn with ``generators[i]``; returns (tokens (B,), probs)."""
-    logits = logits.float()
-    if top_p is not None:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
-        remove = cum > top_p
-        remove[:, 1:] = remove[:, :-1].clone()
-        remove[:, 0] = False
-        logits = logits.masked_fill(remove.scatter(1, order, remove), -math.inf)
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
+    """One token per row of ``logits`` (B, V), row i drawn with ``generators[i]``; returns (tokens (B,), probs).
+
+    The reference's filters, with the nucleus cut in torch (no host round trip per step).
+    """
+    logits = filter_logits(logits.float(), top_k=top_k, top_p=top_p, exact_top_p=False)
     probs = F.softmax(logits / temp, dim=-1)
     tokens = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
     return tokens, probs
@@ -434,7 +324,7 @@ def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices:
             rel = fill - start
             buf = arr[start : start + W][None].clone()  # (1, W, 8)
             for nn_ in range(n_coarse, N_FINE):
-                logits = fine_logits(model, nn_, buf, rel)[0, :, :CODEBOOK_SIZE]  # (W - rel, 1024)
+                logits = model(nn_, buf, first_row=rel, trim_last_layer=True)[0, :, :CODEBOOK_SIZE]  # (W - rel, 1024)
                 if teacher is not None:
                     frames = torch.arange(start + rel, start + W, device=device) - r["n_history"]
                     keep = (frames >= 0) & (frames < r["T"])

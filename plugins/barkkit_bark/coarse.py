@@ -77,7 +77,6 @@ def generate_coarse(
     top_p: float | None = None,
     max_coarse_history: int = 630,
     sliding_window_len: int = 60,
-    exact: bool = True,
     draft: GPT | None = None,
     n_draft: int = 8,
     progress: Progress | None = None,
@@ -112,12 +111,10 @@ def generate_coarse(
         def choose(j: int, logits: torch.Tensor, first: int = n_step) -> torch.Tensor:
             # Even steps: codebook 1 (ids 10,000..11,023); odd steps: codebook 2 (11,024..12,047).
             start = SEMANTIC_VOCAB_SIZE + ((first + j) % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
-            token, _ = sample(
-                logits[:, start : start + CODEBOOK_SIZE], generator, temp=temp, top_k=top_k, top_p=top_p, exact_top_p=exact
-            )
+            token, _ = sample(logits[:, start : start + CODEBOOK_SIZE], generator, temp=temp, top_k=top_k, top_p=top_p)
             return token[0, 0] + start
 
-        logits = model.prefill(model.embed(x_in), caches, trim_last_layer=not exact)  # (1, V)
+        logits = model.prefill(model.embed(x_in), caches)  # (1, V)
         if draft is not None:
             new = generate_verified(
                 model, draft, caches, logits, prompt_len, n_new, lambda j, lg: int(choose(j, lg)), generator, n_draft=n_draft
@@ -206,7 +203,6 @@ class CoarseStage(BarkStage):
             top_p=top_p,
             max_coarse_history=max_coarse_history,
             sliding_window_len=sliding_window_len,
-            exact=self.exact,
             draft=self.draft if self.n_draft else None,
             n_draft=self.n_draft,
             progress=progress,

@@ -3,7 +3,9 @@
 The layers and parameter names are those of Suno's ``bark/model.py`` and ``bark/model_fine.py`` (themselves nanoGPT),
 so a Suno state dict loads as it is (minus the ``_orig_mod.`` prefix). What differs is how the causal model is
 run: a static KV cache written in place, a prefill pass separate from the one-token decode pass, and no work whose
-result is dropped (only the last position goes through the final layer norm and the head).
+result is dropped (only the last position goes through the final layer norm and the head). Exact mode runs them
+with Suno's arithmetic; fast mode's batched engine (``barkkit_bark.batch``) runs the same modules with its own cache
+layout (a row per input), int8 linears and bf16 attention (``barkkit_bark.fast``).
 
 Shapes: B batch, T new positions, S positions in the cache, C = n_embd, nh heads, hs = C // nh head size.
 """
@@ -11,10 +13,13 @@ Shapes: B batch, T new positions, S positions in the cache, C = n_embd, nh heads
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from barkkit_bark.fast import blocked_attention_bf16
 
 __all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT"]
 
@@ -35,9 +40,11 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys and values of one attention layer, written in place as positions are computed.
+    """Preallocated keys and values of one attention layer, ``k`` and ``v`` (B, nh, max_len, hs), written in place.
 
-    ``k`` and ``v`` have shape (B, nh, max_len, hs); positions [0, length) are valid.
+    The exact engine fills slots [0, length) of every row together; fast mode's batched engine
+    (``barkkit_bark.batch``) prefills one row at a time, right-aligned at a common end slot, and decodes all rows
+    together.
     """
 
     def __init__(self, batch: int, n_head: int, max_len: int, head_size: int, *, dtype: torch.dtype, device: torch.device):
@@ -45,19 +52,28 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hs) at positions [start, start + T); return the valid keys and values (B, nh, S, hs)."""
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+    def update(self, slots: slice, k: torch.Tensor, v: torch.Tensor,
+               row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nh, T, hs) at ``slots`` (of every row, or of ``row`` only) -> the keys and values up to
+        ``slots.stop`` (B, nh, S, hs).
+
+        ``row``: a one-row prefill; the slots before its own are zeroed (left padding: masked in the batched decode
+        steps, but they must hold finite numbers).
+        """
+        rows = slice(None) if row is None else slice(row, row + 1)
+        if row is not None:
+            self.k[row, :, : slots.start] = 0
+            self.v[row, :, : slots.start] = 0
+        self.k[rows, :, slots] = k
+        self.v[rows, :, slots] = v
+        return self.k[rows, :, : slots.stop], self.v[rows, :, : slots.stop]
 
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention: causal (with an optional KV cache) or, for the fine model, bidirectional."""
 
-    # Fast mode's engine (barkkit_bark.batch) reads this: attention of many queries in bf16 matrix products.
-    # Set by barkkit_bark.fast.prepare_fast on CPUs that multiply bf16 in hardware; exact mode never does.
+    # Fast mode reads this: attention of many queries in bf16 matrix products (barkkit_bark.fast). Set by
+    # barkkit_bark.fast.prepare_fast on CPUs that multiply bf16 in hardware; exact mode never does.
     bf16_attention: bool = False
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
@@ -75,32 +91,35 @@ class SelfAttention(nn.Module):
         x: torch.Tensor,
         *,
         cache: KVCache | None = None,
-        start: int = 0,
-        last_only: bool = False,
+        slots: slice | None = None,
+        row: int | None = None,
+        mask: torch.Tensor | None = None,
+        first_query: int = 0,
     ) -> torch.Tensor:
-        """x (B, T, C) at positions [start, start + T) -> (B, T, C), or (B, 1, C) for the last position only."""
+        """x (B, T, C), written to ``cache`` at ``slots`` -> (B, T - first_query, C).
+
+        Every position is a key; queries from ``first_query`` on (a causal model only trims to its last position,
+        which sees every key). A prefill (cache slots from 0, or one ``row``) attends to its own new keys; later
+        positions attend to everything cached up to them. ``mask`` (B, 1, 1, S): the slots each decoding row may
+        see (the batched engine's left padding).
+        """
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None:
-            past_k, past_v = cache.update(start, k, v)  # (B, nh, S, hs), S = start + T
-            if start > 0:  # decode: attend to everything cached (prefill attends to the fresh k, v below)
-                k, v = past_k, past_v
-        mask = None
-        if last_only and T > 1:
-            # Only the last query is needed (the final layer of a prefill): it sees every key, so no mask.
-            q = q[:, :, -1:]  # (B, nh, 1, hs)
-            is_causal, T = False, 1
+            cached_k, cached_v = cache.update(slots, k, v, row)  # (B, nh, S, hs)
+            if row is None and slots.start > 0:  # not a prefill: attend to the cached positions too
+                k, v = cached_k, cached_v
+        S = k.shape[2]
+        if first_query:
+            q, T = q[:, :, first_query:], T - first_query  # (B, nh, T', hs)
+        is_causal = self.causal and T > 1 and mask is None
+        if is_causal and S > T:  # several new positions after cached ones (exact mode checking drafted tokens)
+            mask, is_causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T), False
+        if self.bf16_attention and T > 1 and mask is None:  # fast mode's prefills and fine passes
+            y = blocked_attention_bf16(q, k, v, causal=is_causal)
         else:
-            # A causal block at 0 uses the square causal mask; a one-token decode sees every cached position.
-            is_causal = self.causal and start == 0 and T > 1
-            if self.causal and start > 0 and T > 1:  # several new tokens after a cached prefix
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)  # (T, S)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.c_proj(y)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # heads side by side again
 
 
 class MLP(nn.Module):
@@ -124,14 +143,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=norm_bias)
         self.mlp = MLP(config)
 
-    def forward(
-        self, x: torch.Tensor, *, cache: KVCache | None = None, start: int = 0, last_only: bool = False
-    ) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C), or (B, 1, C) when ``last_only``."""
-        attended = self.attn(self.ln_1(x), cache=cache, start=start, last_only=last_only)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, C)
-        x = x + attended
+    def forward(self, x: torch.Tensor, *, first_query: int = 0, **attention: Any) -> torch.Tensor:
+        """x (B, T, C) -> (B, T - first_query, C); ``attention``: cache, slots, row, mask (``SelfAttention``)."""
+        attended = self.attn(self.ln_1(x), first_query=first_query, **attention)
+        x = (x[:, first_query:] if first_query else x) + attended
         return x + self.mlp(self.ln_2(x))
 
 
@@ -158,7 +173,7 @@ class GPT(nn.Module):
     def new_caches(self, batch: int, max_len: int | None = None) -> list[KVCache]:
         """Empty KV caches, one per layer, for ``batch`` sequences of up to ``max_len`` positions (block size)."""
         c = self.config
-        weight = self.lm_head.weight
+        weight = self.transformer.wpe.weight  # (the head may be int8 in fast mode; embeddings never are)
         return [
             KVCache(batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head, dtype=weight.dtype, device=weight.device)
             for _ in range(c.n_layer)
@@ -177,38 +192,27 @@ class GPT(nn.Module):
         merged = wte(idx[:, :n_merged]) + wte(idx[:, n_merged : 2 * n_merged])  # (B, n, C)
         return torch.cat([merged, wte(idx[:, 2 * n_merged :])], dim=1)  # (B, n + R, C)
 
-    def _run(
-        self,
-        tok_emb: torch.Tensor,
-        start: int,
-        caches: list[KVCache] | None,
-        trim_last_layer: bool = False,
-        all_logits: bool = False,
-    ) -> torch.Tensor:
+    def _run(self, tok_emb: torch.Tensor, start: int, caches: list[KVCache] | None, all_logits: bool = False) -> torch.Tensor:
         T = tok_emb.shape[1]
         if start + T > self.config.block_size:
             raise ValueError(f"positions up to {start + T} exceed the block size {self.config.block_size}")
         x = tok_emb + self.transformer.wpe.weight[start : start + T]  # (B, T, C)
-        layers = self.transformer.h
-        for i, block in enumerate(layers):
+        for i, block in enumerate(self.transformer.h):
             cache = caches[i] if caches is not None else None
-            x = block(x, cache=cache, start=start, last_only=trim_last_layer and i == len(layers) - 1)
+            x = block(x, cache=cache, slots=slice(start, start + T))
         if all_logits:
             return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         x = self.transformer.ln_f(x[:, -1])  # (B, C): only the last position is sampled from
         return self.lm_head(x)  # (B, V)
 
-    def prefill(
-        self, tok_emb: torch.Tensor, caches: list[KVCache] | None = None, *, trim_last_layer: bool = False
-    ) -> torch.Tensor:
+    def prefill(self, tok_emb: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
         """Embeddings (B, T, C) of a prompt at positions [0, T) -> logits (B, V) of the next token; fills ``caches``.
 
-        ``trim_last_layer`` runs the last layer for the final position only (its keys and values are still cached):
-        1/n_layer less work, but the logits then differ from Suno's in the last float bits, because a one-row matrix
-        product rounds differently from a many-row one. Exact mode keeps it off: its prefill logits, and so the first
-        token of every window, are computed exactly as Suno's code computes them.
+        Every layer runs every position, as Suno's code does: the prefill logits, and so the first token of every
+        window, are computed exactly as the reference computes them. (Fast mode runs the last layer for the final
+        position only: a one-row matrix product can round differently from a many-row one.)
         """
-        return self._run(tok_emb, 0, caches, trim_last_layer)
+        return self._run(tok_emb, 0, caches)
 
     def decode(self, idx: torch.Tensor, start: int, caches: list[KVCache], *, all_logits: bool = False) -> torch.Tensor:
         """New tokens, ids (B, T) at positions [start, start + T) (usually T = 1) -> logits (B, V) after the last.
@@ -251,8 +255,13 @@ class FineGPT(nn.Module):
         for i, head in enumerate(self.lm_heads):
             self.transformer.wtes[i + 1].weight = head.weight
 
-    def forward(self, pred_idx: int, idx: torch.Tensor, *, first_row: int = 0) -> torch.Tensor:
-        """Codes (B, T, n_codes_total) -> logits (B, T - first_row, V) of codebook ``pred_idx`` at rows first_row.."""
+    def forward(self, pred_idx: int, idx: torch.Tensor, *, first_row: int = 0, trim_last_layer: bool = False) -> torch.Tensor:
+        """Codes (B, T, n_codes_total) -> logits (B, T - first_row, V) of codebook ``pred_idx`` at rows first_row..
+
+        ``trim_last_layer`` (fast mode): the last layer runs its queries for rows first_row.. only (the others are
+        still keys and values): 1/n_layer less work, but a many-row matrix product of another size can round
+        differently, so exact mode runs every row as Suno's code does.
+        """
         B, T, n_codes = idx.shape
         if not self.config.n_codes_given <= pred_idx < self.config.n_codes_total:
             raise ValueError(f"the fine model predicts codebooks {self.config.n_codes_given}..{self.config.n_codes_total - 1}, not {pred_idx}")
@@ -263,7 +272,10 @@ class FineGPT(nn.Module):
             [wte(idx[:, :, i]) for i, wte in enumerate(self.transformer.wtes[: pred_idx + 1])], dim=-1
         ).sum(dim=-1)  # (B, T, C)
         x = tok_emb + self.transformer.wpe.weight[:T]  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
-        x = self.transformer.ln_f(x[:, first_row:])  # (B, T', C): rows before first_row are never sampled
+        last = len(self.transformer.h) - 1
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, first_query=first_row if trim_last_layer and i == last else 0)
+        if not trim_last_layer:
+            x = x[:, first_row:]  # (B, T', C): rows before first_row are never sampled
+        x = self.transformer.ln_f(x)
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["sample", "top_p_remove_mask", "top_p_remove_mask_reference", "check_temperature"]
+__all__ = ["sample", "filter_logits", "top_p_remove_mask", "top_p_remove_mask_reference", "check_temperature"]
 
 
 def check_temperature(name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -64,19 +64,12 @@ def top_p_remove_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
 
 
-def sample(
-    logits: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    temp: float,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    exact_top_p: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row of ``logits`` (B, V). Returns (tokens (B, 1) int64, probs (B, V)).
+def filter_logits(logits: torch.Tensor, *, top_k: int | None, top_p: float | None,
+                  exact_top_p: bool = True) -> torch.Tensor:
+    """The reference's filters on logits (B, V): top-p, then top-k; removed entries become -inf.
 
-    ``top_p`` and ``top_k`` of None are off. The probabilities are those sampled from (after filtering), which the
-    semantic stage reads for its end-of-sequence test.
+    ``exact_top_p``: the nucleus cut computed in numpy as Suno's code does (``top_p_remove_mask_reference``);
+    otherwise in torch on the logits' device (``top_p_remove_mask``, fast mode).
     """
     if top_p is not None:
         remove = top_p_remove_mask_reference(logits, top_p) if exact_top_p else top_p_remove_mask(logits, top_p)
@@ -84,5 +77,21 @@ def sample(
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1) k-th largest
         logits = logits.masked_fill(logits < kth, -float("inf"))
-    probs = F.softmax(logits / temp, dim=-1)  # (B, V)
+    return logits
+
+
+def sample(
+    logits: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    temp: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row of ``logits`` (B, V), as the reference does. Returns (tokens (B, 1) int64, probs (B, V)).
+
+    ``top_p`` and ``top_k`` of None are off. The probabilities are those sampled from (after filtering), which the
+    semantic stage reads for its end-of-sequence test.
+    """
+    probs = F.softmax(filter_logits(logits, top_k=top_k, top_p=top_p) / temp, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator), probs

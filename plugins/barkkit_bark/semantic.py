@@ -80,7 +80,6 @@ def generate_semantic(
     min_eos_p: float | None = 0.2,
     max_gen_duration_s: float | None = None,
     allow_early_stop: bool = True,
-    exact: bool = True,
     draft: GPT | None = None,
     n_draft: int = 8,
     sync_every: int | None = None,
@@ -104,11 +103,11 @@ def generate_semantic(
     prompt = torch.from_numpy(semantic_prompt(text_ids, history)).to(device)[None]  # (1, 513)
 
     caches = model.new_caches(1, PROMPT_POSITIONS + max_steps)
-    logits = model.prefill(model.embed_merged(prompt), caches, trim_last_layer=not exact)  # (1, V)
+    logits = model.prefill(model.embed_merged(prompt), caches)  # (1, V)
     if draft is not None:
 
         def choose(n: int, logits: torch.Tensor) -> int | None:
-            token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p, exact_top_p=exact)
+            token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p)
             stop = check_eos and (token[0, 0] == EOS or (min_eos_p is not None and probs[0, -1] >= min_eos_p))
             return None if stop else int(token[0, 0])
 
@@ -123,7 +122,7 @@ def generate_semantic(
     for n in range(max_steps):
         if n > 0:
             logits = model.decode(tokens[n - 1].view(1, 1), PROMPT_POSITIONS + n - 1, caches)  # (1, V)
-        token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p, exact_top_p=exact)
+        token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p)
         tokens[n] = token[0, 0]
         if check_eos:
             stop = token[0, 0] == EOS
@@ -233,7 +232,6 @@ class SemanticStage(BarkStage):
                 min_eos_p=min_eos_p,
                 max_gen_duration_s=max_gen_duration_s,
                 allow_early_stop=bool(allow_early_stop),
-                exact=self.exact,
                 draft=self.draft if self.n_draft else None,
                 n_draft=self.n_draft,
                 progress=piece_progress,

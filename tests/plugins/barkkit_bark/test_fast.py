@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from barkkit_bark.batch import blocked_attention_bf16, fine_logits
 from barkkit_bark.fast import (
     Int8Linear,
+    blocked_attention_bf16,
     cpu_has_bf16_matmul,
     prepare_fast,
     use_bf16_attention,
@@ -53,11 +53,11 @@ def test_fine_pass_with_bf16_attention_stays_close():
     _, _, fine = tiny_models()
     codes = torch.randint(0, 1024, (1, 60, 8), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        exact = fine_logits(fine, 3, codes, start=20)
+        exact = fine(3, codes, first_row=20, trim_last_layer=True)
         use_bf16_attention(fine)
-        fast = fine_logits(fine, 3, codes, start=20)
+        fast = fine(3, codes, first_row=20, trim_last_layer=True)
         use_bf16_attention(fine, False)
-        again = fine_logits(fine, 3, codes, start=20)
+        again = fine(3, codes, first_row=20, trim_last_layer=True)
     assert fast.shape == exact.shape == (1, 40, 1056)
     assert not torch.equal(fast, exact)  # the bf16 path did run
     torch.testing.assert_close(again, exact, rtol=0, atol=0)  # and switching it off restores fp32
