@@ -98,3 +98,17 @@ def test_a_folder_without_codec_weights_still_makes_tokens(model_folder, tmp_pat
     result = CliRunner().invoke(cli, ["generate", "Hi.", "--model", str(folder), "-o", str(tmp_path / "x.wav")])
     assert result.exit_code == 1 and "encodec_24khz-d7cc33bc.th" in result.stderr
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_fast_mode_batch_file_gives_each_line_its_single_run(model_folder, tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("First line to speak.\n\nA second, longer line to speak.\n", encoding="utf-8")
+    _run("generate", "--batch", lines, "--model", model_folder, "--mode", "fast", "--seed", 4, "-q",
+         "--max-gen-duration-s", 0.8, "-o", tmp_path / "clip_{n}.wav", "--save-tokens", tmp_path / "clip_{n}.npz")
+    pipeline = load_pipeline(model_folder, mode="fast")
+    for n, text in enumerate(["First line to speak.", "A second, longer line to speak."], start=1):  # {n} from 1
+        saved = Voice.from_npz(tmp_path / f"clip_{n}.npz")
+        alone = pipeline.generate(text, seed=4 + n - 1, max_gen_duration_s=0.8)
+        assert saved.semantic == alone.semantic and saved.fine == alone.fine  # each line keeps its own seed
+        samples, rate = soundfile.read(tmp_path / f"clip_{n}.wav", dtype="float32")
+        assert rate == 24_000 and len(samples) == 320 * len(saved.fine) > 0
