@@ -43,27 +43,39 @@ BATCH_TEXTS = [
 
 
 def run_round(runners: list[H.Runner], text: str, voice, n_tokens: int, seed: int,
-              rotate: int) -> dict[str, dict[str, H.StageTiming]]:
+              rotate: int) -> tuple[dict[str, dict[str, H.StageTiming]], dict[str, dict[str, np.ndarray]]]:
     """One round, interleaved by stage: every implementation's semantic stage back to back (in a rotating order),
     then every coarse stage on its own semantic tokens, and so on. Load from other processes then hits all
-    implementations of a stage alike, which keeps the ratios honest on a shared machine."""
+    implementations of a stage alike, which keeps the ratios honest on a shared machine.
+
+    Returns the timings and every implementation's tokens per stage."""
     order = runners[rotate % len(runners):] + runners[: rotate % len(runners)]
     timings: dict[str, dict[str, H.StageTiming]] = {r.name: {} for r in runners}
-    values: dict[str, object] = {}
+    tokens: dict[str, dict[str, np.ndarray]] = {r.name: {} for r in runners}
     for r in order:
-        values[r.name], timings[r.name]["semantic"] = H.time_stage(lambda: r.semantic(text, voice, seed, n_tokens), len)
+        tokens[r.name]["semantic"], timings[r.name]["semantic"] = H.time_stage(
+            lambda: r.semantic(text, voice, seed, n_tokens), len)
     for r in order:
-        values[r.name], timings[r.name]["coarse"] = H.time_stage(lambda: r.coarse(values[r.name], voice, seed + 1),
-                                                                 lambda x: x.size)
-        if values[r.name].shape[1] != H.expected_lengths(n_tokens)[1]:
-            raise RuntimeError(f"{r.name}: made {values[r.name].shape[1]} coarse frames")
+        tokens[r.name]["coarse"], timings[r.name]["coarse"] = H.time_stage(
+            lambda: r.coarse(tokens[r.name]["semantic"], voice, seed + 1), lambda x: x.size)
+        if tokens[r.name]["coarse"].shape[1] != H.expected_lengths(n_tokens)[1]:
+            raise RuntimeError(f"{r.name}: made {tokens[r.name]['coarse'].shape[1]} coarse frames")
     for r in order:
-        values[r.name], timings[r.name]["fine"] = H.time_stage(lambda: r.fine(values[r.name], voice, seed + 2),
-                                                               lambda x: x[2:].size)
+        tokens[r.name]["fine"], timings[r.name]["fine"] = H.time_stage(
+            lambda: r.fine(tokens[r.name]["coarse"], voice, seed + 2), lambda x: x[2:].size)
     for r in order:
         if r.decode is not None:
-            _, timings[r.name]["decode"] = H.time_stage(lambda: r.decode(values[r.name]), len)
-    return timings
+            _, timings[r.name]["decode"] = H.time_stage(lambda: r.decode(tokens[r.name]["fine"]), len)
+    return timings, tokens
+
+
+def same_tokens(rounds: list[dict[str, dict[str, np.ndarray]]], name: str) -> str:
+    """How many rounds gave exactly the reference's tokens, per stage (each stage fed its own earlier tokens)."""
+    parts = []
+    for stage in ("semantic", "coarse", "fine"):
+        same = sum(np.array_equal(r[name][stage], r["reference"][stage]) for r in rounds)
+        parts.append(f"{stage} {same}/{len(rounds)}")
+    return ", ".join(parts)
 
 
 def machine() -> str:
@@ -154,13 +166,21 @@ def main() -> None:
             runners.append(fast)
 
     results: dict[str, list[dict[str, H.StageTiming]]] = {r.name: [] for r in runners}
+    outputs: list[dict[str, dict[str, np.ndarray]]] = []
     for round_ in range(args.rounds):
         t = time.perf_counter()
-        for name, timings in run_round(runners, TEXT, voice, n_tokens, seed=round_, rotate=round_).items():
-            results[name].append(timings)
+        timings, tokens = run_round(runners, TEXT, voice, n_tokens, seed=round_, rotate=round_)
+        for name in results:
+            results[name].append(timings[name])
+        outputs.append(tokens)
         print(f"  round {round_ + 1}: {time.perf_counter() - t:.1f} s", flush=True)
     print()
     print_table(results, audio_s)
+    if "reference" in results:
+        for name in results:
+            if name != "reference":
+                print(f"rounds in which {name} made exactly the reference's tokens: {same_tokens(outputs, name)}")
+        print()
 
     if args.batch:
         batch_throughput(fast, args.batch, voice, n_tokens, audio_s)
