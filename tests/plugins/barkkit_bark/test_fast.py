@@ -85,3 +85,21 @@ def test_int8_linear_is_close_and_row_independent():
     torch.testing.assert_close(full[1:2], q(x[1:2]), rtol=0, atol=0)  # per-token scales: rows independent
     prefill = q(torch.randn(2, 7, 64))
     assert prefill.shape == (2, 7, 96)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_int8_decode_kernels_agree_and_keep_rows_independent(bias):
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(64, 48, bias=bias)
+    if bias:
+        with torch.no_grad():
+            linear.bias.normal_()
+    layer, twin = Int8Linear(linear), Int8Linear(linear, decode_only=True)  # twin: always torch._int_mm
+    assert layer.fbgemm_decode == (not bias and torch.cpu._is_vnni_supported())
+    x = torch.randn(5, 1, 64) * torch.tensor([0.01, 1.0, 30.0, 1.0, 5.0])[:, None, None]  # rows of very different size
+    expected = linear(x)
+    for got in (layer(x), twin(x)):
+        assert ((got - expected).abs().amax(-1) <= 0.03 * expected.abs().amax(-1)).all()  # each row to its own scale
+    torch.testing.assert_close(layer(x), twin(x), rtol=0, atol=1e-5 * expected.abs().max().item())
+    for i in range(5):  # a row alone gets exactly what it gets in the batch
+        torch.testing.assert_close(layer(x[i : i + 1]), layer(x)[i : i + 1], rtol=0, atol=0)
