@@ -4,9 +4,9 @@ Each one is measured against exact mode (``benchmarks/agreement.py``: KL diverge
 stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: time). What fast mode changes:
 
 - int8 weights: every linear layer (attention, MLP, output heads) holds int8 weights, one scale per output channel
-  (``Int8Linear``). A decode step reads a quarter of fp32's bytes, and prefills use fbgemm's int8 GEMMs. Activations
-  are quantized per call (many rows) or per token (decode), so batch rows stay independent. Embeddings, layer norms
-  and the KV cache stay fp32.
+  (``Int8Linear``). A decode step reads a quarter of fp32's bytes (fbgemm on VNNI CPUs, one weight read for all
+  the batch's rows), and prefills use fbgemm's int8 GEMMs. Activations are quantized per call (many rows) or per
+  token (decode), so batch rows stay independent. Embeddings, layer norms and the KV cache stay fp32.
 - bf16 attention for many queries (prefills, fine passes), on CPUs with bf16 matrix units (AVX512-BF16, AMX):
   ``blocked_attention_bf16``, 128 queries a block, about 2x PyTorch's fp32 kernel. Alone it moves the
   next-token distributions by KL < 1e-4 nats (top-1 >= 99.9%). Decode steps (one query) keep fp32 attention: they
