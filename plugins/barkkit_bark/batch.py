@@ -5,7 +5,7 @@ reference-exact engine once per input, so that its tokens stay the reference's.
 
 How rows stay independent (a row gets the tokens it gets alone, up to float rounding):
 - prefill runs one row at a time, causal over that row's own cache slots (right-aligned at a common end slot);
-- decode runs all rows together, one token each; a mask hides the slots before a row's first token;
+- decode runs all rows together, one token each; each row attends only to its own slots (left padding skipped);
 - each row samples with its own ``torch.Generator`` and draws only while it is still generating, so its generator
   reaches the next stage in the state a single run leaves it in;
 - int8 activations are quantized per call (prefill: one row) or per token (decode), never across rows.
@@ -51,19 +51,19 @@ class CausalRunner:
     """A causal Bark GPT with a static KV cache of ``batch`` rows x ``size`` slots, written in place.
 
     Prefill runs one row at a time (causal over that row's own slots, right-aligned at a common end slot); decode
-    runs all rows together, one token each, with a mask for rows whose tokens start later (left padding). A row's
-    numbers therefore never depend on the other rows (int8 activations are quantized per call or per token).
+    runs all rows together, one token each, each row attending to its own slots only (left padding skipped). A
+    row's numbers therefore never depend on the other rows (int8 activations are quantized per call or per token).
     """
 
     def __init__(self, model: nn.Module, batch: int, size: int) -> None:
         self.model = model
         self.caches = model.new_caches(batch, size)
 
-    def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, mask: torch.Tensor | None,
+    def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, first_slots: Sequence[int] | None,
                  row: int | None = None, head_rows: slice | None = None) -> torch.Tensor:
         """Token embeddings (B, T, C) at positions ``pos`` (B, T) into cache ``slots`` -> last logits (B, V).
 
-        ``mask`` (B, 1, 1, S): which slots each decoding row may see (None: all up to the slot written).
+        ``first_slots``: each decoding row's first slot (its left padding before; None: every row from slot 0).
         ``head_rows``: compute only these logits (B, len) (the coarse stage samples from one codebook a step).
         """
         m = self.model.transformer
@@ -71,7 +71,7 @@ class CausalRunner:
         last = len(m.h) - 1
         for i, (block, cache) in enumerate(zip(m.h, self.caches)):
             # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
-            x = block(x, cache=cache, slots=slots, row=row, mask=mask, first_query=x.shape[1] - 1 if i == last else 0)
+            x = block(x, cache=cache, slots=slots, row=row, first_slots=first_slots, first_query=x.shape[1] - 1 if i == last else 0)
         x = m.ln_f(x[:, -1:])  # (B, 1, C)
         head = self.model.lm_head
         if head_rows is None:
@@ -209,7 +209,7 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
     n_windows = max(int(np.ceil(r["n_steps"] / sliding_window_len)) for r in rows)
     run = CausalRunner(model, B, 1024)  # a window holds at most 256 + 1 + 630 + 60 tokens
     cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
-    pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are zeros, masked
+    pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are zeros, never attended
     total = 0
     device = wte.weight.device
     logits = torch.zeros(B, CODEBOOK_SIZE, device=device)  # the codebook sampled next: head rows from ``start``
@@ -264,12 +264,13 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                 if nxt >= n_windows or not any(nxt * sliding_window_len < rows[i]["n_steps"]
                                                and window_input(rows[i], nxt) == cached[i] for i in now):
                     break
-            mask = None
-            if any(pad):
-                slot = torch.arange(total + 1, device=device)
-                mask = (slot[None, :] >= torch.tensor(pad, device=device)[:, None])[:, None, None, :]  # (B, 1, 1, S)
+            # rows that are done attend to their newest slot only (their numbers are never read); no padding at
+            # all: one attention call for every row
+            first_slots = [pad[i] if i in now else total for i in range(B)]
+            first_slots = first_slots if any(first_slots) else None
             pos = torch.tensor([[min(total - p, 1023)] for p in pad], device=device)  # finished rows: any valid position
-            logits = run(wte(tokens[:, None]), pos, slice(total, total + 1), mask, head_rows=codebook_rows(n_step + 1))
+            logits = run(wte(tokens[:, None]), pos, slice(total, total + 1), first_slots,
+                         head_rows=codebook_rows(n_step + 1))
             total += 1
             fed = True
         if progress is not None:

@@ -12,6 +12,7 @@ Shapes: B batch, T new positions, S positions in the cache, C = n_embd, nh heads
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +58,7 @@ class KVCache:
         """Write k, v (B, nh, T, hs) at ``slots`` (of every row, or of ``row`` only) -> the keys and values up to
         ``slots.stop`` (B, nh, S, hs).
 
-        ``row``: a one-row prefill; the slots before its own are zeroed (left padding: masked in the batched decode
-        steps, but they must hold finite numbers).
+        ``row``: a one-row prefill; the slots before its own are zeroed (left padding, never attended to).
         """
         rows = slice(None) if row is None else slice(row, row + 1)
         if row is not None:
@@ -93,15 +93,16 @@ class SelfAttention(nn.Module):
         cache: KVCache | None = None,
         slots: slice | None = None,
         row: int | None = None,
-        mask: torch.Tensor | None = None,
+        first_slots: Sequence[int] | None = None,
         first_query: int = 0,
     ) -> torch.Tensor:
         """x (B, T, C), written to ``cache`` at ``slots`` -> (B, T - first_query, C).
 
         Every position is a key; queries from ``first_query`` on (a causal model only trims to its last position,
         which sees every key). A prefill (cache slots from 0, or one ``row``) attends to its own new keys; later
-        positions attend to everything cached up to them. ``mask`` (B, 1, 1, S): the slots each decoding row may
-        see (the batched engine's left padding).
+        positions attend to everything cached up to them. ``first_slots`` (one new position per row, the batched
+        engine's left-padded rows): row i attends to the slots from ``first_slots[i]`` on only. Each row then reads
+        only its own keys, and computes exactly what it computes alone.
         """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
@@ -112,10 +113,13 @@ class SelfAttention(nn.Module):
         S = k.shape[2]
         if first_query:
             q, T = q[:, :, first_query:], T - first_query  # (B, nh, T', hs)
-        is_causal = self.causal and T > 1 and mask is None
+        is_causal, mask = self.causal and T > 1, None
         if is_causal and S > T:  # several new positions after cached ones (exact mode checking drafted tokens)
             mask, is_causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T), False
-        if self.bf16_attention and T > 1 and mask is None:  # fast mode's prefills and fine passes
+        if first_slots is not None:
+            y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[i : i + 1, :, first:], v[i : i + 1, :, first:])
+                           for i, first in enumerate(first_slots)])  # (B, nh, 1, hs)
+        elif self.bf16_attention and T > 1 and mask is None:  # fast mode's prefills and fine passes
             y = blocked_attention_bf16(q, k, v, causal=is_causal)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
@@ -144,7 +148,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, *, first_query: int = 0, **attention: Any) -> torch.Tensor:
-        """x (B, T, C) -> (B, T - first_query, C); ``attention``: cache, slots, row, mask (``SelfAttention``)."""
+        """x (B, T, C) -> (B, T - first_query, C); ``attention``: cache, slots, row, first_slots (``SelfAttention``)."""
         attended = self.attn(self.ln_1(x), first_query=first_query, **attention)
         x = (x[:, first_query:] if first_query else x) + attended
         return x + self.mlp(self.ln_2(x))
