@@ -71,7 +71,8 @@ class CausalRunner:
         last = len(m.h) - 1
         for i, (block, cache) in enumerate(zip(m.h, self.caches)):
             # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
-            x = block(x, cache=cache, slots=slots, row=row, first_slots=first_slots, first_query=x.shape[1] - 1 if i == last else 0)
+            x = block(x, cache=cache, slots=slots, row=row, first_slots=first_slots,
+                      first_query=x.shape[1] - 1 if i == last else 0)
         x = m.ln_f(x[:, -1:])  # (B, 1, C)
         head = self.model.lm_head
         if head_rows is None:
@@ -89,12 +90,11 @@ class CausalRunner:
         return torch.cat(out)
 
     def shift_rows(self, rows: Sequence[int], pad: Sequence[int], total: int, by: int) -> None:
-        """Move ``rows``' keys/values from slots [pad, total) to [pad + by, total + by), zeros before (exact)."""
+        """Move ``rows``' keys/values from slots [pad, total) to [pad + by, total + by) (exact copies)."""
         for cache in self.caches:
             for i in rows:
                 for t in (cache.k, cache.v):
                     t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
-                    t[i, :, : pad[i] + by] = 0
 
 
 def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,
@@ -209,7 +209,7 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
     n_windows = max(int(np.ceil(r["n_steps"] / sliding_window_len)) for r in rows)
     run = CausalRunner(model, B, 1024)  # a window holds at most 256 + 1 + 630 + 60 tokens
     cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
-    pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are zeros, never attended
+    pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are never attended to
     total = 0
     device = wte.weight.device
     logits = torch.zeros(B, CODEBOOK_SIZE, device=device)  # the codebook sampled next: head rows from ``start``

@@ -55,15 +55,9 @@ class KVCache:
 
     def update(self, slots: slice, k: torch.Tensor, v: torch.Tensor,
                row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hs) at ``slots`` (of every row, or of ``row`` only) -> the keys and values up to
-        ``slots.stop`` (B, nh, S, hs).
-
-        ``row``: a one-row prefill; the slots before its own are zeroed (left padding, never attended to).
-        """
+        """Write k, v (B, nh, T, hs) at ``slots`` (of every row, or of ``row`` only: a one-row prefill) -> the keys
+        and values up to ``slots.stop`` (B, nh, S, hs)."""
         rows = slice(None) if row is None else slice(row, row + 1)
-        if row is not None:
-            self.k[row, :, : slots.start] = 0
-            self.v[row, :, : slots.start] = 0
         self.k[rows, :, slots] = k
         self.v[rows, :, slots] = v
         return self.k[rows, :, : slots.stop], self.v[rows, :, : slots.stop]
