@@ -71,7 +71,7 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.packed = None if decode_only else torch.ops.quantized.linear_prepack(qweight, self.bias)
         # fbgemm adds the bias before the per-row rescale, so layers with a bias decode through torch._int_mm
-        self.fbgemm_decode = self.packed is not None and self.bias is None and torch.cpu._is_vnni_supported()
+        self.fbgemm_decode = self.packed is not None and self.bias is None and _cpu_has("_is_vnni_supported")
 
     def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
         """x (..., K) -> (..., N), or only the outputs ``rows`` (a head read one codebook at a time)."""
@@ -143,10 +143,14 @@ def blocked_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     return out
 
 
+def _cpu_has(probe: str) -> bool:
+    """One of ``torch.cpu``'s feature probes (private, so False where this torch lacks it)."""
+    return bool(getattr(torch.cpu, probe, lambda: False)())
+
+
 def cpu_has_bf16_matmul() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
-    cpu = torch.cpu
-    return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return _cpu_has("_is_avx512_bf16_supported") or _cpu_has("_is_amx_tile_supported")
 
 
 def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:

@@ -95,7 +95,7 @@ def test_int8_decode_kernels_agree_and_keep_rows_independent(bias):
         with torch.no_grad():
             linear.bias.normal_()
     layer, twin = Int8Linear(linear), Int8Linear(linear, decode_only=True)  # twin: always torch._int_mm
-    assert layer.fbgemm_decode == (not bias and torch.cpu._is_vnni_supported())
+    assert layer.fbgemm_decode == (not bias and torch.cpu._is_vnni_supported())  # torch 2.11 has the probe
     x = torch.randn(5, 1, 64) * torch.tensor([0.01, 1.0, 30.0, 1.0, 5.0])[:, None, None]  # rows of very different size
     expected = linear(x)
     for got in (layer(x), twin(x)):
