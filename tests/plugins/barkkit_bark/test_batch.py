@@ -35,6 +35,11 @@ def _stages(folder: Path) -> tuple[SemanticStage, CoarseStage, FineStage]:
     return SemanticStage.load(folder), CoarseStage.load(folder), FineStage.load(folder)
 
 
+def _options_of(stage, options: dict) -> dict:
+    """The options this stage takes (a stage declares them in ``Stage.options``)."""
+    return {k: v for k, v in options.items() if k in stage.options}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_fp32_engine_gives_the_reference_tokens(case: str, suno_folder: Path, reference, voice_file: Path) -> None:
     options = dict(CASES[case])
@@ -44,14 +49,14 @@ def test_fp32_engine_gives_the_reference_tokens(case: str, suno_folder: Path, re
     voice = Voice.from_npz(voice_file) if use_voice else None
     generator = torch.Generator().manual_seed(3)  # one generator through the three stages, as the reference's global one
     semantic, coarse, fine = _stages(suno_folder)  # exact-mode stages: fp32 models, run here through the engine
-    pick = lambda *names: {k: options[k] for k in names if k in options}  # noqa: E731
     sem = batch.run_semantic_batch(semantic, [TEXT], voices=[voice], generators=[generator],
-                                   **pick("text_temp", "top_k", "min_eos_p", "max_gen_duration_s"))[0]
+                                   **_options_of(semantic, options))[0]
     np.testing.assert_array_equal(sem.array, ref_semantic)
     codes = batch.run_coarse_batch(coarse, [sem], voices=[voice], generators=[generator],
-                                   **pick("waveform_temp", "top_k", "max_coarse_history", "sliding_window_len"))[0]
+                                   **_options_of(coarse, options))[0]
     np.testing.assert_array_equal(codes.array, ref_coarse)
-    fine_codes = batch.run_fine_batch(fine, [codes], voices=[voice], generators=[generator], **pick("fine_temp"))[0]
+    fine_codes = batch.run_fine_batch(fine, [codes], voices=[voice], generators=[generator],
+                                      **_options_of(fine, options))[0]
     np.testing.assert_array_equal(fine_codes.array, ref_fine)
 
 
