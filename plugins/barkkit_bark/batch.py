@@ -40,7 +40,8 @@ from barkkit.stage import Progress
 from barkkit.voice import Voice
 
 from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, coarse_histories
-from barkkit_bark.fast import Int8Linear
+from barkkit_bark.fast import Int8Linear, compiled_decode_step
+from barkkit_bark.model import KVCache
 from barkkit_bark.sampling import filter_logits
 from barkkit_bark.semantic import semantic_step_limit
 
@@ -55,9 +56,10 @@ class CausalRunner:
     row's numbers therefore never depend on the other rows (int8 activations are quantized per call or per token).
     """
 
-    def __init__(self, model: nn.Module, batch: int, size: int) -> None:
+    def __init__(self, model: nn.Module, batch: int, size: int, *, compiled: bool = False) -> None:
         self.model = model
         self.caches = model.new_caches(batch, size)
+        self.static_step = compiled_decode_step(static_decode_step, self.caches) if compiled else None
 
     def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, first_slots: Sequence[int] | None,
                  row: int | None = None, head_rows: slice | None = None) -> torch.Tensor:
@@ -66,6 +68,11 @@ class CausalRunner:
         ``first_slots``: each decoding row's first slot (its left padding before; None: every row from slot 0).
         ``head_rows``: compute only these logits (B, len) (the coarse stage samples from one codebook a step).
         """
+        if self.static_step is not None and row is None and tok_emb.shape[1] == 1:  # a compiled decode step
+            device = tok_emb.device
+            first = torch.tensor(first_slots or [0] * tok_emb.shape[0], device=device)
+            slot = torch.tensor([slots.start], device=device)
+            return self.static_step(self.model, self.caches, tok_emb, pos, slot, first, head_rows)
         m = self.model.transformer
         x = tok_emb + m.wpe(pos)
         last = len(m.h) - 1
@@ -73,13 +80,7 @@ class CausalRunner:
             # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
             x = block(x, cache=cache, slots=slots, row=row, first_slots=first_slots,
                       first_query=x.shape[1] - 1 if i == last else 0)
-        x = m.ln_f(x[:, -1:])  # (B, 1, C)
-        head = self.model.lm_head
-        if head_rows is None:
-            return head(x)[:, 0]
-        if isinstance(head, Int8Linear):
-            return head(x, head_rows)[:, 0]
-        return F.linear(x, head.weight[head_rows], None if head.bias is None else head.bias[head_rows])[:, 0]
+        return head_logits(self.model, m.ln_f(x[:, -1:]), head_rows)
 
     def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
         """Each row's embeddings (1, L_i, C) at positions 0..L_i - 1, in slots ending at ``end`` -> logits (B, V)."""
@@ -95,6 +96,30 @@ class CausalRunner:
             for i in rows:
                 for t in (cache.k, cache.v):
                     t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
+
+
+def head_logits(model: nn.Module, x: torch.Tensor, head_rows: slice | None) -> torch.Tensor:
+    """The last positions (B, 1, C) -> logits (B, V), or only the logits ``head_rows``."""
+    head = model.lm_head
+    if head_rows is None:
+        return head(x)[:, 0]
+    if isinstance(head, Int8Linear):
+        return head(x, head_rows)[:, 0]
+    return F.linear(x, head.weight[head_rows], None if head.bias is None else head.bias[head_rows])[:, 0]
+
+
+def static_decode_step(model: nn.Module, caches: Sequence[KVCache], tok_emb: torch.Tensor, pos: torch.Tensor,
+                       slot: torch.Tensor, first: torch.Tensor, head_rows: slice | None) -> torch.Tensor:
+    """One decode step in fixed shapes, what ``torch.compile`` and CUDA graphs need: token embeddings (B, 1, C) at
+    positions ``pos`` (B, 1) go into cache slot ``slot`` (1,); row i attends to slots first[i]..slot of the whole
+    cache under a mask -> logits (B, V). From step to step only tensor values change, never shapes or addresses."""
+    m = model.transformer
+    x = tok_emb + m.wpe(pos)
+    keys = torch.arange(caches[0].k.shape[2], device=x.device)  # (S,)
+    mask = ((keys >= first[:, None]) & (keys <= slot))[:, None, None]  # (B, 1, 1, S)
+    for block, cache in zip(m.h, caches):
+        x = block(x, cache=cache, slots=slot, attn_mask=mask)
+    return head_logits(model, m.ln_f(x), head_rows)
 
 
 def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,
@@ -116,11 +141,12 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
                       top_p: float | None = None, min_eos_p: float | None = 0.2, allow_early_stop: bool = True,
                       max_gen_duration_s: float | None = None, max_steps: int = 768,
                       teacher: Sequence[np.ndarray] | None = None, record: list | None = None,
-                      progress: Progress | None = None) -> list[np.ndarray]:
+                      progress: Progress | None = None, compiled: bool = False) -> list[np.ndarray]:
     """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
 
     ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
-    (the sampled distribution, after temperature) per row to ``record``.
+    (the sampled distribution, after temperature) per row to ``record``. ``compiled``: decode steps through
+    ``torch.compile`` (CUDA graphs on a GPU).
     """
     B = len(texts_ids)
     text = np.full((B, 256), TEXT_PAD_TOKEN, dtype=np.int64)
@@ -136,7 +162,8 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
                      wte(torch.full((B, 1), SEMANTIC_INFER_TOKEN, device=device))], dim=1)  # (B, 257, C)
     T0 = emb.shape[1]
     max_tokens = max_steps if max_gen_duration_s is None else min(max_steps, semantic_step_limit(max_gen_duration_s))
-    run = CausalRunner(model, B, T0 + min(max_steps, max_tokens))
+    # a compiled step is compiled for one cache size: the largest, whatever the options
+    run = CausalRunner(model, B, T0 + (max_steps if compiled else min(max_steps, max_tokens)), compiled=compiled)
     logits = run.prefill([emb[i : i + 1] for i in range(B)], T0)
     out: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B
@@ -181,10 +208,12 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                     generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
                     top_p: float | None = None, max_coarse_history: int = 630,
                     sliding_window_len: int = 60, teacher: Sequence[np.ndarray] | None = None,
-                    record: list | None = None, progress: Progress | None = None) -> list[np.ndarray]:
+                    record: list | None = None, progress: Progress | None = None,
+                    compiled: bool = False) -> list[np.ndarray]:
     """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
 
     ``teacher`` (benchmarks): codes (2, T) to feed instead of sampling; each step's log-probabilities go to ``record``.
+    ``compiled``: decode steps through ``torch.compile`` (CUDA graphs on a GPU).
 
     A window whose input (semantic context, infer token, coarse history) only extends what the cache already holds
     for every row of the batch keeps the cache instead of prefilling again: the same tokens at the same positions,
@@ -207,7 +236,7 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
     wte = model.transformer.wte
     B = len(rows)
     n_windows = max(int(np.ceil(r["n_steps"] / sliding_window_len)) for r in rows)
-    run = CausalRunner(model, B, 1024)  # a window holds at most 256 + 1 + 630 + 60 tokens
+    run = CausalRunner(model, B, 1024, compiled=compiled)  # a window holds at most 256 + 1 + 630 + 60 tokens
     cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
     pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are never attended to
     total = 0
@@ -390,7 +419,8 @@ def run_semantic_batch(stage: Any, texts: Sequence[str], *, voices: Sequence[Voi
         tokens = generate_semantic_batch(
             stage.model, [np.asarray(pieces[i][k].ids, np.int64) for i in rows], [histories[i] for i in rows],
             [generators[i] for i in rows], temp=text_temp, top_k=top_k, top_p=top_p, min_eos_p=min_eos_p,
-            allow_early_stop=bool(allow_early_stop), max_gen_duration_s=max_gen_duration_s, progress=piece_progress)
+            allow_early_stop=bool(allow_early_stop), max_gen_duration_s=max_gen_duration_s, progress=piece_progress,
+            compiled=stage.compiles_decode)
         for i, t in zip(rows, tokens):
             outputs[i].append(t)
             if voices[i] is None and len(t):
@@ -412,7 +442,8 @@ def run_coarse_batch(stage: Any, values: Sequence[Any], *, voices: Sequence[Voic
     check_coarse_options(values, waveform_temp, top_k, top_p, max_coarse_history, sliding_window_len)
     codes = generate_coarse_batch(stage.model, [v.array for v in values], voices, generators, temp=waveform_temp,
                                   top_k=top_k, top_p=top_p, max_coarse_history=max_coarse_history,
-                                  sliding_window_len=sliding_window_len, progress=progress)
+                                  sliding_window_len=sliding_window_len, progress=progress,
+                                  compiled=stage.compiles_decode)
     return [CoarseTokens(c) for c in codes]
 
 

@@ -31,6 +31,9 @@ class BarkStage(Stage):
 
     kind: ClassVar[Kind]
     n_draft: int = 8  # exact mode on a CPU: tokens the int8 twin drafts per fp32 pass (0: plain one-token decode)
+    # fast mode: causal decode steps through torch.compile, with CUDA graphs on a GPU. None: on CUDA only (on this
+    # project's CPU a compiled step measured no faster than the eager int8 one, after ~30 s of compiling)
+    compile_decode: bool | None = None
 
     def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
         check_mode(mode)
@@ -77,6 +80,11 @@ class BarkStage(Stage):
     @property
     def device(self) -> torch.device:
         return self.model.transformer.wpe.weight.device
+
+    @property
+    def compiles_decode(self) -> bool:
+        """Whether fast mode's decode steps go through ``torch.compile`` (``compile_decode``; None: on CUDA)."""
+        return self.device.type == "cuda" if self.compile_decode is None else bool(self.compile_decode)
 
     @property
     def exact(self) -> bool:

@@ -16,6 +16,11 @@ stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: ti
   at a time, decode all rows together, sampling in torch (top-p without a host round trip).
 - the last layer of a prefill (and of a fine pass) runs only the positions that are read out; the others are
   still keys and values. The same numbers up to float rounding, 1/n_layer less prefill work.
+- on CUDA: bf16 weights (no int8: dynamic quantization is CPU-only), and decode steps in fixed shapes through
+  ``torch.compile`` with CUDA graphs (``compiled_decode_step``; ``BarkStage.compile_decode``). Not on a CPU by
+  default: there the compiled step (fp32, or int8 through ``torch._int_mm``: fbgemm's packed weights do not trace)
+  measured no faster than the eager one (450 bark-small coarse steps: fp32 11.4 vs 11.1 s, int8 3.3 vs 2.7 s),
+  after ~30 s of compiling.
 - coarse stage: a window whose input only extends what the KV cache holds (the semantic context has not slid yet,
   the history is not yet cut) keeps the cache instead of prefilling again. The same tokens at the same positions:
   only float rounding differs (prefill vs one-token matrix products), which is why exact mode does not do it.
@@ -30,13 +35,17 @@ the batched engine (``generate_fine_batch(pad_to_window=False, max_history=...)`
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 __all__ = ["Int8Linear", "quantize_int8", "blocked_attention_bf16", "use_bf16_attention", "cpu_has_bf16_matmul",
-           "prepare_fast"]
+           "compiled_decode_step", "prepare_fast"]
 
 
 class Int8Linear(nn.Module):
@@ -86,7 +95,7 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, shape[-1])  # (M, K), one token per row
         # In place where the arithmetic allows: a decode step makes ~50 of these calls, and each op costs about a
         # microsecond of dispatch on top of the weight read.
-        if rows is None and self.fbgemm_decode:
+        if rows is None and self.fbgemm_decode and not torch.compiler.is_compiling():  # (packed weights don't trace)
             peak = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (M, 1)
             y = _fbgemm_fixed_scale(x2 / peak, 1 / 127, 128, self.packed).mul_(peak)  # rows in [-1, 1]: u8 1..255
             return y.view(*shape[:-1], y.shape[-1])
@@ -161,6 +170,47 @@ def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
         if isinstance(module, SelfAttention):
             module.bf16_attention = enabled
     return model
+
+
+def compiled_decode_step(step: Callable[..., torch.Tensor], caches: Sequence[Any]) -> Callable[..., torch.Tensor]:
+    """``step`` (``batch.static_decode_step``) through ``torch.compile``, to run on ``caches``.
+
+    On CUDA with CUDA graphs (``mode="reduce-overhead"``): a decode step is one graph launch instead of ~15
+    kernel launches per layer; the caches are marked as static addresses, so the graph writes them in place.
+    Elsewhere inductor's default mode (fused element-wise work, no graphs). The compiled function is made once per
+    ``step`` and device type, so a new batch of the same shapes reuses its graphs. Each call returns a copy of the
+    logits (a CUDA graph's outputs are overwritten by its next replay). If compiling fails (no C++ compiler, no
+    triton), steps run eagerly from then on, with a warning.
+    """
+    cuda = caches[0].k.device.type == "cuda"
+    if cuda:
+        for cache in caches:
+            torch._dynamo.mark_static_address(cache.k)
+            torch._dynamo.mark_static_address(cache.v)
+    compiled = _compiled(step, cuda)
+
+    def run(*args: Any) -> torch.Tensor:
+        if step not in _failed:
+            try:
+                if cuda:
+                    torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are no longer read
+                return compiled(*args).clone()
+            except Exception as error:  # compile errors surface at the first call
+                _failed.add(step)
+                reason = " ".join(str(error).split())[:300]
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {reason}); decoding without it",
+                              RuntimeWarning, stacklevel=2)
+        return step(*args)
+
+    return run
+
+
+@functools.cache
+def _compiled(step: Callable[..., torch.Tensor], cuda: bool) -> Callable[..., torch.Tensor]:
+    return torch.compile(step, mode="reduce-overhead" if cuda else None, fullgraph=True, dynamic=False)
+
+
+_failed: set[Callable[..., torch.Tensor]] = set()  # steps whose compilation failed in this process
 
 
 def prepare_fast(model: nn.Module) -> nn.Module:

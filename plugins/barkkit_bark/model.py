@@ -53,10 +53,18 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
 
-    def update(self, slots: slice, k: torch.Tensor, v: torch.Tensor,
+    def update(self, slots: slice | torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, nh, T, hs) at ``slots`` (of every row, or of ``row`` only: a one-row prefill) -> the keys
-        and values up to ``slots.stop`` (B, nh, S, hs)."""
+        and values up to ``slots.stop`` (B, nh, S, hs).
+
+        ``slots`` as a tensor of T slot indices (a static-shape decode step: compiled, CUDA graphs): written there,
+        and the whole cache comes back, the same shapes and addresses at every step.
+        """
+        if isinstance(slots, torch.Tensor):
+            self.k.index_copy_(2, slots, k)
+            self.v.index_copy_(2, slots, v)
+            return self.k, self.v
         rows = slice(None) if row is None else slice(row, row + 1)
         self.k[rows, :, slots] = k
         self.v[rows, :, slots] = v
@@ -88,6 +96,7 @@ class SelfAttention(nn.Module):
         row: int | None = None,
         first_slots: Sequence[int] | None = None,
         first_query: int = 0,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, T, C), written to ``cache`` at ``slots`` -> (B, T - first_query, C).
 
@@ -95,13 +104,14 @@ class SelfAttention(nn.Module):
         which sees every key). A prefill (cache slots from 0, or one ``row``) attends to its own new keys; later
         positions attend to everything cached up to them. ``first_slots`` (one new position per row, the batched
         engine's left-padded rows): row i attends to the slots from ``first_slots[i]`` on only. Each row then reads
-        only its own keys, and computes exactly what it computes alone.
+        only its own keys, and computes exactly what it computes alone. ``attn_mask`` (B, 1, T, S) (a static-shape
+        decode step, ``slots`` a tensor): every cache slot is a key, and the mask says which each row sees.
         """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
         if cache is not None:
             cached_k, cached_v = cache.update(slots, k, v, row)  # (B, nh, S, hs)
-            if row is None and slots.start > 0:  # not a prefill: attend to the cached positions too
+            if attn_mask is not None or (row is None and slots.start > 0):  # not a prefill: the cache is keys too
                 k, v = cached_k, cached_v
         S = k.shape[2]
         if first_query:
@@ -109,7 +119,9 @@ class SelfAttention(nn.Module):
         is_causal, mask = self.causal and T > 1, None
         if is_causal and S > T:  # several new positions after cached ones (exact mode checking drafted tokens)
             mask, is_causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T), False
-        if first_slots is not None:
+        if attn_mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nh, T, hs)
+        elif first_slots is not None:
             y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[i : i + 1, :, first:], v[i : i + 1, :, first:])
                            for i, first in enumerate(first_slots)])  # (B, nh, 1, hs)
         elif self.bf16_attention and T > 1 and mask is None:  # fast mode's prefills and fine passes
@@ -141,7 +153,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, *, first_query: int = 0, **attention: Any) -> torch.Tensor:
-        """x (B, T, C) -> (B, T - first_query, C); ``attention``: cache, slots, row, first_slots (``SelfAttention``)."""
+        """x (B, T, C) -> (B, T - first_query, C); ``attention``: cache, slots, row, first_slots, attn_mask
+        (``SelfAttention``)."""
         attended = self.attn(self.ln_1(x), first_query=first_query, **attention)
         x = (x[:, first_query:] if first_query else x) + attended
         return x + self.mlp(self.ln_2(x))
