@@ -8,7 +8,9 @@ of tokens.
 
 Each implementation is a ``Runner``: ``semantic(text, voice, seed)``, ``coarse(semantic, voice)``,
 ``fine(coarse, voice)``, ``decode(fine)``, each returning numpy tokens. ``time_stage`` measures wall time and the
-peak resident memory of one call (the kernel's high-water mark, reset before the call).
+peak resident memory of one call (the kernel's high-water mark, reset before the call), or on a GPU the peak of
+torch's allocations on it. Every runner takes a ``device``: the reference and transformers move their models there
+(the reference then runs under its own bf16 autocast, as ``bark`` does on CUDA), barkkit loads its stages there.
 """
 
 from __future__ import annotations
@@ -162,15 +164,24 @@ class StageTiming:
     cpu_seconds: float = 0.0  # CPU time of the process (all threads): less sensitive to other processes' load
 
 
-def time_stage(fn: Callable[[], Any], tokens_of: Callable[[Any], int]) -> tuple[Any, StageTiming]:
+def time_stage(fn: Callable[[], Any], tokens_of: Callable[[Any], int], device: str = "cpu") -> tuple[Any, StageTiming]:
+    """Run ``fn`` once: wall and CPU seconds, and the peak memory (resident, or on a CUDA ``device`` allocated)."""
     gc.collect()
-    reset_peak_rss()
-    start_rss = rss_mb()
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        reset_peak_rss()
+        start = rss_mb()
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
+    if cuda:
+        torch.cuda.synchronize(device)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = peak_rss_mb()
-    return out, StageTiming(seconds, tokens_of(out), peak, peak - start_rss, cpu)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()
+    return out, StageTiming(seconds, tokens_of(out), peak, peak - start, cpu)
 
 
 # runners ---------------------------------------------------------------------------------------------------------
@@ -186,10 +197,15 @@ class Runner:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def reference_runner(models: dict[str, torch.nn.Module], codec: torch.nn.Module | None = None) -> Runner:
-    """Suno's bark==0.1.5 as ``bark.api`` calls it (KV caching on), with our models in its model cache."""
+def reference_runner(models: dict[str, torch.nn.Module], codec: torch.nn.Module | None = None,
+                     device: str = "cpu") -> Runner:
+    """Suno's bark==0.1.5 as ``bark.api`` calls it (KV caching on), with our models in its model cache.
+
+    The models move to ``device`` in place (their tensors stay shared with ``transformers_runner``'s)."""
     import bark.generation as bg
 
+    for model in [*models.values(), *([codec] if codec is not None else [])]:
+        model.to(device)
     bg.models["text"] = {"model": models["text"], "tokenizer": tokenizer()}
     bg.models["coarse"] = models["coarse"]
     bg.models["fine"] = models["fine"]
@@ -228,8 +244,10 @@ def _hf_key(name: str) -> str:
     return name
 
 
-def transformers_runner(models: dict[str, torch.nn.Module], size: str = "small", **shape: int) -> Runner:
-    """transformers' BarkModel sub-models, sharing the reference models' tensors (no copy)."""
+def transformers_runner(models: dict[str, torch.nn.Module], size: str = "small", device: str = "cpu",
+                        **shape: int) -> Runner:
+    """transformers' BarkModel sub-models, sharing the reference models' tensors (no copy where they are on
+    ``device`` already)."""
     from transformers import BarkCoarseConfig, BarkFineConfig, BarkSemanticConfig
     from transformers.models.bark import BarkCoarseModel, BarkFineModel, BarkSemanticModel
     from transformers.models.bark.generation_configuration_bark import (
@@ -256,14 +274,14 @@ def transformers_runner(models: dict[str, torch.nn.Module], size: str = "small",
             if key not in state:
                 state[key] = torch.tril(torch.ones(1024, 1024, dtype=torch.bool)).view(1, 1, 1024, 1024)
         model.load_state_dict(state, assign=True, strict=True)
-        hf[kind] = model.eval()
+        hf[kind] = model.eval().to(device)
     sem_cfg = BarkSemanticGenerationConfig(temperature=0.7, do_sample=True)
     coarse_cfg = BarkCoarseGenerationConfig(temperature=0.7, do_sample=True)
     fine_cfg = BarkFineGenerationConfig(temperature=0.5)
     tok = tokenizer()
 
     def hf_voice(voice: dict | None) -> dict | None:
-        return None if voice is None else {k: torch.from_numpy(v) for k, v in voice.items()}
+        return None if voice is None else {k: torch.from_numpy(v).to(device) for k, v in voice.items()}
 
     @torch.inference_mode()
     def semantic(text: str, voice: dict | None, seed: int, n_tokens: int) -> np.ndarray:
@@ -271,26 +289,27 @@ def transformers_runner(models: dict[str, torch.nn.Module], size: str = "small",
         encoded = tok.encode(" ".join(text.split()), add_special_tokens=False)[:256]
         ids = torch.nn.functional.pad(torch.tensor([encoded]), (0, 256 - len(encoded)))
         mask = (torch.arange(256) < len(encoded)).long()[None]
-        out = hf["text"].generate(ids, semantic_generation_config=sem_cfg, history_prompt=hf_voice(voice),
-                                  attention_mask=mask, max_new_tokens=n_tokens, min_new_tokens=n_tokens)
-        return out[0].numpy()
+        out = hf["text"].generate(ids.to(device), semantic_generation_config=sem_cfg, history_prompt=hf_voice(voice),
+                                  attention_mask=mask.to(device), max_new_tokens=n_tokens, min_new_tokens=n_tokens)
+        return out[0].cpu().numpy()
 
     @torch.inference_mode()
     def coarse(semantic_tokens: np.ndarray, voice: dict | None, seed: int) -> np.ndarray:
         torch.manual_seed(seed)
-        out = hf["coarse"].generate(torch.from_numpy(semantic_tokens)[None].long(), semantic_generation_config=sem_cfg,
-                                    coarse_generation_config=coarse_cfg, history_prompt=hf_voice(voice))
-        flat = out[0].numpy() - 10_000
+        out = hf["coarse"].generate(torch.from_numpy(semantic_tokens)[None].long().to(device),
+                                    semantic_generation_config=sem_cfg, coarse_generation_config=coarse_cfg,
+                                    history_prompt=hf_voice(voice))
+        flat = out[0].cpu().numpy() - 10_000
         return np.stack([flat[0::2], flat[1::2] - 1024])
 
     @torch.inference_mode()
     def fine(coarse_tokens: np.ndarray, voice: dict | None, seed: int) -> np.ndarray:
         torch.manual_seed(seed)
         flat = np.stack([coarse_tokens[0] + 10_000, coarse_tokens[1] + 11_024], axis=1).reshape(1, -1)
-        out = hf["fine"].generate(torch.from_numpy(flat), semantic_generation_config=sem_cfg,
+        out = hf["fine"].generate(torch.from_numpy(flat).to(device), semantic_generation_config=sem_cfg,
                                   coarse_generation_config=coarse_cfg, fine_generation_config=fine_cfg,
                                   history_prompt=hf_voice(voice))
-        return out[0].numpy()
+        return out[0].cpu().numpy()
 
     return Runner("transformers", semantic, coarse, fine, None, extra={"models": hf})
 
@@ -301,8 +320,9 @@ def to_voice(voice: dict | None):
     return None if voice is None else Voice.from_dict(voice)
 
 
-def barkkit_runner(folder: Path, mode: str, codec_folder: Path | None = None) -> Runner:
-    """barkkit's three Bark stages (and its EnCodec decoder) loaded from ``folder`` in ``mode``, run one at a time.
+def barkkit_runner(folder: Path, mode: str, codec_folder: Path | None = None, device: str = "cpu") -> Runner:
+    """barkkit's three Bark stages (and its EnCodec decoder) loaded from ``folder`` in ``mode`` on ``device``, run
+    one at a time.
 
     ``extra`` holds the stages, for batched runs through ``Stage.run_batch``.
     """
@@ -310,16 +330,17 @@ def barkkit_runner(folder: Path, mode: str, codec_folder: Path | None = None) ->
     from barkkit_bark.fine import FineStage
     from barkkit_bark.semantic import SemanticStage
 
-    stages = {"semantic": SemanticStage.load(folder, mode=mode), "coarse": CoarseStage.load(folder, mode=mode),
-              "fine": FineStage.load(folder, mode=mode)}
+    stages = {"semantic": SemanticStage.load(folder, mode=mode, device=device),
+              "coarse": CoarseStage.load(folder, mode=mode, device=device),
+              "fine": FineStage.load(folder, mode=mode, device=device)}
     decoder = None
     if codec_folder is not None:
         from barkkit_encodec.decoder import EncodecDecoder
 
-        decoder = EncodecDecoder.load(codec_folder, mode=mode)
+        decoder = EncodecDecoder.load(codec_folder, mode=mode, device=device)
 
     def gen(seed: int) -> torch.Generator:
-        return torch.Generator().manual_seed(seed)
+        return torch.Generator(device).manual_seed(seed)
 
     def semantic(text: str, voice: dict | None, seed: int, n_tokens: int) -> np.ndarray:
         return stages["semantic"].run(text, voice=to_voice(voice), generator=gen(seed), allow_early_stop=False,
@@ -337,7 +358,7 @@ def barkkit_runner(folder: Path, mode: str, codec_folder: Path | None = None) ->
         return decoder.decode(FineTokens(fine_tokens)).samples
 
     return Runner(f"barkkit-{mode}", semantic, coarse, fine, decode if decoder is not None else None,
-                  extra={"stages": stages})
+                  extra={"stages": stages, "device": device})
 
 
 def random_codec() -> torch.nn.Module:

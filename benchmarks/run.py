@@ -1,6 +1,6 @@
 """Time Bark implementations side by side, in one process, on the same random weights, text and lengths.
 
-    python benchmarks/run.py [--large] [--seconds 3] [--voice v2/en_speaker_6] [--rounds 1] [--batch 8]
+    python benchmarks/run.py [--large] [--seconds 3] [--voice v2/en_speaker_6] [--rounds 1] [--batch 8] [--device cuda]
 
 Builds bark-small-shaped random weights (``--large``: bark's 24 x 1024) in Suno's checkpoint format, then runs, per
 round, stage by stage and in a rotating order: the reference (``bark==0.1.5``, KV caching on, as ``bark.api`` calls it),
@@ -9,6 +9,9 @@ stop): ``--seconds`` of audio is ``round(seconds x 49.9)`` semantic tokens and 7
 Prints, per stage: seconds (median over rounds), tokens per second, real-time factor (seconds per second of audio),
 peak resident memory over the stage's start, and the ratio to the reference measured in the same round.
 ``--batch N`` also times ``N`` texts through barkkit fast mode as one batch against ``N`` single runs.
+``--device cuda`` runs everything on a GPU (the reference under its own bf16 autocast; barkkit fast mode in bf16
+with compiled decode steps; memory is then the peak of torch's allocations on the GPU). Use ``--rounds 3`` there:
+the first round includes compiling.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ BATCH_TEXTS = [
 ]
 
 
-def run_round(runners: list[H.Runner], text: str, voice, n_tokens: int, seed: int,
-              rotate: int) -> tuple[dict[str, dict[str, H.StageTiming]], dict[str, dict[str, np.ndarray]]]:
+def run_round(runners: list[H.Runner], text: str, voice, n_tokens: int, seed: int, rotate: int,
+              device: str = "cpu") -> tuple[dict[str, dict[str, H.StageTiming]], dict[str, dict[str, np.ndarray]]]:
     """One round, interleaved by stage: every implementation's semantic stage back to back (in a rotating order),
     then every coarse stage on its own semantic tokens, and so on. Load from other processes then hits all
     implementations of a stage alike, which keeps the ratios honest on a shared machine.
@@ -54,18 +57,18 @@ def run_round(runners: list[H.Runner], text: str, voice, n_tokens: int, seed: in
     tokens: dict[str, dict[str, np.ndarray]] = {r.name: {} for r in runners}
     for r in order:
         tokens[r.name]["semantic"], timings[r.name]["semantic"] = H.time_stage(
-            lambda: r.semantic(text, voice, seed, n_tokens), len)
+            lambda: r.semantic(text, voice, seed, n_tokens), len, device)
     for r in order:
         tokens[r.name]["coarse"], timings[r.name]["coarse"] = H.time_stage(
-            lambda: r.coarse(tokens[r.name]["semantic"], voice, seed + 1), lambda x: x.size)
+            lambda: r.coarse(tokens[r.name]["semantic"], voice, seed + 1), lambda x: x.size, device)
         if tokens[r.name]["coarse"].shape[1] != H.expected_lengths(n_tokens)[1]:
             raise RuntimeError(f"{r.name}: made {tokens[r.name]['coarse'].shape[1]} coarse frames")
     for r in order:
         tokens[r.name]["fine"], timings[r.name]["fine"] = H.time_stage(
-            lambda: r.fine(tokens[r.name]["coarse"], voice, seed + 2), lambda x: x[2:].size)
+            lambda: r.fine(tokens[r.name]["coarse"], voice, seed + 2), lambda x: x[2:].size, device)
     for r in order:
         if r.decode is not None:
-            _, timings[r.name]["decode"] = H.time_stage(lambda: r.decode(tokens[r.name]["fine"]), len)
+            _, timings[r.name]["decode"] = H.time_stage(lambda: r.decode(tokens[r.name]["fine"]), len, device)
     return timings, tokens
 
 
@@ -78,7 +81,7 @@ def same_tokens(rounds: list[dict[str, dict[str, np.ndarray]]], name: str) -> st
     return ", ".join(parts)
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -87,7 +90,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads, "
+    gpu = f"{torch.cuda.get_device_name(device)}, " if torch.device(device).type == "cuda" else ""
+    return (f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads, "
             f"{torch.backends.cpu.get_cpu_capability()}), Python {platform.python_version()}")
 
 
@@ -131,7 +135,10 @@ def main() -> None:
     parser.add_argument("--only", default="reference,transformers,exact,fast", help="implementations to run")
     parser.add_argument("--batch", type=int, default=0, help="also time N texts as one fast-mode batch vs N single runs")
     parser.add_argument("--workdir", default=None, help="where to write the random checkpoints (default: a temp dir)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     args = parser.parse_args()
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA GPU here")
     warnings.filterwarnings("ignore")
     size = "large" if args.large else "small"
     n_tokens = H.semantic_tokens_for(args.seconds)
@@ -139,7 +146,7 @@ def main() -> None:
     audio_s = n_frames / H.COARSE_RATE_HZ
     voice = H.load_voice(args.voice)
     only = args.only.split(",")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(args.device)}")
     print(f"bark-{size} shapes, random weights; voice {args.voice}; {n_tokens} semantic tokens, {n_frames} coarse "
           f"frames = {audio_s:.2f} s of audio; {args.rounds} round(s)\n")
 
@@ -155,13 +162,13 @@ def main() -> None:
 
     runners: list[H.Runner] = []
     if "reference" in only:
-        runners.append(H.reference_runner(models, codec))
+        runners.append(H.reference_runner(models, codec, args.device))
     if "transformers" in only:
-        runners.append(H.transformers_runner(models, size))
+        runners.append(H.transformers_runner(models, size, args.device))
     if "exact" in only:
-        runners.append(H.barkkit_runner(folder, "exact", folder))
+        runners.append(H.barkkit_runner(folder, "exact", folder, args.device))
     if "fast" in only or args.batch:
-        fast = H.barkkit_runner(folder, "fast", folder)
+        fast = H.barkkit_runner(folder, "fast", folder, args.device)
         if "fast" in only:
             runners.append(fast)
 
@@ -169,7 +176,7 @@ def main() -> None:
     outputs: list[dict[str, dict[str, np.ndarray]]] = []
     for round_ in range(args.rounds):
         t = time.perf_counter()
-        timings, tokens = run_round(runners, TEXT, voice, n_tokens, seed=round_, rotate=round_)
+        timings, tokens = run_round(runners, TEXT, voice, n_tokens, seed=round_, rotate=round_, device=args.device)
         for name in results:
             results[name].append(timings[name])
         outputs.append(tokens)
@@ -198,7 +205,7 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     sem_opts = {"allow_early_stop": False, "max_gen_duration_s": (n_tokens - 0.5) / H.SEMANTIC_RATE_HZ}
 
     def gens() -> list[torch.Generator]:
-        return [torch.Generator().manual_seed(s) for s in seeds]
+        return [torch.Generator(runner.extra["device"]).manual_seed(s) for s in seeds]
 
     t0 = time.perf_counter()
     singles = []
@@ -207,14 +214,21 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
         coarse = stages["coarse"].run(sem, voice=v, generator=g)
         singles.append(stages["fine"].run(coarse, voice=v, generator=g))
     t_single = time.perf_counter() - t0
-    g = gens()
-    t0 = time.perf_counter()
-    sems = stages["semantic"].run_batch(texts, voices=voices, generators=g, **sem_opts)
-    t_sem = time.perf_counter() - t0
-    coarses = stages["coarse"].run_batch(sems, voices=voices, generators=g)
-    t_coarse = time.perf_counter() - t0 - t_sem
-    fines = stages["fine"].run_batch(coarses, voices=voices, generators=g)
-    t_batch = time.perf_counter() - t0
+
+
+    def batched() -> tuple[list, float, float, float]:
+        g = gens()
+        t0 = time.perf_counter()
+        sems = stages["semantic"].run_batch(texts, voices=voices, generators=g, **sem_opts)
+        t_sem = time.perf_counter() - t0
+        coarses = stages["coarse"].run_batch(sems, voices=voices, generators=g)
+        t_coarse = time.perf_counter() - t0 - t_sem
+        fines = stages["fine"].run_batch(coarses, voices=voices, generators=g)
+        return fines, time.perf_counter() - t0, t_sem, t_coarse
+
+    if stages["coarse"].compiles_decode:
+        batched()  # compile the decode steps for this batch size first (the single runs' are compiled by now)
+    fines, t_batch, t_sem, t_coarse = batched()
     same = np.mean([np.mean(a.array == b.array) for a, b in zip(fines, singles)])
     print(f"batch of {n} ({runner.name}, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "
           f"{t_coarse:.1f}, fine {t_batch - t_sem - t_coarse:.1f}) vs {t_single:.1f} s one at a time: "
