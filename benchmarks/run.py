@@ -10,8 +10,8 @@ Prints, per stage: seconds (median over rounds), tokens per second, real-time fa
 peak resident memory over the stage's start, and the ratio to the reference measured in the same round.
 ``--batch N`` also times ``N`` texts through barkkit fast mode as one batch against ``N`` single runs.
 ``--device cuda`` runs everything on a GPU (the reference under its own bf16 autocast; barkkit fast mode in bf16
-with compiled decode steps; memory is then the peak of torch's allocations on the GPU). Use ``--rounds 3`` there:
-the first round includes compiling.
+with decode steps replayed as CUDA graphs; memory is then the peak of torch's allocations on the GPU). Use
+``--rounds 3`` there: the first round includes capturing the graphs.
 """
 
 from __future__ import annotations
@@ -226,8 +226,8 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
         fines = stages["fine"].run_batch(coarses, voices=voices, generators=g)
         return fines, time.perf_counter() - t0, t_sem, t_coarse
 
-    if stages["coarse"].compiles_decode:
-        batched()  # compile the decode steps for this batch size first (the single runs' are compiled by now)
+    if stages["coarse"].decode_steps != "eager":
+        batched()  # compile or capture the decode steps for this batch size first (the single runs' are ready)
     fines, t_batch, t_sem, t_coarse = batched()
     same = np.mean([np.mean(a.array == b.array) for a, b in zip(fines, singles)])
     print(f"batch of {n} ({runner.name}, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "

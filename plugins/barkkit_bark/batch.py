@@ -40,7 +40,7 @@ from barkkit.stage import Progress
 from barkkit.voice import Voice
 
 from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, coarse_histories
-from barkkit_bark.fast import Int8Linear, compiled_decode_step
+from barkkit_bark.fast import Int8Linear, fixed_shape_decode
 from barkkit_bark.model import KVCache
 from barkkit_bark.sampling import filter_logits
 from barkkit_bark.semantic import semantic_step_limit
@@ -56,10 +56,11 @@ class CausalRunner:
     row's numbers therefore never depend on the other rows (int8 activations are quantized per call or per token).
     """
 
-    def __init__(self, model: nn.Module, batch: int, size: int, *, compiled: bool = False) -> None:
+    def __init__(self, model: nn.Module, batch: int, size: int, *, decode: str = "eager") -> None:
         self.model = model
         self.caches = model.new_caches(batch, size)
-        self.static_step = compiled_decode_step(static_decode_step, self.caches) if compiled else None
+        # decode steps in fixed shapes, compiled or as CUDA graphs (barkkit_bark.fast.fixed_shape_decode)
+        self.static_step = fixed_shape_decode(decode, static_decode_step, self.caches)
 
     def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, first_slots: Sequence[int] | None,
                  row: int | None = None, head_rows: slice | None = None) -> torch.Tensor:
@@ -68,7 +69,7 @@ class CausalRunner:
         ``first_slots``: each decoding row's first slot (its left padding before; None: every row from slot 0).
         ``head_rows``: compute only these logits (B, len) (the coarse stage samples from one codebook a step).
         """
-        if self.static_step is not None and row is None and tok_emb.shape[1] == 1:  # a compiled decode step
+        if self.static_step is not None and row is None and tok_emb.shape[1] == 1:  # a fixed-shape decode step
             device = tok_emb.device
             first = torch.tensor(first_slots or [0] * tok_emb.shape[0], device=device)
             slot = torch.tensor([slots.start], device=device)
@@ -141,12 +142,12 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
                       top_p: float | None = None, min_eos_p: float | None = 0.2, allow_early_stop: bool = True,
                       max_gen_duration_s: float | None = None, max_steps: int = 768,
                       teacher: Sequence[np.ndarray] | None = None, record: list | None = None,
-                      progress: Progress | None = None, compiled: bool = False) -> list[np.ndarray]:
+                      progress: Progress | None = None, decode: str = "eager") -> list[np.ndarray]:
     """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
 
     ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
-    (the sampled distribution, after temperature) per row to ``record``. ``compiled``: decode steps through
-    ``torch.compile`` (CUDA graphs on a GPU).
+    (the sampled distribution, after temperature) per row to ``record``. ``decode``: "eager", "compile" or
+    "cuda_graphs" (``barkkit_bark.fast.fixed_shape_decode``).
     """
     B = len(texts_ids)
     text = np.full((B, 256), TEXT_PAD_TOKEN, dtype=np.int64)
@@ -162,8 +163,9 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
                      wte(torch.full((B, 1), SEMANTIC_INFER_TOKEN, device=device))], dim=1)  # (B, 257, C)
     T0 = emb.shape[1]
     max_tokens = max_steps if max_gen_duration_s is None else min(max_steps, semantic_step_limit(max_gen_duration_s))
-    # a compiled step is compiled for one cache size: the largest, whatever the options
-    run = CausalRunner(model, B, T0 + (max_steps if compiled else min(max_steps, max_tokens)), compiled=compiled)
+    # a fixed-shape step is compiled or captured for one cache size: the largest, whatever the options
+    size = T0 + (min(max_steps, max_tokens) if decode == "eager" else max_steps)
+    run = CausalRunner(model, B, size, decode=decode)
     logits = run.prefill([emb[i : i + 1] for i in range(B)], T0)
     out: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B
@@ -209,11 +211,11 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                     top_p: float | None = None, max_coarse_history: int = 630,
                     sliding_window_len: int = 60, teacher: Sequence[np.ndarray] | None = None,
                     record: list | None = None, progress: Progress | None = None,
-                    compiled: bool = False) -> list[np.ndarray]:
+                    decode: str = "eager") -> list[np.ndarray]:
     """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
 
     ``teacher`` (benchmarks): codes (2, T) to feed instead of sampling; each step's log-probabilities go to ``record``.
-    ``compiled``: decode steps through ``torch.compile`` (CUDA graphs on a GPU).
+    ``decode``: "eager", "compile" or "cuda_graphs" (``barkkit_bark.fast.fixed_shape_decode``).
 
     A window whose input (semantic context, infer token, coarse history) only extends what the cache already holds
     for every row of the batch keeps the cache instead of prefilling again: the same tokens at the same positions,
@@ -236,7 +238,7 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
     wte = model.transformer.wte
     B = len(rows)
     n_windows = max(int(np.ceil(r["n_steps"] / sliding_window_len)) for r in rows)
-    run = CausalRunner(model, B, 1024, compiled=compiled)  # a window holds at most 256 + 1 + 630 + 60 tokens
+    run = CausalRunner(model, B, 1024, decode=decode)  # a window holds at most 256 + 1 + 630 + 60 tokens
     cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
     pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are never attended to
     total = 0
@@ -420,7 +422,7 @@ def run_semantic_batch(stage: Any, texts: Sequence[str], *, voices: Sequence[Voi
             stage.model, [np.asarray(pieces[i][k].ids, np.int64) for i in rows], [histories[i] for i in rows],
             [generators[i] for i in rows], temp=text_temp, top_k=top_k, top_p=top_p, min_eos_p=min_eos_p,
             allow_early_stop=bool(allow_early_stop), max_gen_duration_s=max_gen_duration_s, progress=piece_progress,
-            compiled=stage.compiles_decode)
+            decode=stage.decode_steps)
         for i, t in zip(rows, tokens):
             outputs[i].append(t)
             if voices[i] is None and len(t):
@@ -443,7 +445,7 @@ def run_coarse_batch(stage: Any, values: Sequence[Any], *, voices: Sequence[Voic
     codes = generate_coarse_batch(stage.model, [v.array for v in values], voices, generators, temp=waveform_temp,
                                   top_k=top_k, top_p=top_p, max_coarse_history=max_coarse_history,
                                   sliding_window_len=sliding_window_len, progress=progress,
-                                  compiled=stage.compiles_decode)
+                                  decode=stage.decode_steps)
     return [CoarseTokens(c) for c in codes]
 
 

@@ -31,9 +31,9 @@ class BarkStage(Stage):
 
     kind: ClassVar[Kind]
     n_draft: int = 8  # exact mode on a CPU: tokens the int8 twin drafts per fp32 pass (0: plain one-token decode)
-    # fast mode: causal decode steps through torch.compile, with CUDA graphs on a GPU. None: on CUDA only (on this
-    # project's CPU a compiled step measured no faster than the eager int8 one, after ~30 s of compiling)
-    compile_decode: bool | None = None
+    # fast mode's causal decode steps: "eager", "compile" (torch.compile) or "cuda_graphs"; None: CUDA graphs on
+    # CUDA, eager elsewhere (on this project's CPU a compiled step measured no faster than the eager int8 one)
+    fast_decode: str | None = None
 
     def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
         check_mode(mode)
@@ -82,9 +82,17 @@ class BarkStage(Stage):
         return self.model.transformer.wpe.weight.device
 
     @property
-    def compiles_decode(self) -> bool:
-        """Whether fast mode's decode steps go through ``torch.compile`` (``compile_decode``; None: on CUDA)."""
-        return self.device.type == "cuda" if self.compile_decode is None else bool(self.compile_decode)
+    def decode_steps(self) -> str:
+        """How fast mode runs its decode steps: ``fast_decode``, or by default "cuda_graphs" on CUDA, else "eager"."""
+        from barkkit_bark.fast import DECODE_STEPS
+
+        how = self.fast_decode or ("cuda_graphs" if self.device.type == "cuda" else "eager")
+        if how not in DECODE_STEPS:
+            raise PipelineError(f"unknown fast_decode '{how}'; use one of {', '.join(DECODE_STEPS)}")
+        if how == "cuda_graphs" and self.device.type != "cuda":
+            raise PipelineError(f"fast_decode 'cuda_graphs' needs a CUDA device, the model is on {self.device}; "
+                                "use 'compile' or 'eager'")
+        return how
 
     @property
     def exact(self) -> bool:

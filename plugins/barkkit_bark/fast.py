@@ -16,11 +16,11 @@ stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: ti
   at a time, decode all rows together, sampling in torch (top-p without a host round trip).
 - the last layer of a prefill (and of a fine pass) runs only the positions that are read out; the others are
   still keys and values. The same numbers up to float rounding, 1/n_layer less prefill work.
-- on CUDA: bf16 weights (no int8: dynamic quantization is CPU-only), and decode steps in fixed shapes through
-  ``torch.compile`` with CUDA graphs (``compiled_decode_step``; ``BarkStage.compile_decode``). Not on a CPU by
-  default: there the compiled step (fp32, or int8 through ``torch._int_mm``: fbgemm's packed weights do not trace)
-  measured no faster than the eager one (450 bark-small coarse steps: fp32 11.4 vs 11.1 s, int8 3.3 vs 2.7 s),
-  after ~30 s of compiling.
+- on CUDA: bf16 weights (no int8: dynamic quantization is CPU-only), and decode steps in fixed shapes (the
+  whole cache under a mask) captured as CUDA graphs (``fixed_shape_decode``; ``BarkStage.fast_decode``), or
+  through ``torch.compile`` on request. Neither by default on a CPU: there a compiled step (fp32, or int8 through
+  ``torch._int_mm``: fbgemm's packed weights do not trace) measured no faster than the eager one (450 bark-small
+  coarse steps: fp32 11.4 vs 11.1 s, int8 3.3 vs 2.7 s), after ~30 s of compiling.
 - coarse stage: a window whose input only extends what the KV cache holds (the semantic context has not slid yet,
   the history is not yet cut) keeps the cache instead of prefilling again. The same tokens at the same positions:
   only float rounding differs (prefill vs one-token matrix products), which is why exact mode does not do it.
@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["Int8Linear", "quantize_int8", "blocked_attention_bf16", "use_bf16_attention", "cpu_has_bf16_matmul",
-           "compiled_decode_step", "prepare_fast"]
+           "DECODE_STEPS", "fixed_shape_decode", "prepare_fast"]
 
 
 class Int8Linear(nn.Module):
@@ -172,33 +172,94 @@ def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model
 
 
-def compiled_decode_step(step: Callable[..., torch.Tensor], caches: Sequence[Any]) -> Callable[..., torch.Tensor]:
-    """``step`` (``batch.static_decode_step``) through ``torch.compile``, to run on ``caches``.
+DECODE_STEPS = ("eager", "compile", "cuda_graphs")  # how fast mode can run its decode steps (fixed_shape_decode)
 
-    On CUDA with CUDA graphs (``mode="reduce-overhead"``): a decode step is one graph launch instead of ~15
-    kernel launches per layer; the caches are marked as static addresses, so the graph writes them in place.
-    Elsewhere inductor's default mode (fused element-wise work, no graphs). The compiled function is made once per
-    ``step`` and device type, so a new batch of the same shapes reuses its graphs. Each call returns a copy of the
-    logits (a CUDA graph's outputs are overwritten by its next replay). If compiling fails (no C++ compiler, no
-    triton), steps run eagerly from then on, with a warning.
+
+def fixed_shape_decode(how: str, step: Callable[..., torch.Tensor],
+                       caches: Sequence[Any]) -> Callable[..., torch.Tensor] | None:
+    """``step`` (``batch.static_decode_step``, one decode step in fixed shapes) made fast for ``caches``.
+
+    - "cuda_graphs": captured as a CUDA graph once per batch shape and head rows, then replayed: a decode step is
+      one graph launch instead of hundreds of kernel launches, at the cost of three steps per shape (two to warm
+      up, one captured; no compiling).
+    - "compile": ``torch.compile``, with CUDA graphs on a GPU (``mode="reduce-overhead"``): fused element-wise
+      kernels, after ~30 s of compiling per shape and process (bark-small on this project's CPU). Compiled once
+      per ``step`` and device type, so a new batch of the same shapes reuses it.
+    - "eager": None (the caller runs its usual steps).
+    Either way each call returns a copy of the logits (a graph's outputs are overwritten by its next replay), and
+    if compiling or capturing fails, steps run eagerly from then on, with a warning.
     """
+    if how == "eager":
+        return None
     cuda = caches[0].k.device.type == "cuda"
-    if cuda:
+    if how == "cuda_graphs":
+        if not cuda:
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        return _falls_back(step, _CUDAGraphStep(step))
+    if cuda:  # the graphs write the caches in place: their addresses must stay fixed
         for cache in caches:
             torch._dynamo.mark_static_address(cache.k)
             torch._dynamo.mark_static_address(cache.v)
     compiled = _compiled(step, cuda)
 
     def run(*args: Any) -> torch.Tensor:
-        if step not in _failed:
+        if cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are no longer read
+        return compiled(*args).clone()
+
+    return _falls_back(step, run)
+
+
+class _CUDAGraphStep:
+    """A decode step captured as one CUDA graph per (input shapes, head rows), replayed with new input values.
+
+    The step reads and writes the KV caches in place (fixed addresses) and takes every other input as a tensor, so
+    that a replay computes exactly what an eager call on the same inputs computes."""
+
+    def __init__(self, step: Callable[..., torch.Tensor]) -> None:
+        self.step = step
+        self.graphs: dict[Any, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
+
+    def __call__(self, model: nn.Module, caches: Sequence[Any], *args: Any) -> torch.Tensor:
+        *tensors, head_rows = args
+        key = (tuple(t.shape for t in tensors), None if head_rows is None else (head_rows.start, head_rows.stop))
+        with torch.cuda.device(tensors[0].device):  # streams of the model's GPU, whichever is current
+            return self._replay(key, model, caches, tensors, head_rows)
+
+    def _replay(self, key: Any, model: nn.Module, caches: Sequence[Any], tensors: list[torch.Tensor],
+                head_rows: slice | None) -> torch.Tensor:
+        if key not in self.graphs:
+            inputs = [t.clone() for t in tensors]  # the graph's own input buffers
+            side = torch.cuda.Stream()  # warm up off the main stream first (lazy cuBLAS set-up), as torch's docs do
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.step(model, caches, *inputs, head_rows)  # writes this step's own cache slot: replayed below
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = self.step(model, caches, *inputs, head_rows)
+            self.graphs[key] = (graph, inputs, output)
+        graph, inputs, output = self.graphs[key]
+        for buffer, value in zip(inputs, tensors):
+            buffer.copy_(value)
+        graph.replay()
+        return output.clone()
+
+
+def _falls_back(step: Callable[..., torch.Tensor], fast: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fast`` until it raises (compile and capture errors surface at a first call), then ``step``, with a warning."""
+    failed = False
+
+    def run(*args: Any) -> torch.Tensor:
+        nonlocal failed
+        if not failed:
             try:
-                if cuda:
-                    torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are no longer read
-                return compiled(*args).clone()
-            except Exception as error:  # compile errors surface at the first call
-                _failed.add(step)
+                return fast(*args)
+            except Exception as error:
+                failed = True
                 reason = " ".join(str(error).split())[:300]
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: {reason}); decoding without it",
+                warnings.warn(f"fast decode steps failed ({type(error).__name__}: {reason}); running them eagerly",
                               RuntimeWarning, stacklevel=2)
         return step(*args)
 
@@ -208,9 +269,6 @@ def compiled_decode_step(step: Callable[..., torch.Tensor], caches: Sequence[Any
 @functools.cache
 def _compiled(step: Callable[..., torch.Tensor], cuda: bool) -> Callable[..., torch.Tensor]:
     return torch.compile(step, mode="reduce-overhead" if cuda else None, fullgraph=True, dynamic=False)
-
-
-_failed: set[Callable[..., torch.Tensor]] = set()  # steps whose compilation failed in this process
 
 
 def prepare_fast(model: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from barkkit.errors import PipelineError
 from barkkit.pipeline import load_pipeline
 from barkkit.voice import Voice
 from barkkit_bark import batch
@@ -126,34 +127,43 @@ def test_fast_pipeline_on_cuda_is_bf16_and_keeps_lengths(suno_folder: Path) -> N
         np.testing.assert_array_equal(generation.fine.array[:2], generation.coarse.array)
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+def _on_cuda(*values: str):
+    return pytest.param(*values, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_compiled_decode_steps_give_the_eager_tokens(device: str, suno_folder: Path, voice_file: Path) -> None:
-    """The static-shape decode step (whole cache under a mask, slot as a tensor) through torch.compile (CUDA graphs
-    on a GPU) in fp32 gives exactly the eager engine's tokens, rows with and without a voice (left padding) alike."""
+@pytest.mark.parametrize(("device", "how"), [("cpu", "compile"), _on_cuda("cuda", "compile"),
+                                             _on_cuda("cuda", "cuda_graphs")])
+def test_fixed_shape_decode_steps_give_the_eager_tokens(device: str, how: str, suno_folder: Path,
+                                                        voice_file: Path) -> None:
+    """The fixed-shape decode step (whole cache under a mask, slot as a tensor) through torch.compile or as CUDA
+    graphs gives exactly the eager engine's fp32 tokens, rows with and without a voice (left padding) alike."""
     model = load_model(suno_folder, "coarse", device=device)
     voice = Voice.from_npz(voice_file)
     sems = [np.arange(40) * 7 % 10_000, np.arange(25) * 13 % 10_000]  # 120 and 75 coarse steps, two windows
 
-    def run(compiled: bool) -> list[np.ndarray]:
+    def run(decode: str) -> list[np.ndarray]:
         generators = [torch.Generator(device).manual_seed(5 + i) for i in range(2)]
-        return batch.generate_coarse_batch(model, sems, [voice, None], generators, compiled=compiled)
+        return batch.generate_coarse_batch(model, sems, [voice, None], generators, decode=decode)
 
-    eager = run(False)
+    eager = run("eager")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        compiled = run(True)
-    # a failed compilation falls back to eager steps with a warning: not here
-    assert not [w for w in caught if "torch.compile failed" in str(w.message)]
-    for a, b in zip(eager, compiled):
+        fixed = run(how)
+    # a failed compilation or capture falls back to eager steps with a warning: not here
+    assert not [w for w in caught if "fast decode steps failed" in str(w.message)]
+    for a, b in zip(eager, fixed):
         np.testing.assert_array_equal(a, b)
-    assert [c.shape[1] for c in compiled] == [60, 37]
+    assert [c.shape[1] for c in fixed] == [60, 37]
 
 
-def test_fast_mode_compiles_decode_steps_on_cuda_only_unless_asked(suno_folder: Path) -> None:
+def test_fast_decode_steps_are_cuda_graphs_on_cuda_and_eager_elsewhere(suno_folder: Path) -> None:
     stage = CoarseStage.load(suno_folder, mode="fast")
-    assert not stage.compiles_decode  # a CPU: compiling measured no faster than the eager int8 step
-    stage.compile_decode = True
-    assert stage.compiles_decode
+    assert stage.decode_steps == "eager"  # a CPU: compiling measured no faster than the eager int8 step
+    stage.fast_decode = "compile"
+    assert stage.decode_steps == "compile"
+    stage.fast_decode = "cuda_graphs"
+    with pytest.raises(PipelineError, match="'cuda_graphs' needs a CUDA device"):
+        stage.run(np.arange(20), generator=torch.Generator())
+    stage.fast_decode = "jit"
+    with pytest.raises(PipelineError, match="unknown fast_decode 'jit'"):
+        stage.decode_steps
