@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from barkkit.devices import check_device
 from barkkit.errors import PipelineError, PluginError, WeightsError
 from barkkit.plugins import Plugins, load_plugins
 from barkkit.stage import Decoder, Stage
@@ -119,7 +120,7 @@ class Pipeline:
         self.stages = list(stages)
         self.decoder = decoder
         self._plugins = plugins
-        self.device = torch.device(device)
+        self.device = check_device(device)
         if not self.steps:
             raise PipelineError("a pipeline needs at least one stage or a decoder")
         _check_chain(self.steps)
@@ -167,7 +168,7 @@ class Pipeline:
         if unknown:
             raise PipelineError(f"unknown pipeline key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
         model = spec.get("model", DEFAULT_MODEL)
-        device = spec.get("device", "cpu")
+        device = check_device(spec.get("device", "cpu"))
         mode = spec.get("mode", "exact")
         if mode not in MODES:
             raise PipelineError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from barkkit.audio import load_audio
+from barkkit.devices import check_device
 from barkkit.errors import PluginError, VoiceError
 from barkkit.stage import Decoder, ModelRef, Progress, Stage
 from barkkit.tokens import Audio, CoarseTokens, SemanticTokens, Tokens
@@ -75,7 +76,7 @@ def encode_recording(
     from barkkit.plugins import load_plugins
 
     plugins = plugins or load_plugins()
-    fine = _encoder(plugins, encoder, model, device).encode(_recording(recording))
+    fine = _encoder(plugins, encoder, model, check_device(device)).encode(_recording(recording))
     return {"coarse_prompt": CoarseTokens(fine[:2]), "fine_prompt": fine}
 
 
@@ -102,6 +103,7 @@ def make_voice(
     from barkkit.plugins import load_plugins
 
     plugins = plugins or load_plugins()
+    device = check_device(device)
     stage = _semantic_stage(plugins, semantic_stage, model, device)
     audio = _recording(recording)
     codes = encode_recording(audio, model=model, device=device, plugins=plugins, encoder=encoder)

@@ -142,3 +142,11 @@ def test_help_everywhere_has_examples(run):
     for command in (["generate"], ["semantic"], ["coarse"], ["fine"], ["decode"], ["voices"]):
         result = run(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
+
+
+def test_a_device_this_machine_lacks_is_one_error_line(run, tmp_path):
+    out = tmp_path / "out.wav"
+    _one_error_line(run("generate", "hi", "-o", out, "--device", "gpu", *TOY), "unknown device 'gpu'", "use cpu")
+    tokens = tmp_path / "t.npz"
+    _one_error_line(run("semantic", "abc", "-o", tokens, "--stage", "toy.semantic", "--device", "cuda:99"), "cuda:99")
+    assert not out.exists() and not tokens.exists()
