@@ -111,8 +111,8 @@ def check_sampling_options(top_k: Any, top_p: Any) -> None:
     """Clear errors for top-k / top-p values the reference would crash on or silently misuse."""
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise PipelineError(f"top_k must be a whole number of at least 1 (or None for off), got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not top_p > 0):
-        raise PipelineError(f"top_p must be a number above 0 (or None for off), got {top_p!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise PipelineError(f"top_p must be a probability above 0 and at most 1 (or None for off), got {top_p!r}")
 
 
 def check_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:

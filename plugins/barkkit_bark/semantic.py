@@ -156,12 +156,15 @@ def check_semantic_options(
     """Clear errors for semantic-stage options the reference would crash on or misuse."""
     check_temperature("text_temp", text_temp)
     check_sampling_options(top_k, top_p)
-    if min_eos_p is not None and (isinstance(min_eos_p, bool) or not isinstance(min_eos_p, (int, float))):
-        raise PipelineError(f"min_eos_p must be a probability (or None for off), got {min_eos_p!r}")
+    if min_eos_p is not None and (
+        isinstance(min_eos_p, bool) or not isinstance(min_eos_p, (int, float)) or not 0 <= min_eos_p <= 1
+    ):
+        raise PipelineError(f"min_eos_p must be a probability from 0 to 1 (or None for off), got {min_eos_p!r}")
     if max_gen_duration_s is not None and (
         isinstance(max_gen_duration_s, bool) or not isinstance(max_gen_duration_s, (int, float))
+        or not max_gen_duration_s > 0
     ):
-        raise PipelineError(f"max_gen_duration_s must be a number of seconds (or None), got {max_gen_duration_s!r}")
+        raise PipelineError(f"max_gen_duration_s must be a number of seconds above 0 (or None), got {max_gen_duration_s!r}")
 
 
 class SemanticStage(BarkStage):

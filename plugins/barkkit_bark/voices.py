@@ -43,9 +43,8 @@ class HubVoiceSource(VoiceSource):
             return hf_hub_download(self.repo_id, filename, revision=self.revision)
         except LocalEntryNotFoundError:
             raise VoiceError(
-                f"{what} from hub {self.repo_id} is not in the local cache and the hub cannot be reached (offline or "
-                f"HF_HUB_OFFLINE=1); fetch it once online with `hf download {self.repo_id} {filename}`, "
-                "or give an .npz path"
+                f"{what} from hub {self.repo_id} is not in the local cache and the hub cannot be reached (offline, "
+                f"or HF_HUB_OFFLINE=1): fetch it once online with `hf download {self.repo_id} {filename}`"
             ) from None
         except EntryNotFoundError:
             raise VoiceError(f"hub {self.repo_id} has no {filename}; it does not hold Bark voices") from None

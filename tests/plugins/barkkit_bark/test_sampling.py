@@ -78,16 +78,19 @@ def test_deferred_stop_checks_undo_extra_steps(sync_every: int, models, voice_fi
         (dict(waveform_temp=-1.0), "waveform_temp must be a number above 0"),
         (dict(fine_temp=0), "fine_temp must be a number above 0 or None"),
         (dict(top_k=0), "top_k must be a whole number of at least 1"),
-        (dict(top_p=0.0), "top_p must be a number above 0"),
+        (dict(top_p=0.0), "top_p must be a probability above 0 and at most 1"),
+        (dict(top_p=2), "top_p must be a probability above 0 and at most 1"),
         (dict(max_coarse_history=700), "max_coarse_history must be between 60 and 630"),
         (dict(max_coarse_history=630, sliding_window_len=200), "must be at most 768"),
         (dict(min_eos_p="high"), "min_eos_p must be a probability"),
+        (dict(min_eos_p=1.5), "min_eos_p must be a probability from 0 to 1"),
+        (dict(max_gen_duration_s=-1), "max_gen_duration_s must be a number of seconds above 0"),
     ],
 )
 def test_bad_options_are_clear_errors(options: dict, message: str, suno_folder: Path) -> None:
     pipeline = load_pipeline(suno_folder, decoder=False)
     with pytest.raises(PipelineError, match=message):
-        pipeline.generate("Hi.", seed=0, max_gen_duration_s=0.2, **options)
+        pipeline.generate("Hi.", seed=0, **{"max_gen_duration_s": 0.2, **options})
 
 
 def test_pipeline_declares_every_reference_option(suno_folder: Path) -> None:
