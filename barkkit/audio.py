@@ -58,7 +58,7 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
 
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.mean(axis=1)
-    except Exception:
+    except Exception as soundfile_error:
         try:  # formats libsndfile lacks (m4a, ...) through librosa's audioread fallback
             import librosa
 
@@ -66,7 +66,9 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
                 warnings.simplefilter("ignore")
                 samples, rate = librosa.load(str(path), sr=None, mono=True)
         except Exception as exc:
-            raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from None
+            # audioread's "no backend" error says nothing; libsndfile's own reason then does
+            reason = str(exc).strip() or str(soundfile_error).strip().replace(f"'{path}'", "file")
+            raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     if samples.size == 0:
         raise AudioError(f"{path}: holds no audio samples")
     if not np.all(np.isfinite(samples)):
