@@ -2,8 +2,9 @@
 
 A model reference is a local folder, a model name (``bark``, ``bark-small``) or a Hugging Face hub id
 (``owner/name``). Hub files go through ``huggingface_hub``: its cache, its progress bars, and its offline mode
-(``HF_HUB_OFFLINE=1``). A file that is neither cached nor reachable is one clear error that names the files and
-how to get them.
+(``HF_HUB_OFFLINE=1``); when the hub's host refuses or cannot be resolved, files come from the cache at once
+instead of after huggingface_hub's retries. A file that is neither cached nor reachable is one clear error that
+names the files and how to get them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "MODEL_ALIASES",
     "DEFAULT_MODEL",
     "hub_id",
+    "hub_download",
     "is_local",
     "resolve_file",
     "load_torch_file",
@@ -54,6 +56,46 @@ def hub_id(model: str | os.PathLike) -> str:
     raise WeightsError(
         f"model '{name}' is not a local folder, a model name ({', '.join(MODEL_ALIASES)}) or a hub id (owner/name)"
     )
+
+
+def hub_download(repo_id: str, filename: str, *, revision: str | None = None) -> str:
+    """``huggingface_hub.hf_hub_download``, from the cache alone when the hub's host cannot be reached.
+
+    Offline without ``HF_HUB_OFFLINE=1``, huggingface_hub retries each file for ~23 s (logging every try) before it
+    falls back to its cache or fails; a connection refused or unresolvable at once tells the same thing.
+    """
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo_id, filename, revision=revision, local_files_only=not _hub_reachable())
+
+
+_REACHABLE: dict[str, tuple[float, bool]] = {}  # hub endpoint -> (when probed, reachable)
+
+
+def _hub_reachable(ttl_s: float = 60.0) -> bool:
+    """Whether the hub endpoint's host accepts a TCP connection within 3 s (probed at most once a minute).
+
+    Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``) the host may be unreachable directly but reachable through it:
+    then huggingface_hub decides, as always."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # huggingface_hub's own offline mode, or a proxy: leave it to huggingface_hub
+    endpoint = urlparse(constants.ENDPOINT)
+    seen = _REACHABLE.get(constants.ENDPOINT)
+    if seen is None or time.monotonic() - seen[0] > ttl_s:
+        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+        try:
+            socket.create_connection((endpoint.hostname, port), timeout=3).close()
+            reachable = True
+        except OSError:
+            reachable = False
+        seen = _REACHABLE[constants.ENDPOINT] = (time.monotonic(), reachable)
+    return seen[1]
 
 
 def _describe(model: str | os.PathLike) -> str:
@@ -87,13 +129,12 @@ def resolve_file(
         raise WeightsError(f"{folder}: none of {', '.join(names)} found; the folder must hold one of them")
 
     repo_id = hub_id(model)
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     unreachable: list[str] = []
     for name in names:
         try:
-            return Path(hf_hub_download(repo_id, name, revision=revision))
+            return Path(hub_download(repo_id, name, revision=revision))
         except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError in recent huggingface_hub)
             unreachable.append(name)
         except EntryNotFoundError:

@@ -20,6 +20,7 @@ import numpy as np
 
 from barkkit.errors import VoiceError
 from barkkit.voice import TOKEN_KEYS, Voice, VoiceSource
+from barkkit.weights import hub_download
 
 __all__ = ["HubVoiceSource", "DEFAULT_VOICE_REPO"]
 
@@ -36,11 +37,10 @@ class HubVoiceSource(VoiceSource):
         self.name = f"hub:{self.repo_id}"
 
     def _download(self, filename: str, what: str) -> str:
-        from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
         try:
-            return hf_hub_download(self.repo_id, filename, revision=self.revision)
+            return hub_download(self.repo_id, filename, revision=self.revision)
         except LocalEntryNotFoundError:
             raise VoiceError(
                 f"{what} from hub {self.repo_id} is not in the local cache and the hub cannot be reached (offline, "

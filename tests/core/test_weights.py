@@ -1,4 +1,6 @@
 import os
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -37,6 +39,30 @@ def test_offline_and_not_cached_is_one_clear_error():
     message = str(error.value)
     assert "'bark' (hub suno/bark)" in message and "text_2.pt" in message
     assert "`hf download suno/bark`" in message and "`hf download suno/bark text_2.pt`" in message and "\n" not in message
+
+
+def _refused_endpoint() -> str:
+    """An http endpoint on this machine where nothing listens: a connection to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_an_unreachable_hub_is_noticed_at_once_and_the_cache_serves(hub_cache, monkeypatch):
+    """Not in HF_HUB_OFFLINE mode, with no hub to reach: cached files come at once, uncached ones are the clear
+    error at once (huggingface_hub alone retries each file for ~23 s first)."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub_constants, "ENDPOINT", _refused_endpoint())
+    snapshot = add_to_hub_cache(hub_cache, "suno/bark-small", {"config.json": "{}"})
+    start = time.monotonic()
+    assert resolve_file("bark-small", "config.json") == snapshot / "config.json"
+    with pytest.raises(WeightsError, match="vocab.txt is not in the local cache and the hub cannot be reached"):
+        resolve_file("bark-small", "vocab.txt")
+    assert time.monotonic() - start < 5
 
 
 def _suno_like(path, extra=None):
