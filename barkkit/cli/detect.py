@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from barkkit.audio import AUDIO_EXTENSIONS
+from barkkit.cli.options import quiet_option
 from barkkit.errors import BarkkitError
 
 __all__ = ["detect", "DEFAULT_DETECTOR"]
@@ -38,6 +39,7 @@ def _one_line(exc: BaseException) -> str:
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Flag as Bark at or above this probability.  [default: the model's calibrated threshold]")
 @click.option("--detector", "detector_name", default=DEFAULT_DETECTOR, show_default=True, help="Which registered detector scores the audio (plugins can add more).")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A detector model file instead of the detector's bundled one.")
+@quiet_option
 @click.pass_obj
 @click.pass_context
 def detect(ctx: click.Context, state: Any, paths: tuple[Path, ...], as_json: bool, threshold: float | None, detector_name: str, model: Path | None) -> None:

@@ -11,7 +11,7 @@ import click
 from barkkit.errors import BarkkitError
 from barkkit.pipeline import MODES
 
-__all__ = ["model_options", "run_options", "stage_options", "audio_output_options", "collect_stage_options", "ProgressBars"]
+__all__ = ["model_options", "run_options", "quiet_option", "stage_options", "audio_output_options", "collect_stage_options", "ProgressBars"]
 
 
 def _fine_temp(value: str | None) -> Any:
@@ -33,6 +33,15 @@ def _compose(*decorators: Callable[[Callable[..., Any]], Callable[..., Any]]) ->
 
     return apply
 
+
+def _set_quiet(ctx: click.Context, _param: click.Parameter, quiet: bool) -> None:
+    if quiet and ctx.obj is not None:
+        ctx.obj.quiet = True
+
+
+# ``-q`` after a command's name does what ``barkkit -q`` does (for commands whose functions read ``state.quiet``)
+quiet_option = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                            help="No progress bars or notes.")
 
 model_options = _compose(
     click.option("-m", "--model", default=None, help="Model name (bark, bark-small), hub id or local folder.  [default: bark-small]"),

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from barkkit.cli.options import quiet_option
 from barkkit.errors import BarkkitError
 from barkkit.files import check_writable
 
@@ -53,6 +54,7 @@ def detector() -> None:
 @click.option("--max-fpr", type=click.FloatRange(0.0, 0.5), default=0.01, show_default=True, help="Threshold: flag at most this share of non-Bark clips (leave-one-source-out).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Worker processes for feature extraction.  [default: up to 2]")
+@quiet_option
 @click.pass_obj
 def train_command(state: Any, data_dir: Path, out: Path, feature_name: str, hubert: str | None, n_augment: int, max_fpr: float, seed: int, jobs: int | None) -> None:
     """Train a detector model on labelled clips and report leave-one-source-out metrics.
@@ -98,6 +100,7 @@ def train_command(state: Any, data_dir: Path, out: Path, feature_name: str, hube
 @click.option("--hubert", default=None, help="For a hubert-l6 model: the HuBERT folder or hub id to use.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Worker processes.  [default: up to 2]")
+@quiet_option
 @click.pass_obj
 def evaluate_command(state: Any, data_dir: Path, model: Path | None, threshold: float | None, n_augment: int, plot: Path | None, hubert: str | None, seed: int, jobs: int | None) -> None:
     """Score labelled clips with a model: ROC-AUC, EER, precision, recall and false-positive rate, per label and source.

@@ -150,3 +150,12 @@ def test_a_device_this_machine_lacks_is_one_error_line(run, tmp_path):
     tokens = tmp_path / "t.npz"
     _one_error_line(run("semantic", "abc", "-o", tokens, "--stage", "toy.semantic", "--device", "cuda:99"), "cuda:99")
     assert not out.exists() and not tokens.exists()
+
+
+def test_quiet_after_the_command_name_drops_the_detect_summary(run, tmp_path):
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, np.zeros(24_000, np.float32), 24_000)
+    loud, quiet = run("detect", clip), run("detect", clip, "-q")
+    assert loud.exit_code == quiet.exit_code == 0
+    assert "1 file(s)" in loud.stderr and quiet.stderr == ""
+    assert quiet.stdout == loud.stdout
