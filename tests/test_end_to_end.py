@@ -82,6 +82,12 @@ def test_plugins_lists_the_built_in_stages_and_decoder():
     assert rows[("decoder", "encodec")] == "encodec"
 
 
+def test_warnings_are_one_line_each(model_folder, tmp_path):
+    result = _run("generate", "Hello ꙮ there.", "--model", model_folder, "--seed", 0, "-q",
+                  "--max-gen-duration-s", 0.2, "-o", tmp_path / "x.wav")
+    assert result.stderr == "Warning: Bark's tokenizer does not know 1 word(s) of the text and reads each as [UNK]: 'ꙮ'\n"
+
+
 def test_a_folder_without_codec_weights_still_makes_tokens(model_folder, tmp_path):
     folder = tmp_path / "stages-only"
     folder.mkdir()

@@ -2,13 +2,16 @@
 
 Bark reads at most 256 text tokens at a time (``MAX_TEXT_TOKENS``); Suno's code silently drops the rest. barkkit
 splits a longer text on sentence boundaries instead and generates it piece by piece (see
-``barkkit_bark.semantic``); a single sentence longer than the window is an error that says how long it is.
+``barkkit_bark.semantic``); a single sentence longer than the window is an error that says how long it is. Words
+the tokenizer does not know (over 100 characters, unknown scripts) are read as ``[UNK]``, as Suno's code reads
+them, with a warning.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +77,19 @@ class TextTokenizer:
         """Normalised ``text`` -> the semantic model's text ids (WordPiece ids + 10,048), unpadded and uncut."""
         return [token + TEXT_ENCODING_OFFSET for token in self.tokenizer.encode(text, add_special_tokens=False)]
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` (with a letter or digit) that Bark's tokenizer reads as ``[UNK]``: words over 100
+        characters, letters of scripts its vocabulary lacks. The model hears nothing of what they say.
+
+        Symbols and punctuation it lacks (emoji, "—", "…") are left out: they were ``[UNK]`` in Bark's training text
+        too, where the token carries what the model learned of them."""
+        tokenizer = self.tokenizer
+        basic, wordpiece = getattr(tokenizer, "basic_tokenizer", None), getattr(tokenizer, "wordpiece_tokenizer", None)
+        if basic is None or wordpiece is None:
+            return []
+        return [word for word in basic.tokenize(text)
+                if any(c.isalnum() for c in word) and tokenizer.unk_token in wordpiece.tokenize(word)]
+
     def pieces(self, text: str, max_tokens: int = MAX_TEXT_TOKENS) -> list[TextPiece]:
         """The text in pieces of at most ``max_tokens`` ids: the whole text when it fits, else one per sentence.
 
@@ -85,6 +101,11 @@ class TextTokenizer:
         if not text:
             raise PipelineError("text is empty; give some words to speak")
         ids = self.encode(text)
+        unknown = self.unknown_words(text) if self.tokenizer.unk_token_id + TEXT_ENCODING_OFFSET in ids else []
+        if unknown:  # read as [UNK], as in Suno's code; said, not silent
+            shown = ", ".join(repr(word if len(word) <= 20 else word[:17] + "...") for word in unknown[:5])
+            warnings.warn(f"Bark's tokenizer does not know {len(unknown)} word(s) of the text and reads each as "
+                          f"[UNK]: {shown}{', ...' if len(unknown) > 5 else ''}", UserWarning, stacklevel=2)
         if len(ids) <= max_tokens:
             return [TextPiece(text, ids)]
         pieces = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ def tokenizer(vocab_file: Path) -> TextTokenizer:
     return TextTokenizer(vocab_file)
 
 
+@pytest.mark.filterwarnings("ignore:Bark's tokenizer does not know")  # full-width letters: said, and read as [UNK]
 @pytest.mark.parametrize("text", TEXTS)
 def test_tokenizes_exactly_as_the_reference(text: str, tokenizer: TextTokenizer, vocab_file: Path) -> None:
     import bark.generation as reference
@@ -91,6 +93,17 @@ def test_a_sentence_too_long_to_split_is_a_clear_error(tokenizer: TextTokenizer)
     sentence = " ".join(["word"] * 300) + "."
     with pytest.raises(PipelineError, match=r"sentence 2 of 2 is 301 tokens long, more than the 256 Bark reads at once"):
         tokenizer.pieces("Short first sentence. " + sentence)
+
+
+def test_words_the_tokenizer_reads_as_unknown_are_announced(tokenizer: TextTokenizer) -> None:
+    text = "Hello there, " + "a" * 120 + " and ꙮ."
+    with pytest.warns(UserWarning, match=r"does not know 2 word\(s\) of the text and reads each as \[UNK\]: "
+                                         r"'aaaaaaaaaaaaaaaaa\.\.\.', 'ꙮ'$"):
+        pieces = tokenizer.pieces(text)
+    assert pieces[0].ids == tokenizer.encode(text)  # read as Suno's code reads them: nothing else changes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # symbols Bark's training text had as [UNK] too are no news
+        tokenizer.pieces("Plain words, naïve accents and 日本語 are known; ♪ 🦜 — … are symbols.")
 
 
 @pytest.mark.parametrize("with_voice", [True, False])
