@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from barkkit.errors import BarkkitError
+from barkkit.files import atomic_output
 
 __all__ = ["Report", "compute_report", "format_report", "equal_error_rate", "plot_curves"]
 
@@ -139,5 +140,8 @@ def plot_curves(labels: Sequence[str], scores: Sequence[float], threshold: float
     right.set(xlabel="recall", ylabel="precision", title="precision-recall", xlim=(0, 1), ylim=(0, 1.01))
     right.legend(loc="lower left")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        with atomic_output(path) as tmp:  # the format follows the name's extension, which the temporary keeps
+            figure.savefig(tmp, dpi=100)
+    finally:
+        plt.close(figure)
