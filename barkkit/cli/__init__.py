@@ -93,9 +93,9 @@ class BarkkitGroup(click.Group):
                 result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("Error: aborted", err=True)
-            sys.exit(1)
+        except click.exceptions.Abort:  # click's name for Ctrl-C (KeyboardInterrupt) in a command
+            click.echo("Error: interrupted", err=True)
+            sys.exit(130)
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx else "barkkit"
             click.echo(f"Error: {exc.format_message()} (see '{command} --help')", err=True)

@@ -159,3 +159,27 @@ def test_quiet_after_the_command_name_drops_the_detect_summary(run, tmp_path):
     assert loud.exit_code == quiet.exit_code == 0
     assert "1 file(s)" in loud.stderr and quiet.stderr == ""
     assert quiet.stdout == loud.stdout
+
+
+def test_ctrl_c_leaves_no_output_and_exits_130(tmp_path):
+    """A real interrupt (SIGINT) in the middle of a run: one line, the shell's status for it, no file."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.wav"
+    script = ("import time, barkkit.cli as c\n"
+              "from tests.core import toy_plugin\n"
+              "def run(*args, **kwargs):\n"
+              "    print('running', flush=True)\n"
+              "    time.sleep(60)\n"
+              "toy_plugin.ToySemantic.run = run\n"
+              "c.cli.use_plugins(c.load_plugins(extra=[toy_plugin]))\n"
+              f"c.cli.main(['generate', 'hi', '-o', {str(out)!r}, *{TOY!r}])\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "running\n"  # the stage runs: interrupt it there
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and stderr.strip().splitlines() == ["Error: interrupted"], stderr
+    assert list(tmp_path.iterdir()) == []
