@@ -41,10 +41,19 @@ def load_token_file(path: str | os.PathLike, *, require: Iterable[str] = ()) -> 
     path = Path(path)
     if not path.is_file():
         raise VoiceError(f"{path}: no such file")
+    # np.load reads .npy files and (not here) pickles too: anything but a zip archive is refused up front, so that
+    # numpy's advice to unpickle the file never reaches a user
+    if not zipfile.is_zipfile(path):
+        raise VoiceError(f"{path}: not an .npz token file (not a zip archive); save tokens with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise VoiceError(f"{path}: holds object arrays, which would have to be unpickled; token files hold "
+                             "plain integer arrays") from None
+        raise VoiceError(f"{path}: not a readable .npz token file ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise VoiceError(f"{path}: not a readable .npz token file ({exc})") from None
     missing = [key for key in require if key not in arrays]
     if missing:

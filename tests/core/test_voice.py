@@ -69,9 +69,17 @@ def test_malformed_voice_files_are_refused_with_the_file_name(tmp_path, change, 
 
 def test_a_file_that_is_not_an_npz_is_refused(tmp_path):
     path = tmp_path / "voice.npz"
-    path.write_text("not a zip file")
-    with pytest.raises(VoiceError, match="voice.npz: not a readable .npz"):
+    path.write_text("not a zip file")  # numpy would call it pickled data and suggest unpickling it
+    with pytest.raises(VoiceError, match=r"voice.npz: not an .npz token file \(not a zip archive\)") as error:
         Voice.from_npz(path)
+    assert "pickle" not in str(error.value)
+    with open(tmp_path / "array.npz", "wb") as file:  # an .npy array under an .npz name
+        np.save(file, np.arange(3))
+    with pytest.raises(VoiceError, match="array.npz: not an .npz token file"):
+        Voice.from_npz(tmp_path / "array.npz")
+    objects = dict(_good(), semantic_prompt=np.array([[1], [1, 2]], dtype=object))
+    with pytest.raises(VoiceError, match="objects.npz: holds object arrays, which would have to be unpickled"):
+        Voice.from_npz(_write(tmp_path / "objects.npz", **objects))
     with pytest.raises(VoiceError, match="no such file"):
         Voice.from_npz(tmp_path / "missing.npz")
 
