@@ -167,7 +167,8 @@ class VoiceSource(ABC):
 
     @abstractmethod
     def names(self) -> list[str]:
-        """The preset names this source can offer now (may be empty when it cannot list them offline)."""
+        """The preset names this source can offer now; ``VoiceError`` saying why when it cannot list them (offline
+        and not cached, say)."""
 
     @abstractmethod
     def find(self, name: str) -> Voice | None:

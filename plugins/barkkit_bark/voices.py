@@ -65,11 +65,8 @@ class HubVoiceSource(VoiceSource):
         return index
 
     def names(self) -> list[str]:
-        """The preset names, when the list is cached or the hub is reachable; else an empty list."""
-        try:
-            index = self._index()
-        except VoiceError:
-            return []
+        """The preset names, when the list is cached or the hub is reachable; else ``VoiceError`` saying so."""
+        index = self._index()
         return sorted(name for name, entry in index.items() if name != "repo_or_path" and isinstance(entry, dict))
 
     def find(self, name: str) -> Voice | None:

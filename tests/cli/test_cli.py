@@ -183,3 +183,9 @@ def test_ctrl_c_leaves_no_output_and_exits_130(tmp_path):
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and stderr.strip().splitlines() == ["Error: interrupted"], stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_voices_list_says_why_the_hub_presets_are_missing_offline(run):
+    result = run("voices", "list")
+    assert result.exit_code == 0, result.output
+    assert "# hub:suno/bark (bark): unavailable: the voice list from hub suno/bark is not in the local cache" in result.stdout
