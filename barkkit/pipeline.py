@@ -9,6 +9,7 @@ A pipeline is built from objects (``Pipeline([stage, ...], decoder)``), from nam
 
 from __future__ import annotations
 
+import numbers
 import os
 import tomllib
 import warnings
@@ -93,6 +94,13 @@ def _kind(until: str | type | None) -> type | None:
         return _KIND_BY_NAME[until]
     except KeyError:
         raise PipelineError(f"unknown kind '{until}'; use one of {', '.join(_KIND_BY_NAME)}") from None
+
+
+def _check_seed(seed: Any) -> int:
+    """A seed torch's generators take: a whole number from -2**63 to 2**64 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -(2**63) <= int(seed) < 2**64:
+        raise PipelineError(f"seed must be a whole number from 0 to 2**64 - 1, got {seed!r}")
+    return int(seed)
 
 
 def _new_seed() -> int:
@@ -266,7 +274,7 @@ class Pipeline:
         plan = self._plan(value, until)
         step_options = self._route(plan, options)
         resolved_voice = Voice.load(voice, plugins=self.plugins) if voice is not None else None
-        seed = _new_seed() if seed is None else int(seed)
+        seed = _new_seed() if seed is None else _check_seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         generation = Generation(seed=seed, voice=resolved_voice)
         setattr(generation, _ATTRIBUTE[type(value)], value)
@@ -318,10 +326,10 @@ class Pipeline:
         n = len(texts)
         voice_list = list(voices) if isinstance(voices, (list, tuple)) else [voices] * n
         if isinstance(seeds, (list, tuple)):
-            seed_list = [(_new_seed() if s is None else int(s)) for s in seeds]
+            seed_list = [(_new_seed() if s is None else _check_seed(s)) for s in seeds]
         else:
-            base = _new_seed() if seeds is None else int(seeds)
-            seed_list = [base + i for i in range(n)]
+            base = _new_seed() if seeds is None else _check_seed(seeds)
+            seed_list = [_check_seed(base + i) for i in range(n)]
         if len(voice_list) != n or len(seed_list) != n:
             raise PipelineError(f"got {n} texts but {len(voice_list)} voices and {len(seed_list)} seeds")
         plan = self._plan(texts[0], until)

@@ -61,6 +61,18 @@ def test_same_seed_same_result_and_the_seed_is_recorded(pipeline):
     assert pipeline.generate("abc", seed=unseeded.seed).fine == unseeded.fine
 
 
+@pytest.mark.parametrize("seed", [2**70, 1.5, "7", True])
+def test_a_seed_torch_cannot_take_is_a_clear_error(pipeline, seed):
+    with pytest.raises(PipelineError, match="seed must be a whole number from 0 to 2\\*\\*64 - 1"):
+        pipeline.generate("hello", seed=seed)
+    with pytest.raises(PipelineError, match="seed must be a whole number"):
+        pipeline.generate_batch(["a", "b"], seeds=[1, seed])
+
+
+def test_numpy_integers_are_seeds(pipeline):
+    assert pipeline.generate("hello", seed=np.int64(5)).fine == pipeline.generate("hello", seed=5).fine
+
+
 def test_any_part_of_the_chain_runs(pipeline):
     full = pipeline.generate("part", seed=5)
     semantic_only = pipeline.run("part", seed=5, until="semantic")
