@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from barkkit.allocator import tune_allocator
 from barkkit.errors import BarkkitError
 from barkkit.plugins import Plugins, load_plugins
 
@@ -142,6 +143,7 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 
 def main() -> None:
     """Console entry point."""
+    tune_allocator()  # this process is ours: fewer page faults for Bark's large tensors (barkkit.allocator)
     cli.main(prog_name="barkkit")
 
 
