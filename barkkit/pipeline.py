@@ -317,11 +317,15 @@ class Pipeline:
         ``voices`` and ``seeds`` are one value for all or one per text. An int ``seeds`` gives text i the seed
         ``seeds + i``.
         """
+        if isinstance(texts, str):  # list("Hello") would be five one-letter texts
+            raise PipelineError("generate_batch takes a list of texts, not one string; use generate(text) or [text]")
         texts = list(texts)
         if not texts:
             return []
         for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str):
+                raise PipelineError(f"text {i + 1} of the batch must be a string, got {type(text).__name__}")
+            if not text.strip():
                 raise PipelineError(f"text {i + 1} of the batch is empty; give some words to speak")
         n = len(texts)
         voice_list = list(voices) if isinstance(voices, (list, tuple)) else [voices] * n

@@ -157,3 +157,7 @@ def test_a_batch_keeps_each_items_seed_and_voice(pipeline, prompts_dir):
     assert [g.seed for g in pipeline.generate_batch(texts, seeds=10)] == [10, 11, 12]
     with pytest.raises(PipelineError, match="text 2 of the batch is empty"):
         pipeline.generate_batch(["a", " "])
+    with pytest.raises(PipelineError, match="text 2 of the batch must be a string, got int"):
+        pipeline.generate_batch(["a", 5])
+    with pytest.raises(PipelineError, match="a list of texts, not one string"):
+        pipeline.generate_batch("abc")  # not three one-letter texts
