@@ -70,11 +70,16 @@ class Stage(ABC):
         progress: Progress | None = None,
         **options: Any,
     ) -> list[Any]:
-        """Run several inputs, each with its own voice and generator. Stages that batch for speed override this."""
-        return [
-            self.run(value, voice=voice, generator=generator, **options)
-            for value, voice, generator in zip(values, voices, generators, strict=True)
-        ]
+        """Run several inputs, each with its own voice and generator. Stages that batch for speed override this.
+
+        ``progress`` counts inputs done (one at a time, each from the start: a bar per input would run backwards).
+        """
+        out = []
+        for value, voice, generator in zip(values, voices, generators, strict=True):
+            out.append(self.run(value, voice=voice, generator=generator, **options))
+            if progress is not None:
+                progress(len(out), len(values))
+        return out
 
 
 class Decoder(ABC):

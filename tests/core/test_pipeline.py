@@ -161,3 +161,9 @@ def test_a_batch_keeps_each_items_seed_and_voice(pipeline, prompts_dir):
         pipeline.generate_batch(["a", 5])
     with pytest.raises(PipelineError, match="a list of texts, not one string"):
         pipeline.generate_batch("abc")  # not three one-letter texts
+
+
+def test_a_batch_through_stages_that_run_one_at_a_time_reports_inputs_done(pipeline):
+    seen = []
+    pipeline.generate_batch(["one", "two", "three"], seeds=1, progress=lambda step, done, total: seen.append((step, done, total)))
+    assert [(done, total) for step, done, total in seen if step == seen[0][0]] == [(1, 3), (2, 3), (3, 3)]
