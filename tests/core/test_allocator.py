@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,11 +33,18 @@ def _run(mode: str, **env: str) -> tuple[bool, int]:
     return out[0] == "True", int(out[1])
 
 
+def _huge_pages_always() -> bool:
+    """Transparent huge pages for every mapping: then fresh mmaps fault per 2 MB, and there is little to save."""
+    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return path.exists() and "[always]" in path.read_text()
+
+
 def test_tuning_keeps_large_tensors_from_page_faulting_again():
     tuned, tuned_faults = _run("tune")
     untouched, default_faults = _run("leave")
     assert tuned and not untouched
-    assert tuned_faults < default_faults / 2, (tuned_faults, default_faults)
+    if not _huge_pages_always():
+        assert tuned_faults < default_faults / 2, (tuned_faults, default_faults)
 
 
 def test_a_users_own_glibc_setting_wins():
