@@ -13,8 +13,8 @@ LIBC, LIBC_VERSION = platform.libc_ver()
 pytestmark = pytest.mark.skipif(LIBC != "glibc" or tuple(int(p) for p in LIBC_VERSION.split(".")[:2]) < (2, 33),
                                 reason="tunes glibc's malloc only (and these tests read glibc 2.33's mallinfo2)")
 
-# A 28 MB tensor (under glibc's largest mmap threshold, 32 MB), then freed. Prints whether the tuning applied, the bytes glibc holds
-# in mmapped blocks while the tensor lives, and the free bytes its heap keeps afterwards (glibc's mallinfo2).
+# A 28 MB tensor (under glibc's largest mmap threshold, 32 MB), then freed. Prints whether the tuning applied, the
+# bytes glibc holds in mmapped blocks while the tensor lives, and the free bytes its heap keeps afterwards (mallinfo2).
 WORKLOAD = """
 import ctypes, sys, torch
 from barkkit.allocator import tune_allocator
