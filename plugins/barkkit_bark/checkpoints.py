@@ -14,6 +14,7 @@ Every problem (missing file or key, wrong shape, truncated file, a pickled objec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 from barkkit.errors import WeightsError
 from barkkit.weights import DEFAULT_MODEL, is_local, load_state_dict, load_torch_file, read_json, resolve_file
@@ -150,9 +152,20 @@ def _config_from_transformers(sub: Any, kind: Kind, source: str) -> GPTConfig:
 
 
 def build_model(config: GPTConfig, kind: Kind, device: str | torch.device = "cpu") -> GPT | FineGPT:
-    """An uninitialised model of ``kind`` on ``device`` (``meta`` builds no storage)."""
-    with torch.device(device):
+    """A model of ``kind`` on ``device``: randomly initialised, or on ``meta`` without storage and without init."""
+    with torch.device(device), _SkipInit() if torch.device(device).type == "meta" else contextlib.nullcontext():
         return FineGPT(config) if kind == "fine" else GPT(config)
+
+
+class _SkipInit(TorchFunctionMode):
+    """``torch.nn.init`` calls return their tensor untouched: a meta tensor has no values to fill, and
+    ``nn.init.normal_`` on one goes through PyTorch's Python decompositions, whose first use imports
+    ``torch._dynamo`` (0.8 s of every command's start)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]  # (they take the tensor first, by keyword when dispatched)
+        return func(*args, **(kwargs or {}))
 
 
 # --- reading ----------------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,12 @@ def test_hub_id_in_suno_format_reads_the_cache_offline(hub_cache: Path, suno_fol
     assert _same_weights(load_model("someone/bark-suno", "fine"), load_model(suno_folder, "fine"))
     with pytest.raises(WeightsError, match="config.json is not in the local cache"):
         load_model("someone/bark-suno", "text")  # text.pt was never fetched
+
+
+def test_loading_builds_on_meta_without_inits_and_without_importing_torch_dynamo(suno_folder: Path) -> None:
+    # nn.init on a meta tensor imports torch._dynamo (0.8 s of every command's start); loading skips those inits.
+    code = ("import sys; from barkkit_bark.checkpoints import build_model, load_model; "
+            f"model = load_model({str(suno_folder)!r}, 'text'); "
+            "print('torch._dynamo' in sys.modules, bool(build_model(model.config, 'text').transformer.wte.weight.std() > 0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]  # and a model built on the CPU is still randomly initialised
