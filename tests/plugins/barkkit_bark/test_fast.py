@@ -10,6 +10,7 @@ from barkkit_bark.fast import (
     blocked_attention_bf16,
     cpu_has_bf16_matmul,
     prepare_fast,
+    quantize_int8,
     use_bf16_attention,
 )
 from barkkit_bark.model import SelfAttention
@@ -103,3 +104,14 @@ def test_int8_decode_kernels_agree_and_keep_rows_independent(bias):
     torch.testing.assert_close(layer(x), twin(x), rtol=0, atol=1e-5 * expected.abs().max().item())
     for i in range(5):  # a row alone gets exactly what it gets in the batch
         torch.testing.assert_close(layer(x[i : i + 1]), layer(x)[i : i + 1], rtol=0, atol=0)
+
+
+def test_quantize_int8_replaces_every_linear_with_that_layers_own_int8_weights():
+    text, _, _ = tiny_models()
+    linears = {name: module for name, module in text.named_modules() if type(module) is torch.nn.Linear}
+    quantize_int8(text)  # on a thread per core
+    layers = dict(text.named_modules())
+    assert linears and not any(type(module) is torch.nn.Linear for module in text.modules())
+    for name, linear in linears.items():
+        alone = Int8Linear(linear)
+        assert torch.equal(layers[name].w_int8, alone.w_int8) and torch.equal(layers[name].w_scale, alone.w_scale)
