@@ -122,8 +122,8 @@ def quantize_int8(model: nn.Module, *, decode_only: bool = False) -> nn.Module:
     """
     linears = [(module, name, child) for module in model.modules() for name, child in module.named_children()
                if type(child) is nn.Linear]
-    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
-        quantized = list(pool.map(lambda linear: Int8Linear(linear, decode_only=decode_only), [c for *_, c in linears]))
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        quantized = list(pool.map(lambda entry: Int8Linear(entry[2], decode_only=decode_only), linears))
     for (module, name, _), layer in zip(linears, quantized):
         setattr(module, name, layer)
     return model

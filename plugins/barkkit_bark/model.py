@@ -92,7 +92,7 @@ class SelfAttention(nn.Module):
         x: torch.Tensor,
         *,
         cache: KVCache | None = None,
-        slots: slice | None = None,
+        slots: slice | torch.Tensor | None = None,
         row: int | None = None,
         first_slots: Sequence[int] | None = None,
         first_query: int = 0,
