@@ -15,10 +15,11 @@ torch's allocations on it. Every runner takes a ``device``: the reference and tr
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,45 @@ def time_stage(fn: Callable[[], Any], tokens_of: Callable[[Any], int], device: s
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()
     return out, StageTiming(seconds, tokens_of(out), peak, peak - start, cpu)
+
+
+ENGINE_PARTS = ("prefill", "decode", "fine passes")
+
+
+@contextlib.contextmanager
+def engine_clock(device: str = "cpu") -> Iterator[dict[str, float]]:
+    """Seconds barkkit's fast-mode engine spends, while the block runs, in causal prefills (one row's prompt),
+    decode steps (one token for every row) and fine-model passes: ``CausalRunner.__call__`` and
+    ``FineGPT.forward`` are wrapped with timers for the block (on CUDA, synchronized), then restored.
+
+    What batching can and cannot share: a decode step reads the weights once for all rows, while a prefill or a
+    fine pass is one row's compute whatever the batch.
+    """
+    from barkkit_bark.batch import CausalRunner
+    from barkkit_bark.model import FineGPT
+
+    cuda = torch.device(device).type == "cuda"
+    seconds = dict.fromkeys(ENGINE_PARTS, 0.0)
+    originals = {CausalRunner: CausalRunner.__call__, FineGPT: FineGPT.forward}
+
+    def timed(fn: Callable[..., Any], part_of: Callable[..., str]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if cuda:
+                torch.cuda.synchronize(device)
+            seconds[part_of(*args, **kwargs)] += time.perf_counter() - t0
+            return out
+        return run
+
+    CausalRunner.__call__ = timed(  # a prefill names its row; a decode step runs every row
+        originals[CausalRunner], lambda _runner, _emb, _pos, _slots, _first, row=None, head_rows=None:
+        "decode" if row is None else "prefill")
+    FineGPT.forward = timed(originals[FineGPT], lambda *args, **kwargs: "fine passes")
+    try:
+        yield seconds
+    finally:
+        CausalRunner.__call__, FineGPT.forward = originals[CausalRunner], originals[FineGPT]
 
 
 # runners ---------------------------------------------------------------------------------------------------------

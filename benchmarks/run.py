@@ -207,14 +207,15 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     def gens() -> list[torch.Generator]:
         return [torch.Generator(runner.extra["device"]).manual_seed(s) for s in seeds]
 
+    device = runner.extra["device"]
     t0 = time.perf_counter()
     singles = []
-    for text, v, g in zip(texts, voices, gens()):
-        sem = stages["semantic"].run(text, voice=v, generator=g, **sem_opts)
-        coarse = stages["coarse"].run(sem, voice=v, generator=g)
-        singles.append(stages["fine"].run(coarse, voice=v, generator=g))
+    with H.engine_clock(device) as single_parts:
+        for text, v, g in zip(texts, voices, gens()):
+            sem = stages["semantic"].run(text, voice=v, generator=g, **sem_opts)
+            coarse = stages["coarse"].run(sem, voice=v, generator=g)
+            singles.append(stages["fine"].run(coarse, voice=v, generator=g))
     t_single = time.perf_counter() - t0
-
 
     def batched() -> tuple[list, float, float, float]:
         g = gens()
@@ -228,12 +229,20 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
 
     if stages["coarse"].decode_steps != "eager":
         batched()  # compile or capture the decode steps for this batch size first (the single runs' are ready)
-    fines, t_batch, t_sem, t_coarse = batched()
+    with H.engine_clock(device) as batch_parts:
+        fines, t_batch, t_sem, t_coarse = batched()
     same = np.mean([np.mean(a.array == b.array) for a, b in zip(fines, singles)])
     print(f"batch of {n} ({runner.name}, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "
           f"{t_coarse:.1f}, fine {t_batch - t_sem - t_coarse:.1f}) vs {t_single:.1f} s one at a time: "
           f"{t_single / t_batch:.2f}x throughput; {n * audio_s / t_batch:.2f} s of audio per second; "
           f"fine tokens equal to the single runs: {same:.3f}")
+    # Prefills and fine passes are each one row's compute, batched or not; only decode steps are shared. So even
+    # if the batch's decode steps cost nothing, it could not beat this ratio:
+    print("where the time goes (s): " + ", ".join(
+        f"{part} {single_parts[part]:.1f} alone / {batch_parts[part]:.1f} batched" for part in H.ENGINE_PARTS)
+        + f", the rest {t_single - sum(single_parts.values()):.1f} / {t_batch - sum(batch_parts.values()):.1f}")
+    print(f"with free batched decode steps the batch would still take {t_batch - batch_parts['decode']:.1f} s: "
+          f"{t_single / (t_batch - batch_parts['decode']):.2f}x at most")
 
 
 if __name__ == "__main__":

@@ -66,3 +66,23 @@ def test_barkkit_runner_exact_matches_reference(tiny):
     semantic = ref.semantic(TEXT, voice, 3, 10)
     np.testing.assert_array_equal(exact.semantic(TEXT, voice, 3, 10), semantic)
     np.testing.assert_array_equal(exact.coarse(semantic, voice, 4), ref.coarse(semantic, voice, 4))
+
+
+def test_engine_clock_splits_a_fast_run_into_prefills_decode_steps_and_fine_passes(tiny):
+    from barkkit_bark.batch import CausalRunner
+    from barkkit_bark.model import FineGPT
+
+    _, folder = tiny
+    fast = H.barkkit_runner(folder, "fast")
+    voice = H.load_voice("v2/en_speaker_6")
+    semantic = fast.semantic(TEXT, voice, 0, 10)
+    originals = (CausalRunner.__call__, FineGPT.forward)
+    with H.engine_clock() as seconds:
+        fine = fast.fine(fast.coarse(semantic, voice, 1), voice, 2)
+        assert (CausalRunner.__call__, FineGPT.forward) != originals
+    assert (CausalRunner.__call__, FineGPT.forward) == originals  # restored
+    assert fine.shape == (8, H.expected_lengths(10)[1])
+    assert set(seconds) == set(H.ENGINE_PARTS) and all(s > 0 for s in seconds.values())
+    with H.engine_clock() as idle:
+        pass
+    assert sum(idle.values()) == 0
