@@ -1,6 +1,6 @@
 """Time Bark implementations side by side, in one process, on the same random weights, text and lengths.
 
-    python benchmarks/run.py [--large] [--seconds 3] [--voice v2/en_speaker_6] [--rounds 1] [--batch 8] [--device cuda]
+    python benchmarks/run.py [--large] [--seconds 3] [--voice v2/en_speaker_6] [--rounds 1] [--batch 8 [--shortcuts]] [--device cuda]
 
 Builds bark-small-shaped random weights (``--large``: bark's 24 x 1024) in Suno's checkpoint format, then runs, per
 round, stage by stage and in a rotating order: the reference (``bark==0.1.5``, KV caching on, as ``bark.api`` calls it),
@@ -8,7 +8,9 @@ transformers' ``BarkModel`` sub-models, and barkkit in ``exact`` and ``fast`` mo
 stop): ``--seconds`` of audio is ``round(seconds x 49.9)`` semantic tokens and 75 coarse frames a second.
 Prints, per stage: seconds (median over rounds), tokens per second, real-time factor (seconds per second of audio),
 peak resident memory over the stage's start, and the ratio to the reference measured in the same round.
-``--batch N`` also times ``N`` texts through barkkit fast mode as one batch against ``N`` single runs.
+``--batch N`` also times ``N`` texts through barkkit fast mode as one batch against ``N`` single runs, and says how
+the time splits between prefills, decode steps and fine passes (``--shortcuts``: with the context shortcuts that
+fast mode does not take, to see what they would change).
 ``--device cuda`` runs everything on a GPU (the reference under its own bf16 autocast; barkkit fast mode in bf16
 with decode steps replayed as CUDA graphs; memory is then the peak of torch's allocations on the GPU). Use
 ``--rounds 3`` there: the first round includes capturing the graphs.
@@ -134,6 +136,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions (median reported)")
     parser.add_argument("--only", default="reference,transformers,exact,fast", help="implementations to run")
     parser.add_argument("--batch", type=int, default=0, help="also time N texts as one fast-mode batch vs N single runs")
+    parser.add_argument("--shortcuts", action="store_true",
+                        help="in the batch comparison, also take the context shortcuts fast mode does not: coarse "
+                             "history 315, fine windows not padded to 1024 frames")
     parser.add_argument("--workdir", default=None, help="where to write the random checkpoints (default: a temp dir)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     args = parser.parse_args()
@@ -190,19 +195,30 @@ def main() -> None:
         print()
 
     if args.batch:
-        batch_throughput(fast, args.batch, voice, n_tokens, audio_s)
+        batch_throughput(fast, args.batch, voice, n_tokens, audio_s, shortcuts=args.shortcuts)
 
 
-def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: float) -> None:
+def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: float, *,
+                     shortcuts: bool = False) -> None:
     """N texts (own seeds; voices alternate between the given one and none) as one batch vs one at a time.
 
-    Both through barkkit's stages (``run`` / ``run_batch``), semantic -> coarse -> fine, tokens only.
+    Both through barkkit's stages (``run`` / ``run_batch``), semantic -> coarse -> fine, tokens only. ``shortcuts``:
+    a coarse history of 315 tokens and fine windows not padded to 1024 frames (through the batched engine's own
+    options), which cut per-row compute but move random models' outputs far (``benchmarks/agreement.py``).
     """
+    from barkkit_bark.batch import generate_fine_batch
+
     stages = runner.extra["stages"]
     texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
     voices = [H.to_voice(voice) if i % 2 == 0 else None for i in range(n)]
     seeds = list(range(100, 100 + n))
     sem_opts = {"allow_early_stop": False, "max_gen_duration_s": (n_tokens - 0.5) / H.SEMANTIC_RATE_HZ}
+    coarse_opts = {"max_coarse_history": 315} if shortcuts else {}
+
+    def fine(coarses: list, vs: list, gs: list[torch.Generator]) -> list[np.ndarray]:
+        if shortcuts:
+            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, pad_to_window=False)
+        return [f.array for f in stages["fine"].run_batch(coarses, voices=vs, generators=gs)]
 
     def gens() -> list[torch.Generator]:
         return [torch.Generator(runner.extra["device"]).manual_seed(s) for s in seeds]
@@ -213,8 +229,8 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     with H.engine_clock(device) as single_parts:
         for text, v, g in zip(texts, voices, gens()):
             sem = stages["semantic"].run(text, voice=v, generator=g, **sem_opts)
-            coarse = stages["coarse"].run(sem, voice=v, generator=g)
-            singles.append(stages["fine"].run(coarse, voice=v, generator=g))
+            coarse = stages["coarse"].run(sem, voice=v, generator=g, **coarse_opts)
+            singles += fine([coarse], [v], [g])
     t_single = time.perf_counter() - t0
 
     def batched() -> tuple[list, float, float, float]:
@@ -222,17 +238,18 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
         t0 = time.perf_counter()
         sems = stages["semantic"].run_batch(texts, voices=voices, generators=g, **sem_opts)
         t_sem = time.perf_counter() - t0
-        coarses = stages["coarse"].run_batch(sems, voices=voices, generators=g)
+        coarses = stages["coarse"].run_batch(sems, voices=voices, generators=g, **coarse_opts)
         t_coarse = time.perf_counter() - t0 - t_sem
-        fines = stages["fine"].run_batch(coarses, voices=voices, generators=g)
+        fines = fine(coarses, voices, g)
         return fines, time.perf_counter() - t0, t_sem, t_coarse
 
     if stages["coarse"].decode_steps != "eager":
         batched()  # compile or capture the decode steps for this batch size first (the single runs' are ready)
     with H.engine_clock(device) as batch_parts:
         fines, t_batch, t_sem, t_coarse = batched()
-    same = np.mean([np.mean(a.array == b.array) for a, b in zip(fines, singles)])
-    print(f"batch of {n} ({runner.name}, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "
+    same = np.mean([np.mean(a == b) for a, b in zip(fines, singles)])
+    what = runner.name + (", with the shortcuts" if shortcuts else "")
+    print(f"batch of {n} ({what}, tokens only): {t_batch:.1f} s batched (semantic {t_sem:.1f}, coarse "
           f"{t_coarse:.1f}, fine {t_batch - t_sem - t_coarse:.1f}) vs {t_single:.1f} s one at a time: "
           f"{t_single / t_batch:.2f}x throughput; {n * audio_s / t_batch:.2f} s of audio per second; "
           f"fine tokens equal to the single runs: {same:.3f}")

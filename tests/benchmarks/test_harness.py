@@ -86,3 +86,16 @@ def test_engine_clock_splits_a_fast_run_into_prefills_decode_steps_and_fine_pass
     with H.engine_clock() as idle:
         pass
     assert sum(idle.values()) == 0
+
+
+@pytest.mark.parametrize("shortcuts", [False, True])
+def test_batch_comparison_reports_rows_equal_to_single_runs_and_the_bound(tiny, capsys, shortcuts):
+    import run as R
+
+    _, folder = tiny
+    R.batch_throughput(H.barkkit_runner(folder, "fast"), 2, H.load_voice("v2/en_speaker_6"), 10, 0.2,
+                       shortcuts=shortcuts)
+    out = capsys.readouterr().out
+    assert "fine tokens equal to the single runs: 1.000" in out
+    assert ("with the shortcuts" in out) == shortcuts
+    assert "where the time goes" in out and "x at most" in out
