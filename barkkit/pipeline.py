@@ -225,6 +225,8 @@ class Pipeline:
 
     def _plan(self, value: Any, until: str | type | None) -> list[Stage | Decoder]:
         start_kind = type(value)
+        if isinstance(value, Generation):
+            raise PipelineError("cannot run on a Generation; give the value to go on from, e.g. generation.semantic")
         if start_kind not in _ATTRIBUTE:
             raise PipelineError(
                 f"cannot run on a {start_kind.__name__}; give text or SemanticTokens, CoarseTokens, FineTokens"
@@ -334,8 +336,10 @@ class Pipeline:
         else:
             base = _new_seed() if seeds is None else _check_seed(seeds)
             seed_list = [_check_seed(base + i) for i in range(n)]
-        if len(voice_list) != n or len(seed_list) != n:
-            raise PipelineError(f"got {n} texts but {len(voice_list)} voices and {len(seed_list)} seeds")
+        for what, given, one in (("voices", voice_list, "one voice for all"),
+                                 ("seeds", seed_list, "one int for all (text i gets seeds + i)")):
+            if len(given) != n:
+                raise PipelineError(f"got {n} texts but {len(given)} {what}; give one per text, or {one}")
         plan = self._plan(texts[0], until)
         step_options = self._route(plan, options)
         resolved = [Voice.load(v, plugins=self.plugins) if v is not None else None for v in voice_list]

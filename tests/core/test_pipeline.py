@@ -142,6 +142,9 @@ def test_generation_saves_a_voice_and_a_voice_continues_it(pipeline, tmp_path):
     assert int(follow_up.semantic[0]) == int(generation.semantic[-1])
     assert Voice.load(generation).coarse == generation.coarse
     partial = pipeline.run("x", seed=0, until="coarse")
+    with pytest.raises(PipelineError, match="give the value to go on from, e.g. generation.semantic"):
+        pipeline.run(partial, until="fine")
+    assert pipeline.run(partial.coarse, seed=0, until="fine").fine is not None
     with pytest.raises(Exception, match="has no fine"):
         partial.save_voice(tmp_path / "nope.npz")
     assert not (tmp_path / "nope.npz").exists()
@@ -161,6 +164,10 @@ def test_a_batch_keeps_each_items_seed_and_voice(pipeline, prompts_dir):
         pipeline.generate_batch(["a", 5])
     with pytest.raises(PipelineError, match="a list of texts, not one string"):
         pipeline.generate_batch("abc")  # not three one-letter texts
+    with pytest.raises(PipelineError, match="got 3 texts but 1 seeds; give one per text, or one int for all"):
+        pipeline.generate_batch(texts, seeds=[1])
+    with pytest.raises(PipelineError, match="got 3 texts but 2 voices; give one per text, or one voice for all"):
+        pipeline.generate_batch(texts, voices=[None, None])
 
 
 def test_a_batch_through_stages_that_run_one_at_a_time_reports_inputs_done(pipeline):
