@@ -22,7 +22,7 @@ from barkkit.cli.options import (
     run_options,
     stage_options,
 )
-from barkkit.errors import BarkkitError
+from barkkit.errors import BarkkitError, VoiceError
 from barkkit.files import check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file
 from barkkit.voice import load_token_file, save_token_file
@@ -136,6 +136,18 @@ def generate(state: CliState, text: str | None, output: Path, save_tokens: Path 
         _note(state, quiet, f"wrote {outputs[i]} ({generation.audio.duration_s:.2f} s at {generation.sample_rate} Hz, seed {generation.seed})")
 
 
+_MADE_BY = {"semantic_prompt": "barkkit semantic", "coarse_prompt": "barkkit coarse", "fine_prompt": "barkkit fine"}
+
+
+def _load_input_tokens(path: str | Path, key: str) -> dict[str, Any]:
+    """A token file that must hold ``key``; when it does not, the error says which command makes it."""
+    tokens = load_token_file(path)
+    if key not in tokens:
+        held = ", ".join(sorted(tokens)) or "no token arrays"
+        raise VoiceError(f"{path}: missing {key} (it holds {held}); `{_MADE_BY[key]}` writes it")
+    return tokens
+
+
 def _stage_command(slot: str, input_key: str | None) -> Any:
     """Build the command that runs one stage on a token file (or on text, for the semantic stage)."""
 
@@ -146,7 +158,7 @@ def _stage_command(slot: str, input_key: str | None) -> Any:
             value: Any = _read_text(source)
             carried: dict[str, Any] = {}
         else:
-            carried = load_token_file(source, require=[input_key])
+            carried = _load_input_tokens(source, input_key)
             value = carried[input_key]
         pipeline = _build(state, params, (slot,), {slot: stage})
         with ProgressBars(state.quiet or quiet) as progress:
@@ -224,7 +236,7 @@ def decode(state: CliState, tokens: Path, output: Path, decoder: str | None, qui
       barkkit decode voice.npz -o voice.wav
       barkkit decode tokens.npz -o out.flac --model ./bark-small --decoder vocos
     """
-    fine_tokens = load_token_file(tokens, require=["fine_prompt"])["fine_prompt"]
+    fine_tokens = _load_input_tokens(tokens, "fine_prompt")["fine_prompt"]
     _check_audio_output(output)
     pipeline = _build(state, params, ("decoder",), {"decoder": decoder})
     with ProgressBars(state.quiet or quiet) as progress:

@@ -95,6 +95,17 @@ def test_missing_input_file(run, tmp_path):
     _one_error_line(run("coarse", tmp_path / "nope.npz", "-o", tmp_path / "y.npz"), "nope.npz: no such file")
 
 
+def test_a_token_file_without_the_stages_input_names_the_command_that_writes_it(run, tmp_path):
+    import numpy as np
+
+    semantic_only = tmp_path / "s.npz"
+    np.savez(semantic_only, semantic_prompt=np.arange(20))
+    _one_error_line(run("decode", semantic_only, "-o", tmp_path / "x.wav"),
+                    "s.npz: missing fine_prompt (it holds semantic_prompt); `barkkit fine` writes it")
+    _one_error_line(run("fine", semantic_only, "-o", tmp_path / "y.npz"), "missing coarse_prompt", "`barkkit coarse`")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]
+
+
 def test_unknown_stage_decoder_and_voice(run, tmp_path):
     out = tmp_path / "x.wav"
     _one_error_line(run("generate", "hi", "-o", out, *TOY[:-2], "--decoder", "nope"), "unknown decoder 'nope'", "toy.decoder")
