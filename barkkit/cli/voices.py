@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from barkkit.cli import CliState
 from barkkit.errors import VoiceError
-from barkkit.voice import Voice
+from barkkit.voice import TOKEN_KEYS, Voice, load_token_file
 
 
 @click.group()
@@ -50,7 +52,16 @@ def list_voices(state: CliState, source: str | None) -> None:
 @click.argument("voice")
 @click.pass_obj
 def show_voice(state: CliState, voice: str) -> None:
-    """Show a voice's token arrays: a preset name or an .npz file."""
+    """Show a voice's token arrays: a preset name or an .npz file (also a token file that is not a whole voice)."""
+    path = Path(voice)
+    if path.suffix == ".npz" and path.is_file():
+        tokens = load_token_file(path)
+        missing = [key for key in TOKEN_KEYS if key not in tokens]
+        if missing:  # a stage's token file, or `voices make --codes-only`: say what it holds and what it lacks
+            click.echo(f"voice:    {voice} (not a whole voice: no {', '.join(missing)}; generation needs all three)")
+            for key, value in tokens.items():
+                click.echo(f"{key.removesuffix('_prompt') + ':':<10}{tuple(value.shape)}")
+            return
     loaded = Voice.load(voice, plugins=state.plugins)
     click.echo(f"voice:    {voice}")
     click.echo(f"source:   {loaded.source or 'preset'}")

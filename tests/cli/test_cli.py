@@ -77,6 +77,17 @@ def test_voices_list_and_show(run, prompts_dir, monkeypatch):
     _one_error_line(run("voices", "show", "no/such_voice"), "unknown voice 'no/such_voice'")
 
 
+def test_voices_show_says_what_a_partial_token_file_holds_and_lacks(run, tmp_path):
+    import numpy as np
+
+    codes_only = tmp_path / "codes.npz"  # what `voices make --codes-only` writes
+    np.savez(codes_only, coarse_prompt=np.zeros((2, 30), np.int64), fine_prompt=np.zeros((8, 30), np.int64))
+    shown = run("voices", "show", codes_only)
+    assert shown.exit_code == 0, shown.output
+    assert "not a whole voice: no semantic_prompt" in shown.output
+    assert "coarse:   (2, 30)" in shown.output and "fine:     (8, 30)" in shown.output
+
+
 def test_plugins_lists_what_each_plugin_provides(run):
     result = run("plugins")
     assert result.exit_code == 0
