@@ -1,8 +1,8 @@
 """Reading and writing audio files.
 
 Reading accepts whatever soundfile (libsndfile: wav, flac, ogg, mp3, ...) or librosa reads, at any rate and channel
-count; channels are averaged to mono. Writing picks the format from the extension (``.wav``, ``.flac``, ``.ogg``)
-and is atomic.
+count; channels are averaged to mono. Writing picks the format from the extension (``.wav``, ``.flac``, ``.ogg``,
+``.opus``, ``.mp3``) and is atomic.
 
 Peaks: Bark's decoder output is not bounded and can exceed 1.0 (the reference hands back the raw array; its
 examples write it with scipy as float WAV, where players then clip). Integer formats cannot hold that, so by default
@@ -10,8 +10,8 @@ examples write it with scipy as float WAV, where players then clip). Integer for
 shape and is the same for every format; a clip within [-1, 1] is written unchanged. ``peak="clip"`` clips instead,
 and ``peak="keep"`` writes the raw values (float WAV only).
 
-Formats: ``.wav`` 32-bit float (``pcm16=True``: 16-bit integer), ``.flac`` 24-bit (``pcm16``: 16-bit), ``.ogg``
-Vorbis (lossy). A write that fails (disk full, an unsupported rate) is an ``AudioError`` and leaves no file; an
+Formats: ``.wav`` 32-bit float (``pcm16=True``: 16-bit integer), ``.flac`` 24-bit (``pcm16``: 16-bit), and lossy
+``.ogg`` (Vorbis), ``.opus`` (Opus in Ogg) and ``.mp3`` (libsndfile 1.1 or newer, as soundfile's wheels ship). A write that fails (disk full, an unsupported rate) is an ``AudioError`` and leaves no file; an
 existing file at the path is replaced only by a complete one.
 """
 
@@ -31,7 +31,8 @@ from barkkit.tokens import Audio
 __all__ = ["load_audio", "save_audio", "resample", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aiff", ".aif", ".au")
-WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3"}
+_LOSSY_SUBTYPES = {".ogg": "VORBIS", ".opus": "OPUS", ".mp3": "MPEG_LAYER_III"}
 PeakPolicy = Literal["scale", "clip", "keep"]
 
 
@@ -98,7 +99,8 @@ def save_audio(
     """Write ``audio`` to ``path``; the extension picks the format. Atomic: no partial file on failure.
 
     Args:
-        pcm16: write 16-bit integer samples (WAV); by default WAV is 32-bit float, FLAC 24-bit, OGG Vorbis.
+        pcm16: write 16-bit integer samples (WAV, FLAC); by default WAV is 32-bit float, FLAC 24-bit; .ogg is
+            Vorbis, .opus Opus (in Ogg) and .mp3 MPEG layer III, where the libsndfile that soundfile uses has them.
         peak: what to do with samples beyond [-1, 1] (see the module docstring).
     """
     import soundfile
@@ -112,7 +114,7 @@ def save_audio(
     elif extension == ".flac":
         subtype = "PCM_16" if pcm16 else "PCM_24"
     else:
-        subtype = "VORBIS"
+        subtype = _LOSSY_SUBTYPES[extension]
     if peak not in ("scale", "clip", "keep"):
         raise AudioError(f"unknown peak policy '{peak}'; use scale, clip or keep")
     samples = _apply_peak(np.asarray(audio.samples, dtype=np.float32), peak, float_output=subtype == "FLOAT")

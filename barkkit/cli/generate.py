@@ -74,7 +74,7 @@ def _batch_outputs(output: Path, count: int) -> list[Path]:
 @click.command()
 @click.argument("text", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Audio file to write: .wav, .flac or .ogg. With --batch, a pattern with {n} (or _N is added).")
+              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. With --batch, a pattern with {n} (or _N is added).")
 @click.option("--save-tokens", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt).")
 @click.option("--batch", "batch_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -219,7 +219,7 @@ fine = _make_stage_command("fine", "coarse_prompt", """Coarse codebooks to all e
 @click.command()
 @click.argument("tokens", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Audio file to write: .wav, .flac or .ogg.")
+              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3.")
 @click.option("--decoder", default=None, help="Decoder by name (encodec, vocos).  [default: encodec]")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")

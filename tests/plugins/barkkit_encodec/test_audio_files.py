@@ -35,9 +35,12 @@ def test_lossless_formats_round_trip(tmp_path, name, options, subtype, tolerance
     assert np.abs(back.samples - audio.samples).max() <= tolerance
 
 
-def test_ogg_is_written_and_readable(tmp_path):
+@pytest.mark.parametrize("name, subtype", [("out.ogg", "VORBIS"), ("out.opus", "OPUS"), ("out.mp3", "MPEG_LAYER_III")])
+def test_lossy_formats_are_written_and_readable(tmp_path, name, subtype):
     audio = tone(seconds=1.0)
-    back = load_audio(save_audio(tmp_path / "out.ogg", audio))
+    path = save_audio(tmp_path / name, audio)
+    assert soundfile.info(str(path)).subtype == subtype
+    back = load_audio(path)
     assert back.sample_rate == 24_000 and abs(len(back) - len(audio)) < 2_000
     n = min(len(back), len(audio))
     assert np.corrcoef(back.samples[:n], audio.samples[:n])[0, 1] > 0.9  # lossy, but the same sound
