@@ -65,6 +65,8 @@ class Detector(AudioDetector):
         sidecar = metadata_path(path)
         if not path.is_file():
             raise WeightsError(f"{path}: no such detector model; train one with 'barkkit detector train'")
+        if path.suffix != ".skops":
+            raise WeightsError(f"{path}: not a detector model; give the .skops file that 'barkkit detector train' wrote")
         if not sidecar.is_file():
             raise WeightsError(f"{sidecar}: missing; a detector model needs its .json beside the .skops file")
         metadata = read_json(sidecar)

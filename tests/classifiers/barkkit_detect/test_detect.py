@@ -158,6 +158,10 @@ def test_a_model_with_another_feature_version_or_untrusted_types_is_refused(tmp_
     metadata_path(model).unlink()
     with pytest.raises(WeightsError, match=r"\.json"):
         Detector.load(model)
+    other = tmp_path / "notes.txt"
+    other.write_text("not a model")
+    with pytest.raises(WeightsError, match=r"notes.txt: not a detector model; give the \.skops file"):
+        Detector.load(other)
 
 
 def test_bundled_model_separates_shared_bark_and_human_clips(detector_data):
