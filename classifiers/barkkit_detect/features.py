@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from barkkit.audio import load_audio, resample
-from barkkit.errors import BarkkitError, WeightsError
+from barkkit.errors import AudioError, BarkkitError, WeightsError
 from barkkit.tokens import Audio
 
 __all__ = [
@@ -52,6 +52,8 @@ def prepare_audio(audio: Audio | str | os.PathLike) -> np.ndarray:
     Returns float32 samples (n,) at ``SAMPLE_RATE``, DC removed, scaled to an RMS of 0.05 (about -26 dBFS) so that
     loudness never reaches the features. Silent audio stays silent.
     """
+    if isinstance(audio, np.ndarray):  # samples without a rate: the comb's frequencies would be unknown
+        raise AudioError("got a bare array of samples; give Audio(samples, sample_rate) (barkkit.Audio) or a file path")
     if not isinstance(audio, Audio):
         audio = load_audio(audio)
     samples = np.asarray(resample(audio, SAMPLE_RATE).samples, dtype=np.float32)

@@ -80,6 +80,8 @@ def test_prepare_audio_reads_any_file_to_16khz_mono_at_a_fixed_loudness(tmp_path
     silent = prepare_audio(Audio(np.zeros(8000, np.float32), 16_000))
     assert not silent.any()
     assert np.all(np.isfinite(CombFeatures().extract(silent)))
+    with pytest.raises(BarkkitError, match=r"bare array of samples; give Audio\(samples, sample_rate\)"):
+        prepare_audio(stereo[:, 0])  # no rate: refused, not guessed
 
 
 def _tiny_hubert(folder):
