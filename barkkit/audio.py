@@ -11,8 +11,9 @@ shape and is the same for every format; a clip within [-1, 1] is written unchang
 and ``peak="keep"`` writes the raw values (float WAV only).
 
 Formats: ``.wav`` 32-bit float (``pcm16=True``: 16-bit integer), ``.flac`` 24-bit (``pcm16``: 16-bit), and lossy
-``.ogg`` (Vorbis), ``.opus`` (Opus in Ogg) and ``.mp3`` (libsndfile 1.1 or newer, as soundfile's wheels ship). A write that fails (disk full, an unsupported rate) is an ``AudioError`` and leaves no file; an
-existing file at the path is replaced only by a complete one.
+``.ogg`` (Vorbis), ``.opus`` (Opus in Ogg) and ``.mp3`` (libsndfile 1.1 or newer, as soundfile's wheels ship). A
+write that fails (disk full, an unsupported rate) is an ``AudioError`` and leaves no file; an existing file at the
+path is replaced only by a complete one.
 """
 
 from __future__ import annotations
