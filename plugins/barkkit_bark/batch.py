@@ -74,6 +74,10 @@ class CausalRunner:
             first = torch.tensor(first_slots or [0] * tok_emb.shape[0], device=device)
             slot = torch.tensor([slots.start], device=device)
             return self.static_step(self.model, self.caches, tok_emb, pos, slot, first, head_rows)
+        if row is None and first_slots is None and tok_emb.shape[0] > 1:
+            # one attention call per row even without padding: PyTorch's CPU kernel rounds a many-row call
+            # differently from a one-row one, and int8 activations can turn that last bit into a different token
+            first_slots = [0] * tok_emb.shape[0]
         m = self.model.transformer
         x = tok_emb + m.wpe(pos)
         last = len(m.h) - 1

@@ -167,3 +167,38 @@ def test_fast_decode_steps_are_cuda_graphs_on_cuda_and_eager_elsewhere(suno_fold
     stage.fast_decode = "jit"
     with pytest.raises(PipelineError, match="unknown fast_decode 'jit'"):
         stage.decode_steps
+
+
+def test_decode_logits_of_each_row_are_bit_equal_to_a_one_row_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of equal length (no padding) too: a many-row attention call rounds differently from a one-row one on a
+    CPU, and int8 activations can turn that last bit into another token, so every row attends on its own."""
+    import barkkit_bark.model as model_module
+    from barkkit_bark.model import GPT, GPTConfig
+
+    attention_rows = []
+    sdpa = model_module.F.scaled_dot_product_attention
+
+    def recorded(q: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        attention_rows.append(q.shape[0])
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", recorded)
+
+    torch.manual_seed(0)
+    model = prepare_fast(GPT(GPTConfig(block_size=64, input_vocab_size=500, output_vocab_size=500, n_layer=2)).eval())
+    B, L = 6, 40
+    ids = torch.randint(0, 500, (B, L + 8), generator=torch.Generator().manual_seed(1))
+
+    def decode_logits(rows: torch.Tensor) -> torch.Tensor:  # (n, L + 8) ids -> logits of the 8 decode steps (n, 8, V)
+        run = batch.CausalRunner(model, rows.shape[0], L + 8)
+        run.prefill([model.embed(row[None, :L]) for row in rows], L)
+        out = []
+        for t in range(L, L + 8):
+            out.append(run(model.embed(rows[:, t : t + 1]), torch.full((rows.shape[0], 1), t), slice(t, t + 1), None))
+        return torch.stack(out, 1)
+
+    with torch.inference_mode():
+        together = decode_logits(ids)
+        assert set(attention_rows) == {1}  # the decode steps' attention: one call per row
+        for i in range(B):
+            assert torch.equal(together[i], decode_logits(ids[i : i + 1])[0]), f"row {i}"
