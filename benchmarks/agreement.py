@@ -124,6 +124,9 @@ def main() -> None:
     fast = {k: prepare_fast(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}  # as fast mode runs
     int8 = {k: quantize_int8(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
     bf16 = {k: use_bf16_attention(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
+    bf16_cache = {k: load_model(tmp.name, k) for k in ("text", "coarse")}
+    for model in bf16_cache.values():
+        model.cache_dtype = torch.bfloat16  # as prepare_fast sets it on a CPU
     history_dict, forced = H.load_voice(args.history_voice), H.load_voice(args.forced_voice)
     history = H.to_voice(history_dict)
     n_sem = H.semantic_tokens_for(args.seconds)
@@ -141,7 +144,8 @@ def main() -> None:
     with torch.inference_mode():
         if "semantic" in only:
             base = semantic_records(fp32["text"], ids, history_dict["semantic_prompt"], sem)
-            for label, models_ in (("fast mode", fast), ("  int8 linears only", int8), ("  bf16 attention only", bf16)):
+            for label, models_ in (("fast mode", fast), ("  int8 linears only", int8), ("  bf16 attention only", bf16),
+                                   ("  bf16 KV cache only", bf16_cache)):
                 records = semantic_records(models_["text"], ids, history_dict["semantic_prompt"], sem)
                 rows.append(("semantic", label, compare(base, records)))
         if "coarse" in only:
@@ -150,6 +154,7 @@ def main() -> None:
                 ("fast mode", fast["coarse"], {}),
                 ("  int8 linears only", int8["coarse"], {}),
                 ("  bf16 attention only", bf16["coarse"], {}),
+                ("  bf16 KV cache only", bf16_cache["coarse"], {}),
                 ("history 630 -> 315", fp32["coarse"], {"max_coarse_history": 315}),
                 ("window 60 -> 120", fp32["coarse"], {"sliding_window_len": 120}),
                 ("int8 + window 120", int8["coarse"], {"sliding_window_len": 120}),

@@ -6,11 +6,15 @@ stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: ti
 - int8 weights: every linear layer (attention, MLP, output heads) holds int8 weights, one scale per output channel
   (``Int8Linear``). A decode step reads a quarter of fp32's bytes (fbgemm on VNNI CPUs, one weight read for all
   the batch's rows), and prefills use fbgemm's int8 GEMMs. Activations are quantized per call (many rows) or per
-  token (decode), so batch rows stay independent. Embeddings, layer norms and the KV cache stay fp32.
+  token (decode), so batch rows stay independent. Embeddings and layer norms stay fp32.
 - bf16 attention for many queries (prefills, fine passes), on CPUs with bf16 matrix units (AVX512-BF16, AMX):
   ``blocked_attention_bf16``, 128 queries a block, about 2x PyTorch's fp32 kernel. Alone it moves the
-  next-token distributions by KL < 1e-4 nats (top-1 >= 99.9%). Decode steps (one query) keep fp32 attention: they
-  are bound by reading the cache, and PyTorch's bf16 one-query kernels are slower than its fp32 ones.
+  next-token distributions by KL < 1e-4 nats (top-1 >= 99.9%). Decode steps (one query) keep fp32 attention:
+  PyTorch's bf16 one-query kernels are slower than its fp32 ones here.
+- a bf16 KV cache on a CPU (``GPT.cache_dtype``): a decode step is bound by reading the cache, so keys and values
+  are stored in bf16 and each step upcasts the slots it reads for the fp32 kernel (12 layers x 850 slots: 2.2 ->
+  1.75 ms a step). Alone it moves the next-token distributions by KL < 1e-4 nats (top-1 100%); the cache takes
+  half the memory.
 - the coarse stage's decode steps compute only the 1024 head rows of the codebook sampled next.
 - the batched engine (``barkkit_bark.batch``) for every run, batch of one or many: static KV cache, prefill one row
   at a time, decode all rows together, sampling in torch (top-p without a host round trip).
@@ -279,9 +283,11 @@ def _compiled(step: Callable[..., torch.Tensor], cuda: bool) -> Callable[..., to
 
 
 def prepare_fast(model: nn.Module) -> nn.Module:
-    """Make a loaded Bark model fast-mode ready, in place: int8 linears (and bf16 attention where the CPU has bf16
-    matrix units) on a CPU, bfloat16 on an accelerator."""
+    """Make a loaded Bark model fast-mode ready, in place: int8 linears, a bf16 KV cache (and bf16 attention where the
+    CPU has bf16 matrix units) on a CPU, bfloat16 on an accelerator."""
     device = next(model.parameters()).device
     if device.type == "cpu":
+        if hasattr(model, "new_caches"):  # a causal model: bf16 keys and values, upcast per step (see GPT.cache_dtype)
+            model.cache_dtype = torch.bfloat16
         return use_bf16_attention(quantize_int8(model), cpu_has_bf16_matmul())
     return model.to(torch.bfloat16)  # CUDA & co.: bf16 matrix units; int8 dynamic quantization is CPU-only

@@ -119,15 +119,18 @@ class SelfAttention(nn.Module):
         is_causal, mask = self.causal and T > 1, None
         if is_causal and S > T:  # several new positions after cached ones (exact mode checking drafted tokens)
             mask, is_causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T), False
+        # A cache kept in another dtype than the queries' (fast mode on a CPU: bf16, GPT.cache_dtype) is read at its
+        # own size and attended in the queries' precision; to(...) is a no-op otherwise.
         if attn_mask is not None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask)  # (B, nh, T, hs)
         elif first_slots is not None:
-            y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[i : i + 1, :, first:], v[i : i + 1, :, first:])
+            y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[i : i + 1, :, first:].to(q.dtype),
+                                                          v[i : i + 1, :, first:].to(q.dtype))
                            for i, first in enumerate(first_slots)])  # (B, nh, 1, hs)
         elif self.bf16_attention and T > 1 and mask is None:  # fast mode's prefills and fine passes
             y = blocked_attention_bf16(q, k, v, causal=is_causal)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=is_causal)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # heads side by side again
 
 
@@ -167,6 +170,10 @@ class GPT(nn.Module):
     ``model.decode(tokens, start, caches)`` per new token. Both return the logits of the last position only.
     """
 
+    # The dtype of new KV caches; None: the embeddings' (the model's own). Fast mode on a CPU keeps keys and values
+    # in bf16 (barkkit_bark.fast.prepare_fast): a decode step reads the cache at half the bytes.
+    cache_dtype: torch.dtype | None = None
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
@@ -185,7 +192,8 @@ class GPT(nn.Module):
         c = self.config
         weight = self.transformer.wpe.weight  # (the head may be int8 in fast mode; embeddings never are)
         return [
-            KVCache(batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head, dtype=weight.dtype, device=weight.device)
+            KVCache(batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head, dtype=self.cache_dtype or weight.dtype,
+                    device=weight.device)
             for _ in range(c.n_layer)
         ]
 

@@ -1,4 +1,4 @@
-"""Fast mode's building blocks: bf16 attention in blocks and what ``prepare_fast`` switches on."""
+"""Fast mode's building blocks: bf16 attention in blocks, the bf16 KV cache and what ``prepare_fast`` switches on."""
 
 from __future__ import annotations
 
@@ -44,10 +44,29 @@ def test_blocked_attention_matches_fp32_attention(T, S, causal, block):
 def test_prepare_fast_switches_on_int8_and_bf16_attention_where_the_cpu_has_it():
     text, _, fine = tiny_models()
     assert not any(m.bf16_attention for m in text.modules() if isinstance(m, SelfAttention))  # exact: fp32
+    assert text.new_caches(1, 8)[0].k.dtype == torch.float32
     for model in (prepare_fast(text), prepare_fast(fine)):
         flags = {m.bf16_attention for m in model.modules() if isinstance(m, SelfAttention)}
         assert flags == {cpu_has_bf16_matmul()}
         assert isinstance(model.transformer.h[0].attn.c_attn, Int8Linear)
+    assert text.new_caches(1, 8)[0].k.dtype == torch.bfloat16  # the causal model's KV cache
+
+
+def test_decoding_from_a_bf16_kv_cache_stays_close_to_fp32():
+    _, coarse, _ = tiny_models()
+    ids = torch.randint(0, 10_000, (1, 30), generator=torch.Generator().manual_seed(2))
+    logits = {}
+    with torch.inference_mode():
+        for dtype in (None, torch.bfloat16):
+            coarse.cache_dtype = dtype
+            caches = coarse.new_caches(1, 40)
+            coarse.prefill(coarse.embed(ids), caches)
+            logits[dtype] = torch.cat([coarse.decode(torch.tensor([[10_000 + i]]), 30 + i, caches) for i in range(6)])
+    assert caches[0].k.dtype == torch.bfloat16
+    exact, fast = logits[None], logits[torch.bfloat16]
+    assert not torch.equal(fast, exact)  # the steps read the bf16 cache
+    assert (fast - exact).abs().max() < 0.01 * exact.abs().max()
+    assert torch.equal(fast.argmax(-1), exact.argmax(-1))
 
 
 def test_fine_pass_with_bf16_attention_stays_close():
