@@ -17,7 +17,8 @@ stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: ti
   half the memory.
 - the coarse stage's decode steps compute only the 1024 head rows of the codebook sampled next.
 - the batched engine (``barkkit_bark.batch``) for every run, batch of one or many: static KV cache, prefill one row
-  at a time, decode all rows together, sampling in torch (top-p without a host round trip).
+  at a time, decode all rows together (each row's attention in its own call, so a row computes exactly what it
+  computes alone), sampling in torch (top-p without a host round trip).
 - the last layer of a prefill (and of a fine pass) runs only the positions that are read out; the others are
   still keys and values. The same numbers up to float rounding, 1/n_layer less prefill work.
 - on CUDA: bf16 weights (no int8: dynamic quantization is CPU-only), and decode steps in fixed shapes (the
