@@ -299,10 +299,8 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
                 if nxt >= n_windows or not any(nxt * sliding_window_len < rows[i]["n_steps"]
                                                and window_input(rows[i], nxt) == cached[i] for i in now):
                     break
-            # rows that are done attend to their newest slot only (their numbers are never read); no padding at
-            # all: one attention call for every row
+            # rows that are done attend to their newest slot only (their numbers are never read)
             first_slots = [pad[i] if i in now else total for i in range(B)]
-            first_slots = first_slots if any(first_slots) else None
             pos = torch.tensor([[min(total - p, 1023)] for p in pad], device=device)  # finished rows: any valid position
             logits = run(wte(tokens[:, None]), pos, slice(total, total + 1), first_slots,
                          head_rows=codebook_rows(n_step + 1))
