@@ -13,7 +13,8 @@ and ``peak="keep"`` writes the raw values (float WAV only).
 Formats: ``.wav`` 32-bit float (``pcm16=True``: 16-bit integer), ``.flac`` 24-bit (``pcm16``: 16-bit), and lossy
 ``.ogg`` (Vorbis), ``.opus`` (Opus in Ogg) and ``.mp3`` (libsndfile 1.1 or newer, as soundfile's wheels ship). A
 write that fails (disk full, an unsupported rate) is an ``AudioError`` and leaves no file; an existing file at the
-path is replaced only by a complete one.
+path is replaced only by a complete one. A float WAV's PEAK chunk carries no write time (libsndfile's is zeroed),
+so equal samples make equal files.
 """
 
 from __future__ import annotations
@@ -122,7 +123,26 @@ def save_audio(
     try:
         with atomic_output(path) as tmp:
             soundfile.write(str(tmp), samples, audio.sample_rate, subtype=subtype, format=WRITE_FORMATS[extension])
+            if subtype == "FLOAT":
+                _clear_peak_timestamp(tmp)
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{path}: could not write {WRITE_FORMATS[extension]} audio at {audio.sample_rate} Hz ({detail})") from None
     return path
+
+
+def _clear_peak_timestamp(path: Path) -> None:
+    """Zero the timestamp libsndfile puts in a float WAV's PEAK chunk (the second it was written), so that the
+    same samples always make the same bytes: a batch made twice, or on a cluster, can be compared file by file."""
+    with open(path, "r+b") as handle:
+        data = handle.read(4096)  # the PEAK chunk comes before the samples, right after fmt and fact
+        offset = 12
+        while offset + 8 <= len(data):
+            chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+            if chunk == b"PEAK":
+                handle.seek(offset + 12)  # after the chunk's id, size and version
+                handle.write(b"\0\0\0\0")
+                return
+            if chunk == b"data":
+                return
+            offset += 8 + size + (size & 1)

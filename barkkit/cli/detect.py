@@ -10,9 +10,10 @@ import click
 
 from barkkit.audio import AUDIO_EXTENSIONS
 from barkkit.cli.options import quiet_option
+from barkkit.cli.scale import ray_option
 from barkkit.errors import BarkkitError
 
-__all__ = ["detect", "DEFAULT_DETECTOR"]
+__all__ = ["detect", "DEFAULT_DETECTOR", "score_record"]
 
 DEFAULT_DETECTOR = "bark-detector"
 
@@ -33,16 +34,44 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(exc, BarkkitError) else f"{type(exc).__name__}: {text}"
 
 
+def score_record(detector: Any, path: Path | str, cut: float) -> dict[str, Any]:
+    """One file's JSON line: ``path``, ``bark_probability``, ``is_bark``; or ``path`` and ``error`` when unreadable.
+
+    The one per-file step of ``barkkit detect``, run here and by ``--ray``'s actors alike.
+    """
+    try:
+        probability = float(detector.score(path))
+    except Exception as exc:  # one bad file must not stop the run
+        message = _one_line(exc)
+        if str(path) not in message:
+            message = f"{path}: {message}"
+        return {"path": str(path), "error": message}
+    return {"path": str(path), "bark_probability": round(probability, 6), "is_bark": bool(probability >= cut)}
+
+
+def _print_record(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(record))
+    elif "error" in record:
+        click.echo(f"{'-':>16s}  {'error':9s}  {record['path']}  ({record['error']})")
+    else:
+        verdict = "BARK" if record["is_bark"] else "not bark"
+        click.echo(f"{record['bark_probability']:16.3f}  {verdict:9s}  {record['path']}")
+
+
 @click.command("detect")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line: path, bark_probability, is_bark (or error).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Flag as Bark at or above this probability.  [default: the model's calibrated threshold]")
 @click.option("--detector", "detector_name", default=DEFAULT_DETECTOR, show_default=True, help="Which registered detector scores the audio (plugins can add more).")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None, help="A detector model file instead of the detector's bundled one.")
+@ray_option
+@click.option("--actors", type=click.IntRange(min=1), default=None, help="With --ray: actors, each holding one loaded detector.  [default: one per CPU]")
 @quiet_option
 @click.pass_obj
 @click.pass_context
-def detect(ctx: click.Context, state: Any, paths: tuple[Path, ...], as_json: bool, threshold: float | None, detector_name: str, model: Path | None) -> None:
+def detect(ctx: click.Context, state: Any, paths: tuple[Path, ...], as_json: bool, threshold: float | None, detector_name: str, model: Path | None,
+           ray_address: str | None, actors: int | None) -> None:
     """Say how likely it is that Bark generated each audio file.
 
     PATHS are files or folders (searched recursively for wav, flac, mp3, ogg, ...); any sample rate and channel
@@ -53,7 +82,10 @@ def detect(ctx: click.Context, state: Any, paths: tuple[Path, ...], as_json: boo
       barkkit detect clip.wav
       barkkit detect clips/ --json > scores.jsonl
       barkkit detect clips/ --threshold 0.9
+      barkkit detect archive/ --json --ray auto
     """
+    if actors is not None and ray_address is None:
+        raise BarkkitError("--actors only works with --ray ADDRESS (a Ray cluster job)")
     files = _audio_files(paths)
     if not files:
         raise BarkkitError(f"no audio files found in {', '.join(map(str, paths))}; give audio files or folders holding them")
@@ -62,25 +94,17 @@ def detect(ctx: click.Context, state: Any, paths: tuple[Path, ...], as_json: boo
     failed = flagged = 0
     if not as_json:
         click.echo(f"{'bark_probability':>16s}  {'verdict':9s}  path")
-    for path in files:
-        try:
-            probability = float(detector.score(path))
-        except Exception as exc:  # one bad file must not stop the run
-            failed += 1
-            message = _one_line(exc)
-            if str(path) not in message:
-                message = f"{path}: {message}"
-            if as_json:
-                click.echo(json.dumps({"path": str(path), "error": message}))
-            else:
-                click.echo(f"{'-':>16s}  {'error':9s}  {path}  ({message})")
-            continue
-        is_bark = probability >= cut
-        flagged += is_bark
-        if as_json:
-            click.echo(json.dumps({"path": str(path), "bark_probability": round(probability, 6), "is_bark": bool(is_bark)}))
-        else:
-            click.echo(f"{probability:16.3f}  {'BARK' if is_bark else 'not bark':9s}  {path}")
+    if ray_address is not None:
+        from barkkit.scale.detection import run_detection_job
+
+        records = run_detection_job(files, detector_name, model, cut, address=ray_address, actors=actors,
+                                    quiet=getattr(state, "quiet", False))
+    else:
+        records = (score_record(detector, path, cut) for path in files)
+    for record in records:
+        failed += "error" in record
+        flagged += bool(record.get("is_bark"))
+        _print_record(record, as_json)
     if not as_json and not getattr(state, "quiet", False):
         click.echo(
             f"{len(files)} file(s): {flagged} flagged as Bark, {len(files) - flagged - failed} not, {failed} unreadable "

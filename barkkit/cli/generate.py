@@ -6,6 +6,7 @@ the output of ``fine`` (and of ``generate --save-tokens``) is a complete voice.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,21 @@ from barkkit.cli.options import (
     stage_options,
 )
 from barkkit.errors import BarkkitError, VoiceError
+from barkkit.cli.scale import check_scale_options, generate_scale_options, report_generation, set_threads
 from barkkit.files import check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file
+from barkkit.scale.rows import read_batch_file
 from barkkit.voice import load_token_file, save_token_file
 
 SLOTS = ("semantic", "coarse", "fine", "decoder")
 
 
 def _build(state: CliState, params: dict[str, Any], keep: tuple[str, ...], names: dict[str, str | None]) -> Pipeline:
+    return Pipeline.from_spec(_spec(params, keep, names), plugins=state.plugins)
+
+
+def _spec(params: dict[str, Any], keep: tuple[str, ...], names: dict[str, str | None]) -> dict[str, Any]:
+    """The pipeline spec a command line names (a spec file, slot names, model, device, mode), as a dict."""
     spec: dict[str, Any] = read_spec_file(Path(params["spec_file"])) if params.get("spec_file") else {}
     if "stages" in spec and keep != SLOTS:
         raise BarkkitError("a spec with an explicit 'stages' list works with `barkkit generate` only")
@@ -41,9 +49,10 @@ def _build(state: CliState, params: dict[str, Any], keep: tuple[str, ...], names
             spec[slot] = names[slot]
     if "decoder" in keep:  # a command that writes audio needs its decoder's weights: fail before any work
         spec.setdefault("decoder", DEFAULT_SPEC["decoder"])
-    return Pipeline.from_spec(
-        spec, plugins=state.plugins, model=params.get("model"), device=params.get("device"), mode=params.get("mode")
-    )
+    overrides = {key: params.get(key) for key in ("model", "device", "mode") if params.get(key) is not None}
+    if overrides.get("model") and Path(str(overrides["model"])).expanduser().is_dir():
+        overrides["model"] = str(Path(str(overrides["model"])).expanduser().resolve())  # workers elsewhere read it too
+    return {**spec, **overrides}
 
 
 def _check_audio_output(output: Path) -> None:
@@ -78,7 +87,7 @@ def _batch_outputs(output: Path, count: int) -> list[Path]:
 @click.option("--save-tokens", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt).")
 @click.option("--batch", "batch_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Generate every non-empty line of this file, batched through each stage.")
+              help="Generate every non-empty line of this file (text, or JSONL with text, voice, seed, out), batched.")
 @click.option("--semantic-stage", default=None, help="Semantic stage by name.  [default: bark.semantic]")
 @click.option("--coarse-stage", default=None, help="Coarse stage by name.  [default: bark.coarse]")
 @click.option("--fine-stage", default=None, help="Fine stage by name.  [default: bark.fine]")
@@ -87,6 +96,7 @@ def _batch_outputs(output: Path, count: int) -> list[Path]:
 @run_options
 @stage_options
 @audio_output_options
+@generate_scale_options
 @click.pass_obj
 def generate(state: CliState, text: str | None, output: Path, save_tokens: Path | None, batch_file: Path | None,
              pcm16: bool, peak: str, quiet: bool, **params: Any) -> None:
@@ -100,6 +110,7 @@ def generate(state: CliState, text: str | None, output: Path, save_tokens: Path 
       barkkit generate "Bonjour !" -o fr.flac --voice v2/fr_speaker_1 --seed 7 --save-tokens fr.npz
       barkkit generate "Hi." -o hi.wav --model ./bark-small --mode fast --top-k 50
       barkkit generate --batch lines.txt -o "clip_{n}.wav" --seed 0
+      barkkit generate --batch rows.jsonl -o "out/clip_{n}.wav" --seed 0 --ray auto --manifest m.jsonl
     """
     options = collect_stage_options(params)
     names = {"semantic": params.pop("semantic_stage"), "coarse": params.pop("coarse_stage"),
@@ -107,24 +118,34 @@ def generate(state: CliState, text: str | None, output: Path, save_tokens: Path 
     if batch_file is not None:
         if text is not None:
             raise BarkkitError("give TEXT or --batch FILE, not both")
-        if not batch_file.is_file():
-            raise BarkkitError(f"{batch_file}: no such batch file")
-        texts = [line.strip() for line in batch_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise BarkkitError(f"{batch_file}: holds no text lines")
+        base_seed = params["seed"] if params["seed"] is not None else secrets.randbelow(2**31)
+        rows = read_batch_file(batch_file, output, seed=base_seed, voice=params["voice"])
+        texts, outputs = [row.text for row in rows], [Path(row.path) for row in rows]
     else:
-        texts = [_read_text(text)]
-    outputs = _batch_outputs(output, len(texts)) if batch_file is not None else [output]
+        texts, outputs = [_read_text(text)], [output]
+    scale = {name: params.pop(name) for name in ("ray_address", "actors", "threads", "manifest", "rows_per_call")}
+    check_scale_options(batch=batch_file is not None, address=scale["ray_address"], actors=scale["actors"],
+                        manifest=scale["manifest"], rows_per_call=scale["rows_per_call"], save_tokens=save_tokens)
     token_outputs = (_batch_outputs(save_tokens, len(texts)) if batch_file is not None else [save_tokens]) if save_tokens else []
     for path in outputs:
         _check_audio_output(path)
     for path in token_outputs:
         check_writable(path)
 
+    if scale["ray_address"] is not None:
+        from barkkit.scale.generation import run_generation_job
+
+        results = run_generation_job(
+            rows, _spec(params, SLOTS, names), options, address=scale["ray_address"], actors=scale["actors"],
+            threads=scale["threads"] or 1, rows_per_call=scale["rows_per_call"], pcm16=pcm16, peak=peak,
+            manifest=scale["manifest"], quiet=state.quiet or quiet)
+        click.get_current_context().exit(report_generation(results, quiet=state.quiet or quiet))
+    set_threads(scale["threads"])
     pipeline = _build(state, params, SLOTS, names)
     with ProgressBars(state.quiet or quiet) as progress:
         if batch_file is not None:
-            generations = pipeline.generate_batch(texts, voices=params["voice"], seeds=params["seed"], progress=progress, **options)
+            generations = pipeline.generate_batch(texts, voices=[row.voice for row in rows], seeds=[row.seed for row in rows],
+                                                  progress=progress, **options)
         else:
             generations = [pipeline.generate(texts[0], voice=params["voice"], seed=params["seed"], progress=progress, **options)]
     for i, generation in enumerate(generations):
