@@ -38,6 +38,10 @@ def connect(address: str) -> Any:
     # constructor arguments held in the object store); its errors still reach the job as exceptions.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     ray = import_ray()
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its "execution finished" notes and the like
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # barkkit draws its own bar of rows done, skipped and failed
+    context.print_on_execution_start = False
     if ray.is_initialized():
         return ray
     target = None if address == "local" else address
@@ -51,10 +55,6 @@ def connect(address: str) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BarkkitError(f"cannot reach a Ray cluster at '{address}' ({first}); start one with `ray start --head`, "
                            "or give --ray local") from None
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its "execution finished" notes and the like
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # barkkit draws its own bar of rows done, skipped and failed
-    context.print_on_execution_start = False
     return ray
 
 

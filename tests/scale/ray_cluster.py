@@ -2,9 +2,9 @@
 
 Ray advertises the machine's own address even when told 127.0.0.1, so the cluster runs in a new network
 namespace (only ``lo``, brought up), where Ray finds no other address: no packet leaves loopback. The namespace
-also has its own process ids and ``/proc`` (``unshare -p -m --mount-proc``), so ``ray stop`` inside it sees only
-this cluster's processes, and killing the namespace's first process (a ``sleep``) ends every process in it: the
-cluster cannot outlive the tests. Commands (``ray start``, the ``barkkit`` driver) enter it with ``nsenter``.
+also has its own process ids and ``/proc`` (``unshare -p -m --mount-proc``): when its first process (a ``sleep``)
+is killed, the kernel ends every process in it, so the cluster cannot outlive the tests. Commands (``ray start``,
+the ``barkkit`` driver) enter it with ``nsenter``.
 """
 
 from __future__ import annotations
@@ -78,12 +78,12 @@ class NamespacedCluster:
         return self
 
     def stop(self) -> None:
+        """Kill the namespace's first process: the kernel then ends every process in the namespace at once.
+
+        (``ray stop`` would wait for each process in turn, ~25 s here, for the same end.)
+        """
         try:
-            self.run([str(BIN / "ray"), "stop", "--force"], timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            # the namespace's first process: when it dies, the kernel ends every process left in the namespace
             os.kill(self.pid, signal.SIGKILL)
             self._holder.wait(timeout=30)
+        finally:
             shutil.rmtree(self.root, ignore_errors=True)
