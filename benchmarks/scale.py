@@ -1,13 +1,14 @@
 """The same batch through ``barkkit generate --ray`` on 1 and on 2 actors of this machine: rows per minute.
 
-    python benchmarks/scale.py [--rows 8] [--seconds 2] [--mode fast] [--large]
+    python benchmarks/scale.py [--rows 8] [--seconds 2] [--mode fast] [--large] [--rounds 1]
 
 Builds bark-small-shaped random weights (``--large``: bark's 24 x 1024) in Suno's format with a random EnCodec,
 starts a local Ray cluster with this machine's cores, and runs the batch (fixed lengths: no early stop) as the
 command line does (``barkkit.scale.generation.run_generation_job``) on: 1 actor x 1 thread, 1 actor x all threads,
-and one 1-thread actor per core. For each: the job's wall time, rows per minute, the mean per-row seconds the
-manifest reports, and the time to the first finished row. Separately, in this process: what one actor pays once
-(importing torch and barkkit in a fresh process, loading the pipeline, quantizing in fast mode).
+and one 1-thread actor per core, in a rotating order per round. For each: the job's wall time (median over
+rounds), rows per minute, and the mean per-row seconds the manifest reports. Separately, in this process: what one
+actor pays once (importing torch and barkkit in a fresh process, loading the pipeline, quantizing in fast mode).
+The machine's load average is printed before and after: on a shared machine it says how far to trust the figures.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per row")
     parser.add_argument("--mode", choices=["exact", "fast"], default="fast")
     parser.add_argument("--large", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
 
     import ray
@@ -75,7 +77,7 @@ def main() -> None:
     from barkkit.scale.rows import BatchRow
 
     cores = os.cpu_count() or 1
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_folder(Path(tmp) / "model", args.large)
         spec = {"model": str(folder), "mode": args.mode}
@@ -85,15 +87,21 @@ def main() -> None:
               f"({args.mode}{', quantizing' if args.mode == 'fast' else ''}) {costs['load']:.2f} s")
         ray.init(num_cpus=cores, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         print(f"{args.rows} rows of {args.seconds:g} s, {args.mode} mode, {'bark' if args.large else 'bark-small'} shapes")
+        configs = [(1, 1), (1, cores), (cores, 1)]
+        timings: dict[tuple[int, int], list[dict[str, float]]] = {config: [] for config in configs}
+        for round_ in range(args.rounds):
+            for actors, threads in configs[round_ % 3:] + configs[: round_ % 3]:
+                out = Path(tmp) / f"out_{actors}x{threads}_{round_}"
+                out.mkdir()
+                rows = [BatchRow(n=i + 1, text=TEXTS[i % len(TEXTS)], voice=None, seed=100 + i,
+                                 path=str(out / f"clip_{i + 1}.wav")) for i in range(args.rows)]
+                timings[(actors, threads)].append(run_job(rows, spec, options, actors, threads))
         print(f"{'actors x threads':>16s} {'wall s':>8s} {'rows/min':>9s} {'s/row (manifest)':>17s}")
-        for actors, threads in ((1, 1), (1, cores), (cores, 1)):
-            out = Path(tmp) / f"out_{actors}x{threads}"
-            out.mkdir()
-            rows = [BatchRow(n=i + 1, text=TEXTS[i % len(TEXTS)], voice=None, seed=100 + i,
-                             path=str(out / f"clip_{i + 1}.wav")) for i in range(args.rows)]
-            result = run_job(rows, spec, options, actors, threads)
-            print(f"{f'{actors} x {threads}':>16s} {result['wall']:8.1f} {60 * args.rows / result['wall']:9.1f} "
-                  f"{result['row']:17.2f}")
+        for (actors, threads), runs in timings.items():
+            wall = statistics.median(run["wall"] for run in runs)
+            row = statistics.median(run["row"] for run in runs)
+            print(f"{f'{actors} x {threads}':>16s} {wall:8.1f} {60 * args.rows / wall:9.1f} {row:17.2f}")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
         ray.shutdown()
 
 
