@@ -85,6 +85,8 @@ def main() -> None:
         costs = startup_costs(spec)
         print(f"per actor, once: imports in a fresh process {costs['imports']:.2f} s, pipeline load "
               f"({args.mode}{', quantizing' if args.mode == 'fast' else ''}) {costs['load']:.2f} s")
+        # a throwaway cluster in this process: no token file written to ~/.ray (Ray 2.5x makes one by default)
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=cores, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         print(f"{args.rows} rows of {args.seconds:g} s, {args.mode} mode, {'bark' if args.large else 'bark-small'} shapes")
         configs = [(1, 1), (1, cores), (cores, 1)]

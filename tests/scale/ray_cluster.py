@@ -1,7 +1,7 @@
 """A real two-node Ray cluster on this machine, inside namespaces whose only network is loopback.
 
 Ray advertises the machine's own address even when told 127.0.0.1, so the cluster runs in a new network
-namespace (only ``lo``, brought up), where Ray finds no other address: no packet leaves loopback. The namespace
+namespace (only ``lo``, brought up as ``ip link set lo up`` does), where Ray finds no other address: no packet leaves loopback. The namespace
 also has its own process ids and ``/proc`` (``unshare -p -m --mount-proc``): when its first process (a ``sleep``)
 is killed, the kernel ends every process in it, so the cluster cannot outlive the tests. Commands (``ray start``,
 the ``barkkit`` driver) enter it with ``nsenter``.
@@ -10,6 +10,7 @@ the ``barkkit`` driver) enter it with ``nsenter``.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -21,14 +22,20 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 HEAD_PORT = 6379  # the namespace has its own ports: nothing else listens there
+# `ip link set lo up` without needing iproute2: SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP added
+LOOPBACK_UP = (
+    "import fcntl, socket, struct; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "flags = struct.unpack('16sh14x', fcntl.ioctl(s, 0x8913, struct.pack('16sh14x', b'lo', 0)))[1]; "
+    "fcntl.ioctl(s, 0x8914, struct.pack('16sh14x', b'lo', flags | 1))"
+)
 
 
 def namespace_problem() -> str | None:
     """Why a loopback-only namespace cannot be made here (None when it can)."""
-    for tool in ("unshare", "nsenter", "ip"):
+    for tool in ("unshare", "nsenter"):
         if shutil.which(tool) is None:
             return f"{tool} not found"
-    probe = subprocess.run(["unshare", "-n", "-p", "-f", "-m", "--mount-proc", "sh", "-c", "ip link set lo up"],
+    probe = subprocess.run(["unshare", "-n", "-p", "-f", "-m", "--mount-proc", sys.executable, "-c", LOOPBACK_UP],
                            capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot make network and process namespaces (unshare -n -p: {probe.stderr.strip() or probe.returncode})"
@@ -41,9 +48,16 @@ class NamespacedCluster:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="bkray-"))  # short: Ray's socket paths must fit 107 bytes
         self.address = f"127.0.0.1:{HEAD_PORT}"
+        # Ray (2.5x+) turns token authentication on by itself when ~/.ray/auth_token exists (any earlier
+        # `ray.init()` on this machine writes one): give this cluster its own token, so nodes and drivers agree
+        token = self.root / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
         self._holder = subprocess.Popen(
             ["unshare", "-n", "-p", "-f", "-m", "--mount-proc", "--kill-child", "sh", "-c",
-             "ip link set lo up && exec sleep infinity"], stdin=subprocess.DEVNULL)
+             f"{shlex.quote(sys.executable)} -c {shlex.quote(LOOPBACK_UP)} && exec sleep infinity"],
+            stdin=subprocess.DEVNULL)
         self.pid = self._first_process()
 
     def _first_process(self) -> int:
@@ -62,7 +76,7 @@ class NamespacedCluster:
 
     def run(self, args: list[str], cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(args, cwd), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=self.env)
 
     def _ray_start(self, *extra: str, temp: str) -> None:
         result = self.run([str(BIN / "ray"), "start", "--node-ip-address=127.0.0.1", "--num-cpus=1",

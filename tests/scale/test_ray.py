@@ -185,7 +185,8 @@ def test_a_killed_actor_is_restarted_and_every_row_is_done_once(cluster, model_f
     (folder / "clips").mkdir(parents=True)
     args = [*_generate_args(model_folder, lines, "exact", "--manifest", "m.jsonl"), "--max-gen-duration-s", "1.0",
             "--ray", cluster.address]
-    job = subprocess.Popen(cluster.command(args, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(cluster.command(args, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=cluster.env)
     killer = cluster.run([sys.executable, str(KILLER), str(folder / "clips"), str(folder / "m.jsonl")], cwd=folder)
     _, stderr = job.communicate(timeout=300)
     assert killer.returncode == 0 and killer.stdout.startswith("killed"), killer.stdout + killer.stderr
