@@ -46,9 +46,11 @@ def startup_costs(spec: dict) -> dict[str, float]:
     imports = time.perf_counter() - start
     from barkkit.pipeline import Pipeline
 
+    before = H.rss_mb()
     start = time.perf_counter()
-    Pipeline.from_spec(spec)
-    return {"imports": imports, "load": time.perf_counter() - start}
+    pipeline = Pipeline.from_spec(spec)
+    load = time.perf_counter() - start
+    return {"imports": imports, "load": load, "memory": H.rss_mb() - before, "pipeline": pipeline}
 
 
 def run_job(rows, spec: dict, options: dict, actors: int, threads: int) -> dict[str, float]:
@@ -84,7 +86,9 @@ def main() -> None:
         options = {"max_gen_duration_s": args.seconds, "allow_early_stop": False}
         costs = startup_costs(spec)
         print(f"per actor, once: imports in a fresh process {costs['imports']:.2f} s, pipeline load "
-              f"({args.mode}{', quantizing' if args.mode == 'fast' else ''}) {costs['load']:.2f} s")
+              f"({args.mode}{', quantizing' if args.mode == 'fast' else ''}) {costs['load']:.2f} s, "
+              f"+{costs['memory']:.0f} MB resident")
+        del costs
         # a throwaway cluster in this process: no token file written to ~/.ray (Ray 2.5x makes one by default)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=cores, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
