@@ -22,7 +22,7 @@ __all__ = ["DetectionWorker", "run_detection_job"]
 class DetectionWorker(JsonRowsWorker):
     """A pool actor: loads the named detector once, then scores each call's files."""
 
-    def __init__(self, detector_name: str, model: str | None, cut: float, cwd: str) -> None:
+    def setup(self, detector_name: str, model: str | None, cut: float, cwd: str) -> None:
         import torch
 
         from barkkit.plugins import load_plugins

@@ -16,16 +16,11 @@ from typing import Any
 from barkkit.errors import BarkkitError
 from barkkit.scale.cluster import connect, default_actors
 from barkkit.scale.outputs import is_complete_audio
-from barkkit.scale.pool import JsonRowsWorker, run_pool
+from barkkit.scale.pool import JsonRowsWorker, one_line, run_pool
 from barkkit.scale.report import RowProgress, write_manifest
 from barkkit.scale.rows import BatchRow
 
 __all__ = ["make_clips", "GenerationWorker", "run_generation_job"]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, BarkkitError) else f"{type(exc).__name__}: {text}"
 
 
 def _result(row: BatchRow, status: str, *, seconds: float = 0.0, node_id: str | None = None,
@@ -53,7 +48,7 @@ def make_clips(pipeline: Any, rows: Sequence[BatchRow], options: dict[str, Any],
         if len(rows) > 1:
             return [result for row in rows for result in make_clips(pipeline, [row], options, pcm16=pcm16, peak=peak,
                                                                    node_id=node_id)]
-        return [_result(rows[0], "failed", seconds=time.perf_counter() - start, node_id=node_id, error=_one_line(exc))]
+        return [_result(rows[0], "failed", seconds=time.perf_counter() - start, node_id=node_id, error=one_line(exc))]
     share = (time.perf_counter() - start) / len(rows)
     results = []
     for row, generation in zip(rows, generations, strict=True):
@@ -63,7 +58,7 @@ def make_clips(pipeline: Any, rows: Sequence[BatchRow], options: dict[str, Any],
                 raise BarkkitError("the pipeline has no decoder, so it made no audio; name one with --decoder")
             save_audio(row.path, generation.audio, pcm16=pcm16, peak=peak)  # type: ignore[arg-type]
         except Exception as exc:
-            results.append(_result(row, "failed", seconds=share, node_id=node_id, error=_one_line(exc)))
+            results.append(_result(row, "failed", seconds=share, node_id=node_id, error=one_line(exc)))
             continue
         results.append(_result(row, "done", seconds=share + time.perf_counter() - saved, node_id=node_id))
     return results
@@ -72,7 +67,7 @@ def make_clips(pipeline: Any, rows: Sequence[BatchRow], options: dict[str, Any],
 class GenerationWorker(JsonRowsWorker):
     """A pool actor: loads the pipeline once (``Pipeline.from_spec``), then makes the clips of each call's rows."""
 
-    def __init__(self, spec: dict[str, Any], options: dict[str, Any], threads: int, pcm16: bool, peak: str) -> None:
+    def setup(self, spec: dict[str, Any], options: dict[str, Any], threads: int, pcm16: bool, peak: str) -> None:
         import ray
         import torch
 

@@ -19,7 +19,7 @@ import numpy as np
 from barkkit.errors import BarkkitError
 from barkkit.scale.cluster import first_barkkit_error
 
-__all__ = ["run_pool", "JsonRowsWorker", "CALLS_IN_FLIGHT"]
+__all__ = ["run_pool", "JsonRowsWorker", "one_line", "CALLS_IN_FLIGHT"]
 
 # Calls queued on one actor at a time: two hide the hand-over between calls, and few keep rows from piling up on
 # the actor that happened to load first (the pool then balances by who finishes).
@@ -27,15 +27,39 @@ CALLS_IN_FLIGHT = 2
 
 
 class JsonRowsWorker:
-    """Base of the pool's actors: turns a batch of JSON rows into JSON results through ``process``."""
+    """Base of the pool's actors: ``setup`` once (load a model), then JSON rows to JSON results via ``process``.
+
+    A ``setup`` that fails (a missing model folder, an unknown stage) is not raised from the constructor, where Ray
+    would retry the actor's creation and print each traceback: every row answered then carries ``setup_error``,
+    and ``run_pool`` ends the job with that one line.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.setup_error: str | None = None
+        try:
+            self.setup(**kwargs)
+        except Exception as exc:
+            self.setup_error = one_line(exc)
+
+    def setup(self, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [json.loads(item) for item in batch["row"]]
-        results = self.process(rows)
+        if self.setup_error is not None:
+            results = [{**row, "setup_error": self.setup_error} for row in rows]
+        else:
+            results = self.process(rows)
         return {"result": np.array([json.dumps(result) for result in results], dtype=object)}
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: a ``BarkkitError``'s own message, anything else prefixed with its type."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, BarkkitError) else f"{type(exc).__name__}: {text}"
 
 
 def run_pool(
@@ -71,10 +95,14 @@ def run_pool(
         num_cpus=threads,
     )
     seen: set[Any] = set()
+    setup_error = None
     try:
         for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
             for item in batch["result"]:
                 result = json.loads(item)
+                if "setup_error" in result:  # every row comes back at once like this: let the job end cleanly
+                    setup_error = setup_error or result["setup_error"]
+                    continue
                 if result[key] in seen:  # a retried call whose first run's output also arrived: same file, once
                     continue
                 seen.add(result[key])
@@ -87,3 +115,5 @@ def run_pool(
             raise BarkkitError(str(inner)) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BarkkitError(f"the Ray job failed: {type(exc).__name__}: {first}") from None
+    if setup_error is not None:
+        raise BarkkitError(f"an actor could not start: {setup_error}")

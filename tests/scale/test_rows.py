@@ -133,3 +133,13 @@ def test_cluster_options_in_the_wrong_place_are_one_error_line(run, tmp_path, ar
     assert result.exit_code != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+
+
+def test_an_actor_whose_pipeline_cannot_load_answers_every_row_with_that_one_line(tmp_path):
+    from barkkit.scale.generation import GenerationWorker
+
+    worker = GenerationWorker(spec={"model": str(tmp_path / "missing")}, options={}, threads=1, pcm16=False, peak="scale")
+    assert "missing" in worker.setup_error and "\n" not in worker.setup_error
+    rows = [json.dumps(BatchRow(n, "hi", None, n, str(tmp_path / f"{n}.wav")).as_dict()) for n in (1, 2)]
+    answered = [json.loads(item) for item in worker({"row": np.array(rows, dtype=object)})["result"]]
+    assert [a["n"] for a in answered] == [1, 2] and all(a["setup_error"] == worker.setup_error for a in answered)
