@@ -23,8 +23,8 @@ from barkkit.cli.options import (
     run_options,
     stage_options,
 )
-from barkkit.errors import BarkkitError, VoiceError
 from barkkit.cli.scale import check_scale_options, generate_scale_options, report_generation, set_threads
+from barkkit.errors import BarkkitError, VoiceError
 from barkkit.files import check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file
 from barkkit.scale.rows import read_batch_file
