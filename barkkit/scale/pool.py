@@ -24,6 +24,7 @@ __all__ = ["run_pool", "JsonRowsWorker", "one_line", "CALLS_IN_FLIGHT"]
 # Calls queued on one actor at a time: two hide the hand-over between calls, and few keep rows from piling up on
 # the actor that happened to load first (the pool then balances by who finishes).
 CALLS_IN_FLIGHT = 2
+BLOCKS_PER_ACTOR = 16
 
 
 class JsonRowsWorker:
@@ -84,7 +85,10 @@ def run_pool(
     """
     if not rows:
         return
-    dataset = ray.data.from_items([{"row": json.dumps(row)} for row in rows], override_num_blocks=len(rows))
+    # Blocks are what the pool hands out (a call then takes rows_per_call of a block's rows at a time): a few per
+    # actor balance the load, without a block per row for a batch of thousands.
+    blocks = min(len(rows), BLOCKS_PER_ACTOR * max(1, actors))
+    dataset = ray.data.from_items([{"row": json.dumps(row)} for row in rows], override_num_blocks=blocks)
     mapped = dataset.map_batches(
         worker,
         fn_constructor_kwargs=constructor_kwargs,
