@@ -12,6 +12,7 @@ from barkkit.audio import AUDIO_EXTENSIONS
 from barkkit.cli.options import quiet_option
 from barkkit.cli.scale import ray_option
 from barkkit.errors import BarkkitError
+from barkkit.scale.remote_files import is_uri, list_audio_uris
 
 __all__ = ["detect", "DEFAULT_DETECTOR", "score_record"]
 
@@ -19,10 +20,15 @@ DEFAULT_DETECTOR = "bark-detector"
 
 
 def _audio_files(paths: tuple[Path, ...]) -> list[Path]:
-    """Files as given (even with another extension: reading them decides), audio files in folders recursively."""
-    found: list[Path] = []
+    """Files as given (even with another extension: reading them decides), audio files in folders recursively.
+
+    A URL (``s3://...``) is listed through its store's filesystem; only ``--ray`` jobs take them.
+    """
+    found: list[Any] = []
     for path in paths:
-        if path.is_dir():
+        if is_uri(str(path)):
+            found.extend(list_audio_uris(str(path)))
+        elif path.is_dir():
             found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS))
         else:
             found.append(path)
@@ -32,6 +38,11 @@ def _audio_files(paths: tuple[Path, ...]) -> list[Path]:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text if isinstance(exc, BarkkitError) else f"{type(exc).__name__}: {text}"
+
+
+def _path_or_uri(value: str) -> Any:
+    """A local path as a ``Path``; a URL kept as text (``Path`` would fold its ``//``)."""
+    return value if is_uri(value) else Path(value)
 
 
 def score_record(detector: Any, path: Path | str, cut: float) -> dict[str, Any]:
@@ -60,7 +71,7 @@ def _print_record(record: dict[str, Any], as_json: bool) -> None:
 
 
 @click.command("detect")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line: path, bark_probability, is_bark (or error).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="Flag as Bark at or above this probability.  [default: the model's calibrated threshold]")
 @click.option("--detector", "detector_name", default=DEFAULT_DETECTOR, show_default=True, help="Which registered detector scores the audio (plugins can add more).")
@@ -86,6 +97,9 @@ def detect(ctx: click.Context, state: Any, paths: tuple[Path, ...], as_json: boo
     """
     if actors is not None and ray_address is None:
         raise BarkkitError("--actors only works with --ray ADDRESS (a Ray cluster job)")
+    paths = tuple(_path_or_uri(path) for path in paths)
+    if any(isinstance(path, str) for path in paths) and ray_address is None:
+        raise BarkkitError("files named by URL (s3://...) are read by --ray jobs; give --ray ADDRESS, or local paths")
     files = _audio_files(paths)
     if not files:
         raise BarkkitError(f"no audio files found in {', '.join(map(str, paths))}; give audio files or folders holding them")

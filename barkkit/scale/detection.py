@@ -2,7 +2,9 @@
 
 Each actor runs the local command's own per-file step (``barkkit.cli.detect.score_record``) in the driver's
 current folder where that folder exists (always on a one-machine cluster), so every line, an unreadable file's
-message included, is the one the local command prints. Lines come back in the order of the files given.
+message included, is the one the local command prints. Lines come back in the order of the files given. A file
+named by URL (``s3://bucket/clip.wav``, ``file:///...``) is copied from its store by the actor that scores it
+(``barkkit.scale.remote_files``), and its line names the URL.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from barkkit.scale.cluster import connect, default_actors
-from barkkit.scale.pool import JsonRowsWorker, run_pool
+from barkkit.scale.pool import JsonRowsWorker, one_line, run_pool
+from barkkit.scale.remote_files import fetched, is_uri
 from barkkit.scale.report import RowProgress
 
 __all__ = ["DetectionWorker", "run_detection_job"]
@@ -34,13 +37,25 @@ class DetectionWorker(JsonRowsWorker):
         self.cut = cut
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"n": row["n"], "record": self._record(row["path"])} for row in rows]
+
+    def _record(self, path: str) -> dict[str, Any]:
         from barkkit.cli.detect import score_record
 
-        return [{"n": row["n"], "record": score_record(self.detector, row["path"], self.cut)} for row in rows]
+        if not is_uri(path):
+            return score_record(self.detector, path, self.cut)
+        try:
+            with fetched(path) as local:
+                record = score_record(self.detector, local, self.cut)
+        except Exception as exc:  # the store refused or lost it: reported like an unreadable file
+            return {"path": path, "error": f"{path}: cannot read it from its store ({one_line(exc)})"}
+        if "error" in record:
+            record["error"] = record["error"].replace(str(local), path)
+        return {**record, "path": path}
 
 
 def run_detection_job(
-    files: Sequence[Path],
+    files: Sequence[Path | str],
     detector_name: str,
     model: Path | None,
     cut: float,

@@ -213,3 +213,11 @@ def test_detection_on_the_cluster_prints_the_local_lines(cluster, exact_job, mon
     assert ray.stdout == local.stdout
     lines = [json.loads(line) for line in ray.stdout.splitlines()]
     assert len(lines) == 6 and "error" in lines[0] and lines[0]["path"] == "clips/broken.wav"
+    # the same folder named by URL: pyarrow's filesystem lists it and each actor copies its files from there
+    url = (folder / "clips").as_uri()
+    by_url = cluster.run([BARKKIT, "detect", url, "--json", "--ray", cluster.address, "--actors", "1"], cwd=folder)
+    assert by_url.returncode == 1, by_url.stderr
+    remote = [json.loads(line) for line in by_url.stdout.splitlines()]
+    assert [r["path"] for r in remote] == [f"{url}/{Path(line['path']).name}" for line in lines]
+    assert [r.get("bark_probability") for r in remote] == [line.get("bark_probability") for line in lines]
+    assert "error" in remote[0] and url in remote[0]["error"] and "/tmp" not in remote[0]["error"].replace(url, "")
