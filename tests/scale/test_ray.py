@@ -208,16 +208,15 @@ def test_detection_on_the_cluster_prints_the_local_lines(cluster, exact_job, mon
     monkeypatch.chdir(folder)
     local = CliRunner().invoke(cli, ["detect", "clips", "--json"])
     assert local.exit_code == 1  # the broken file
-    ray = cluster.run([BARKKIT, "detect", "clips", "--json", "--ray", cluster.address], cwd=folder)
-    assert ray.returncode == 1, ray.stderr
-    assert ray.stdout == local.stdout
-    lines = [json.loads(line) for line in ray.stdout.splitlines()]
-    assert len(lines) == 6 and "error" in lines[0] and lines[0]["path"] == "clips/broken.wav"
-    # the same folder named by URL: pyarrow's filesystem lists it and each actor copies its files from there
+    # the folder again, named by URL: pyarrow's filesystem lists it and each actor copies its files from there
     url = (folder / "clips").as_uri()
-    by_url = cluster.run([BARKKIT, "detect", url, "--json", "--ray", cluster.address, "--actors", "1"], cwd=folder)
-    assert by_url.returncode == 1, by_url.stderr
-    remote = [json.loads(line) for line in by_url.stdout.splitlines()]
-    assert [r["path"] for r in remote] == [f"{url}/{Path(line['path']).name}" for line in lines]
-    assert [r.get("bark_probability") for r in remote] == [line.get("bark_probability") for line in lines]
-    assert "error" in remote[0] and url in remote[0]["error"] and "/tmp" not in remote[0]["error"].replace(url, "")
+    ray = cluster.run([BARKKIT, "detect", "clips", url, "--json", "--ray", cluster.address], cwd=folder)
+    assert ray.returncode == 1, ray.stderr
+    lines = ray.stdout.splitlines()
+    assert "\n".join(lines[:6]) + "\n" == local.stdout  # the local command's lines, in its order
+    by_path = [json.loads(line) for line in lines[:6]]
+    assert "error" in by_path[0] and by_path[0]["path"] == "clips/broken.wav"
+    by_url = [json.loads(line) for line in lines[6:]]
+    assert [r["path"] for r in by_url] == [f"{url}/{Path(line['path']).name}" for line in by_path]
+    assert [r.get("bark_probability") for r in by_url] == [line.get("bark_probability") for line in by_path]
+    assert url in by_url[0]["error"] and "/tmp" not in by_url[0]["error"].replace(url, "")
