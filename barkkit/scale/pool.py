@@ -25,6 +25,9 @@ __all__ = ["run_pool", "JsonRowsWorker", "one_line", "CALLS_IN_FLIGHT"]
 # the actor that happened to load first (the pool then balances by who finishes).
 CALLS_IN_FLIGHT = 2
 BLOCKS_PER_ACTOR = 16
+# Rows are handed out only once every actor of the pool has loaded its model (else the first actor up takes a small
+# job's every row); a pool that cannot start in this time (a cluster without the CPUs) ends the job with an error.
+POOL_START_TIMEOUT_S = 1800
 
 
 class JsonRowsWorker:
@@ -88,6 +91,7 @@ def run_pool(
     # Blocks are what the pool hands out (a call then takes rows_per_call of a block's rows at a time): a few per
     # actor balance the load, without a block per row for a batch of thousands.
     blocks = min(len(rows), BLOCKS_PER_ACTOR * max(1, actors))
+    ray.data.DataContext.get_current().wait_for_min_actors_s = POOL_START_TIMEOUT_S
     dataset = ray.data.from_items([{"row": json.dumps(row)} for row in rows], override_num_blocks=blocks)
     mapped = dataset.map_batches(
         worker,
