@@ -89,7 +89,14 @@ class NamespacedCluster:
         self._ray_start("--head", f"--port={HEAD_PORT}", "--include-dashboard=false", temp="head")
         # a second raylet on the same host needs its own agent port
         self._ray_start(f"--address={self.address}", "--dashboard-agent-listen-port=52366", temp="worker")
-        return self
+        deadline = time.monotonic() + 60
+        while True:  # both nodes registered: jobs size their pools from the nodes they see
+            active = self.run([str(BIN / "ray"), "status"], timeout=60).stdout.split("Pending:")[0]
+            if active.count(" node_") >= 2:
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker node did not join the head:\n{active}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """Kill the namespace's first process: the kernel then ends every process in the namespace at once.
@@ -97,7 +104,12 @@ class NamespacedCluster:
         (``ray stop`` would wait for each process in turn, ~25 s here, for the same end.)
         """
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            self._holder.kill()  # unshare --kill-child passes the SIGKILL on to the namespace's first process
             self._holder.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{self.pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if Path(f"/proc/{self.pid}").exists():
+                os.kill(self.pid, signal.SIGKILL)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
