@@ -25,7 +25,8 @@ class RowProgress:
             from tqdm import tqdm
 
             # disable=None: a bar only on a terminal, never in logs or pipes
-            self._bar = tqdm(total=total, unit=unit, dynamic_ncols=True, disable=None, leave=False)
+            # mininterval=0: rows take seconds, so every one is drawn (tqdm skips updates within 0.1 s otherwise)
+            self._bar = tqdm(total=total, unit=unit, dynamic_ncols=True, disable=None, leave=False, mininterval=0)
 
     def add(self, status: str) -> None:
         self.counts[status] += 1

@@ -144,3 +144,36 @@ def test_an_actor_whose_pipeline_cannot_load_answers_every_row_with_that_one_lin
     rows = [json.dumps(BatchRow(n, "hi", None, n, str(tmp_path / f"{n}.wav")).as_dict()) for n in (1, 2)]
     answered = [json.loads(item) for item in worker({"row": np.array(rows, dtype=object)})["result"]]
     assert [a["n"] for a in answered] == [1, 2] and all(a["setup_error"] == worker.setup_error for a in answered)
+
+
+def test_the_row_bar_shows_on_a_terminal_only(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    script = ("from barkkit.scale.report import RowProgress\n"
+              "with RowProgress(3, quiet=False) as bar:\n"
+              "    bar.add('done'); bar.add('skipped'); bar.add('failed')\n")
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    on_terminal = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, stdout=secondary,
+                                 stderr=secondary, timeout=60)
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert on_terminal.returncode == 0
+    assert b"3/3" in shown and b"done=1" in shown and b"skipped=1" in shown and b"failed=1" in shown
+    piped = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert piped.returncode == 0 and piped.stderr == b""  # no bar in logs or pipes
