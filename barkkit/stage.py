@@ -39,6 +39,7 @@ class Stage(ABC):
     consumes: ClassVar[type]
     produces: ClassVar[type]
     options: ClassVar[Mapping[str, Any]] = {}
+    option_help: ClassVar[Mapping[str, str]] = {}  # a line per option for the command line's flags (optional)
     uses_voice: ClassVar[bool] = True  # whether a voice (history prompt) conditions this stage
     # What a loaded stage computes with, for ``barkkit info`` (e.g. {"linears": "int8 (fbgemm)"}); {}: not said.
     kernels: Mapping[str, str] = {}

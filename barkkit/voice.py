@@ -128,13 +128,12 @@ class Voice:
 
     @classmethod
     def load(cls, spec: "VoiceLike", *, plugins: "Plugins | None" = None) -> "Voice":
-        """Resolve any voice-like value: a Voice, a Generation, a dict, an ``.npz`` path or a preset name."""
-        from barkkit.pipeline import Generation
-
+        """Resolve any voice-like value: a Voice, a Generation (anything with ``to_voice()``), a dict, an ``.npz``
+        path or a preset name."""
         if isinstance(spec, Voice):
             return spec
-        if isinstance(spec, Generation):
-            return cls.from_generation(spec)
+        if callable(getattr(spec, "to_voice", None)):  # a Generation; duck-typed so that barkkit.voice needs no pipeline
+            return spec.to_voice()
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
         if isinstance(spec, os.PathLike) or (isinstance(spec, str) and (spec.endswith(".npz") or os.path.isfile(spec))):
