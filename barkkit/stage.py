@@ -40,6 +40,8 @@ class Stage(ABC):
     produces: ClassVar[type]
     options: ClassVar[Mapping[str, Any]] = {}
     uses_voice: ClassVar[bool] = True  # whether a voice (history prompt) conditions this stage
+    # keyword arguments `load` takes beyond model/device/mode (which weights to use), with their defaults
+    load_options: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod
     def load(cls, model: ModelRef = None, *, device: str | torch.device = "cpu", mode: str = "exact") -> "Stage":

@@ -63,8 +63,15 @@ def show_voice(state: CliState, voice: str) -> None:
                 click.echo(f"{key.removesuffix('_prompt') + ':':<10}{tuple(value.shape)}")
             return
     loaded = Voice.load(voice, plugins=state.plugins)
+    note = loaded.note or {}  # where each part came from: kept by `voices make` (older voices have none)
+
+    def origin(part: str) -> str:
+        return f"  <- {note[part]}" if part in note else ""
+
     click.echo(f"voice:    {voice}")
     click.echo(f"source:   {loaded.source or 'preset'}")
-    click.echo(f"semantic: {loaded.semantic.shape[0]} tokens ({loaded.duration_s:.2f} s)")
-    click.echo(f"coarse:   {tuple(loaded.coarse.shape)}")
-    click.echo(f"fine:     {tuple(loaded.fine.shape)}")
+    if "recording" in note:
+        click.echo(f"made from: {note['recording']}")
+    click.echo(f"semantic: {loaded.semantic.shape[0]} tokens ({loaded.duration_s:.2f} s){origin('semantic')}")
+    click.echo(f"coarse:   {tuple(loaded.coarse.shape)} ({len(loaded.coarse) / 75:.2f} s){origin('coarse')}")
+    click.echo(f"fine:     {tuple(loaded.fine.shape)}{origin('fine')}")
