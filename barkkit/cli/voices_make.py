@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from barkkit.cli import CliState
+from barkkit.cli.options import ProgressBars
 from barkkit.errors import BarkkitError
 from barkkit.files import check_writable
 from barkkit.voice import save_token_file
@@ -59,8 +60,10 @@ def make(state: CliState, audio: Path, output: Path, model: str | None, device: 
     else:
         if weights and semantic_stage is None:
             semantic_stage = "hubert.semantic"
-        voice = make_voice(audio, model=model, device=device, plugins=state.plugins, encoder=encoder,
-                           semantic_stage=semantic_stage, seed=seed, **weights)
+        with ProgressBars(state.quiet or quiet) as bars:
+            voice = make_voice(audio, model=model, device=device, plugins=state.plugins, encoder=encoder,
+                               semantic_stage=semantic_stage, seed=seed,
+                               progress=lambda done, total: bars("semantic", done, total), **weights)
         voice.save(output)
         summary = (f"{len(voice.semantic)} semantic tokens ({voice.semantic.duration_s:.2f} s), "
                    f"{len(voice.fine)} codec frames ({len(voice.fine) / 75:.2f} s)")
