@@ -72,6 +72,11 @@ class HubertSemantic(Stage):
         source = {"hubert": hubert_ref, "quantizer": quantizer_ref}
         return cls(load_hubert(hubert_ref, device=device), load_quantizer(quantizer_ref, device=device), source=source)
 
+    @classmethod
+    def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> dict[str, str]:
+        """Both modes run the same float32 models (the recipe's tokens need them)."""
+        return {"hubert": "fp32 (transformers HubertModel, layers 1-9)", "quantizer": "fp32 LSTM + linear"}
+
     @property
     def device(self) -> torch.device:
         return self.quantizer.fc.weight.device

@@ -97,6 +97,20 @@ def test_pickled_code_is_refused_unrun(tmp_path):
     _one_line(error, "evil.pth", "refused to load", "pickled object")
 
 
+def test_pickled_code_in_hubert_weights_is_refused_unrun(tmp_path, hubert_folder):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    folder = tmp_path / "hubert"
+    folder.mkdir()
+    (folder / "config.json").write_text((hubert_folder / "config.json").read_text())
+    torch.save({"masked_spec_embed": torch.zeros(HIDDEN), "x": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(WeightsError) as error:
+        load_hubert(folder)
+    _one_line(error, "pytorch_model.bin", "refused to load", "pickled object")
+
+
 def test_info_that_disagrees_with_the_tensors(tmp_path):
     state = Quantizer(SMALL).state_dict()
     path = write_quantizer(tmp_path / "liar.pth", QuantizerInfo(HIDDEN, 1024, 10_000, 0), state=state)
