@@ -22,6 +22,7 @@ from barkkit.devices import check_device
 from barkkit.errors import WeightsError
 from barkkit.stage import ModelRef, Progress, Stage
 from barkkit.tokens import Audio, SemanticTokens
+from barkkit.weights import MODEL_ALIASES
 
 from barkkit_hubert.hubert import DEFAULT_HUBERT, SAMPLE_RATE, load_hubert
 from barkkit_hubert.quantizer import DEFAULT_QUANTIZER, Quantizer, load_quantizer
@@ -61,12 +62,15 @@ class HubertSemantic(Stage):
 
         ``hubert``: a hub id or local transformers folder (default ``facebook/hubert-base-ls960``). ``quantizer``: a
         local file or ``hub-id:filename`` (default ``GitMylo/bark-voice-cloning:quantifier_hubert_base_ls960_14.pth``).
-        ``model``, when given and the others are not, is a local folder holding both: a transformers HuBERT folder
-        with the quantizer's ``.pth`` file beside its config.json.
+        ``model`` (what a pipeline spec's ``model`` gives) stands for ``hubert`` when that is not given; a local
+        folder that also holds one quantizer ``.pth`` beside HuBERT's config.json then gives the quantizer too.
+        Bark's model names (``bark``, ``bark-small``: a pipeline's default) are ignored here.
         """
         device = check_device(device)
-        if model is not None and hubert is None and quantizer is None:
-            hubert, quantizer = model, _quantizer_in(model)
+        if model is not None and hubert is None and str(model) not in MODEL_ALIASES:  # Bark's names are not HuBERT's
+            hubert = model
+            if quantizer is None:
+                quantizer = _quantizer_in(model)
         hubert_ref = str(hubert if hubert is not None else DEFAULT_HUBERT)
         quantizer_ref = str(quantizer if quantizer is not None else DEFAULT_QUANTIZER)
         source = {"hubert": hubert_ref, "quantizer": quantizer_ref}
@@ -120,15 +124,11 @@ class HubertSemantic(Stage):
         return SemanticTokens(tokenizer.finish().numpy())
 
 
-def _quantizer_in(folder: ModelRef) -> str:
-    """The one quantizer file (``*.pth``) in a local folder that also holds HuBERT."""
+def _quantizer_in(folder: ModelRef) -> str | None:
+    """The one quantizer file (``*.pth``) in a local folder that also holds HuBERT; None when there is none."""
     if folder is None or not os.path.isdir(folder):
-        raise WeightsError(
-            f"hubert.semantic: model '{folder}' is not a local folder; give hubert= and quantizer= (or --hubert and "
-            "--quantizer) instead"
-        )
+        return None
     found = sorted(name for name in os.listdir(folder) if name.endswith(".pth"))
-    if len(found) != 1:
-        raise WeightsError(f"{folder}: expected one quantizer .pth file beside HuBERT's config.json, found {len(found) or 'none'}")
-    return os.path.join(folder, found[0])
-
+    if len(found) > 1:
+        raise WeightsError(f"{folder}: holds several quantizer files ({', '.join(found)}); name one with quantizer=")
+    return os.path.join(folder, found[0]) if found else None

@@ -180,3 +180,17 @@ def test_legacy_weight_norm_names_and_a_ctc_checkpoint_load(tmp_path, hubert_fol
     x = torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(model(x).last_hidden_state, reference(x).last_hidden_state)
+
+
+def test_one_folder_holding_hubert_and_its_quantizer(tmp_path, hubert_folder, quantizers):
+    import shutil
+
+    folder = tmp_path / "both"
+    shutil.copytree(hubert_folder, folder)
+    shutil.copyfile(quantizers["v1"], folder / "quantifier_V1.pth")
+    stage = HubertSemantic.load(folder)  # as a pipeline spec's `model` would
+    assert stage.quantizer.info.version == 1 and stage.source["quantizer"].endswith("quantifier_V1.pth")
+    shutil.copyfile(quantizers["v0"], folder / "another.pth")
+    with pytest.raises(WeightsError) as error:
+        HubertSemantic.load(folder)
+    _one_line(error, "several quantizer files", "quantizer=")
