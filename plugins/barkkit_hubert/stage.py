@@ -26,7 +26,7 @@ from barkkit.weights import MODEL_ALIASES
 
 from barkkit_hubert.hubert import DEFAULT_HUBERT, SAMPLE_RATE, load_hubert
 from barkkit_hubert.quantizer import DEFAULT_QUANTIZER, Quantizer, load_quantizer
-from barkkit_hubert.windows import CONTEXT_S, WINDOW_S, WindowedTokenizer
+from barkkit_hubert.windows import WindowedTokenizer
 
 __all__ = ["HubertSemantic"]
 
