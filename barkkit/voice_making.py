@@ -146,6 +146,8 @@ def make_voice(
 
     plugins = plugins or load_plugins()
     device = check_device(device)
+    if not isinstance(recording, Audio) and not os.path.isfile(recording):  # before any weights load
+        raise AudioError(f"{recording}: no such file")
     stage, run_options = _semantic_stage(plugins, semantic_stage, semantic_model, device, options)
     encoder_step = _encoder(plugins, encoder, model, device)
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -98,6 +98,11 @@ def test_cli_refuses_silence_with_one_line_and_writes_nothing(run, hubert_folder
     assert not out.exists() and "Traceback" not in result.output
 
 
+def test_a_missing_recording_is_reported_before_weights_load(run, tmp_path):
+    result = run("voices", "make", tmp_path / "nope.wav", "-o", tmp_path / "v.npz")  # no weights anywhere: still this
+    assert result.exit_code == 1 and "nope.wav: no such file" in result.stderr
+
+
 def test_defaults_are_the_hub_files_and_offline_says_how_to_get_them(run, recording, codec_folder, tmp_path):
     result = run("voices", "make", recording, "-o", tmp_path / "v.npz", "-m", codec_folder)
     assert result.exit_code == 1
