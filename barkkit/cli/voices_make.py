@@ -11,7 +11,8 @@ from barkkit.cli.options import ProgressBars
 from barkkit.errors import BarkkitError
 from barkkit.files import check_writable
 from barkkit.voice import save_token_file
-from barkkit.voice_making import DEFAULT_ENCODER, encode_recording, make_voice
+from barkkit.voice_making import CODEC_SECONDS, DEFAULT_ENCODER, encode_recording, make_voice
+from barkkit.weights import DEFAULT_MODEL
 
 
 @click.command(name="make")
@@ -54,8 +55,12 @@ def make(state: CliState, audio: Path, output: Path, model: str | None, device: 
         raise BarkkitError("--hubert and --quantizer choose the semantic stage's weights; --codes-only makes no semantic part")
     if codes_only:
         tokens = encode_recording(audio, model=model, device=device, plugins=state.plugins, encoder=encoder)
-        save_token_file(output, tokens)
         frames = len(tokens["fine_prompt"])
+        span = "all" if frames < CODEC_SECONDS * 75 else f"the last {CODEC_SECONDS:.1f} s"
+        codec = f"{encoder} ({model if model is not None else DEFAULT_MODEL})"
+        save_token_file(output, tokens, note={"recording": str(audio),
+                                              "coarse": f"{codec}, first 2 codebooks of {span} of {audio}",
+                                              "fine": f"{codec}, 8 codebooks at 6 kbps of {span} of {audio}"})
         summary = f"coarse_prompt and fine_prompt only, {frames} frames ({frames / 75:.2f} s); no semantic_prompt"
     else:
         if weights and semantic_stage is None:

@@ -79,6 +79,14 @@ def test_cli_makes_a_voice_that_generate_uses_and_show_explains(run, recording, 
     assert Voice.load(tokens).semantic[0] == voice.semantic[-1]  # the toy stage continues from the voice's last token
 
 
+def test_codes_only_files_say_where_their_codes_came_from(run, recording, codec_folder, tmp_path):
+    out = tmp_path / "codes.npz"
+    assert run("voices", "make", recording, "-o", out, "-m", codec_folder, "--codes-only").exit_code == 0
+    shown = run("voices", "show", out)
+    assert shown.exit_code == 0 and "not a whole voice" in shown.output
+    assert f"fine:     (8, 225)  <- encodec ({codec_folder}), 8 codebooks at 6 kbps of all of {recording}" in shown.output
+
+
 def test_old_voices_without_a_note_still_load_and_show(run, tmp_path):
     old = tmp_path / "old.npz"
     np.savez(old, semantic_prompt=np.arange(50), coarse_prompt=np.zeros((2, 75), np.int64), fine_prompt=np.zeros((8, 75), np.int64))
