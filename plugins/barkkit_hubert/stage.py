@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from barkkit.devices import check_device
-from barkkit.errors import WeightsError
+from barkkit.errors import AudioError, WeightsError
 from barkkit.stage import ModelRef, Progress, Stage
 from barkkit.tokens import Audio, SemanticTokens
 from barkkit.weights import MODEL_ALIASES
@@ -102,9 +102,12 @@ class HubertSemantic(Stage):
         """Audio (any rate, mono) -> semantic tokens (T,), T = 1 + (n16 - 400) // 320 for n16 samples at 16 kHz."""
         from barkkit.audio import resample
 
-        audio = resample(value, SAMPLE_RATE)
+        if len(value) == 0:
+            raise AudioError("the recording is empty; a voice needs at least 1 s of speech (5 to 10 s is best)")
+        samples = np.asarray(resample(value, SAMPLE_RATE).samples)
         tokenizer = self.tokenizer(progress)
-        tokenizer.feed(np.asarray(audio.samples))
+        for start in range(0, samples.size, 2 * SAMPLE_RATE):  # in 2-s blocks: the tokenizer holds one window
+            tokenizer.feed(samples[start : start + 2 * SAMPLE_RATE])
         return SemanticTokens(tokenizer.finish().numpy())
 
     def run_stream(self, blocks: Iterable[np.ndarray], sample_rate: int, *, generator: torch.Generator | None = None,
