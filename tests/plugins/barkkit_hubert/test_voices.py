@@ -141,3 +141,30 @@ def test_too_short_recording_is_refused_in_python(hubert_folder, quantizers, cod
     soundfile.write(path, speechy(0.5, 16_000), 16_000)
     with pytest.raises(AudioError, match=r"short\.wav: the recording is 0\.50 s long"):
         make_voice(path, model=codec_folder, hubert=hubert_folder, quantizer=quantizers["v0"])
+
+
+def test_bark_generates_with_the_made_voice(run, recording, hubert_folder, quantizers, tmp_path):
+    """One folder with tiny random Bark checkpoints and EnCodec's: the voice made from it drives a real generation."""
+    from barkkit_bark.checkpoints import save_suno_checkpoint
+    from barkkit_encodec.checkpoints import write_encodec_checkpoint
+    from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
+
+    bark = tmp_path / "bark"
+    bark.mkdir()
+    for name, model in zip(("text.pt", "coarse.pt", "fine.pt"), tiny_models(seed=11)):
+        save_suno_checkpoint(bark / name, model, best_val_loss=2.5)
+    write_vocab(bark)
+    write_encodec_checkpoint(bark, seed=5)
+    voice_path = tmp_path / "me.npz"
+    made = run("voices", "make", recording, "-o", voice_path, "-m", bark, "--hubert", hubert_folder, "--quantizer", quantizers["v1"])
+    assert made.exit_code == 0, made.output
+    out, tokens = tmp_path / "hello.wav", tmp_path / "hello.npz"
+    result = run("generate", "Hi.", "-o", out, "-m", bark, "--voice", voice_path, "--seed", 0, "--save-tokens", tokens,
+                 "--max-gen-duration-s", 0.5, "--no-early-stop")
+    assert result.exit_code == 0, result.output
+    generated = Voice.load(tokens)
+    assert len(generated.fine) > 0 and soundfile.info(out).frames == 320 * len(generated.fine)
+    again = tmp_path / "again.npz"
+    assert run("generate", "Hi.", "-o", tmp_path / "x.wav", "-m", bark, "--seed", 0, "--save-tokens", again,
+               "--max-gen-duration-s", 0.5, "--no-early-stop").exit_code == 0
+    assert Voice.load(again).coarse != generated.coarse  # the voice changed what was generated
