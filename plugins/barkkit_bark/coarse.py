@@ -10,10 +10,12 @@ aligned as the reference does, including its last-two-tokens cut ("[:-2]"), and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn as nn
 from torch.nn import functional as F
 
 from barkkit.constants import (
@@ -30,7 +32,8 @@ from barkkit.stage import Progress
 from barkkit.tokens import CoarseTokens, SemanticTokens
 from barkkit.voice import Voice
 
-from barkkit_bark.common import BarkStage, check_generator, check_sampling_options
+from barkkit_bark.common import BarkStage, check_sampling_options
+from barkkit_bark.engine import CausalRunner, check_batch, check_generator, sample_rows
 from barkkit_bark.model import GPT
 from barkkit_bark.sampling import check_temperature, sample
 from barkkit_bark.speculative import generate_verified
@@ -189,7 +192,7 @@ class CoarseStage(BarkStage):
         value = SemanticTokens(value)
         check_coarse_options([value], waveform_temp, top_k, top_p, max_coarse_history, sliding_window_len)
         generator = check_generator(generator, self.device)
-        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.batch)
+        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.engine)
             return self.run_batch([value], voices=[voice], generators=[generator], progress=progress,
                                   waveform_temp=waveform_temp, top_k=top_k, top_p=top_p,
                                   max_coarse_history=max_coarse_history, sliding_window_len=sliding_window_len)[0]
@@ -209,3 +212,129 @@ class CoarseStage(BarkStage):
         )
         return CoarseTokens(codes)
 
+    def run_fast_batch(self, values: Sequence[Any], *, voices: Sequence[Voice | None],
+                         generators: Sequence[torch.Generator], progress: Progress | None = None,
+                         waveform_temp: float = 0.7, top_k: int | None = None, top_p: float | None = None,
+                         max_coarse_history: int = 630, sliding_window_len: int = 60) -> list[Any]:
+        """``CoarseStage.run_batch``: every input's windows advance together, one batched decode step at a time."""
+        check_batch(self, values, voices, generators)
+        values = [SemanticTokens(v) for v in values]
+        check_coarse_options(values, waveform_temp, top_k, top_p, max_coarse_history, sliding_window_len)
+        codes = generate_coarse_batch(self.model, [v.array for v in values], voices, generators, temp=waveform_temp,
+                                      top_k=top_k, top_p=top_p, max_coarse_history=max_coarse_history,
+                                      sliding_window_len=sliding_window_len, progress=progress,
+                                      decode=self.decode_steps)
+        return [CoarseTokens(c) for c in codes]
+
+
+def coarse_steps(n_semantic: int) -> int:
+    return int(round(np.floor(n_semantic * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS))
+
+
+
+@torch.inference_mode()
+def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
+                    generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
+                    top_p: float | None = None, max_coarse_history: int = 630,
+                    sliding_window_len: int = 60, teacher: Sequence[np.ndarray] | None = None,
+                    record: list | None = None, progress: Progress | None = None,
+                    decode: str = "eager") -> list[np.ndarray]:
+    """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
+
+    ``teacher`` (benchmarks): codes (2, T) to feed instead of sampling; each step's log-probabilities go to ``record``.
+    ``decode``: "eager", "compile" or "cuda_graphs" (``barkkit_bark.fast.fixed_shape_decode``).
+
+    A window whose input (semantic context, infer token, coarse history) only extends what the cache already holds
+    for every row of the batch keeps the cache instead of prefilling again: the same tokens at the same positions,
+    so the result is the reference's (up to float noise). That is the case until the coarse history reaches
+    ``max_coarse_history`` or the semantic context starts to slide (short clips without a long voice).
+    """
+    max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+    rows = []
+    for sem, voice in zip(semantics, voices):
+        sem_hist, coarse_hist = coarse_histories(voice, max_coarse_history)
+        rows.append({"semantic": np.concatenate([sem_hist, np.asarray(sem, np.int64)]), "coarse": list(coarse_hist),
+                     "n_hist": len(coarse_hist), "base": len(sem_hist), "n_steps": coarse_steps(len(sem))})
+
+    def window_input(r: dict, w: int) -> list[int]:
+        semantic_idx = r["base"] + int(round(w * sliding_window_len / SEMANTIC_TO_COARSE_RATIO))
+        x = r["semantic"][max(0, semantic_idx - max_semantic_history):][:256]
+        x = np.pad(x, (0, 256 - len(x)), constant_values=COARSE_SEMANTIC_PAD_TOKEN)
+        return [*x.tolist(), COARSE_INFER_TOKEN, *r["coarse"][-max_coarse_history:]]
+
+    wte = model.transformer.wte
+    B = len(rows)
+    n_windows = max(int(np.ceil(r["n_steps"] / sliding_window_len)) for r in rows)
+    run = CausalRunner(model, B, 1024, decode=decode)  # a window holds at most 256 + 1 + 630 + 60 tokens
+    cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
+    pad = [0] * B  # each row's tokens end at slot ``total``; the slots before pad[i] are never attended to
+    total = 0
+    device = wte.weight.device
+    logits = torch.zeros(B, CODEBOOK_SIZE, device=device)  # the codebook sampled next: head rows from ``start``
+
+    def codebook_rows(n_step: int) -> slice:  # coarse codes alternate between the two codebooks' token ranges
+        start = SEMANTIC_VOCAB_SIZE + (0 if n_step % N_COARSE_CODEBOOKS == 0 else CODEBOOK_SIZE)
+        return slice(start, start + CODEBOOK_SIZE)
+
+    fed = False  # whether the cache holds the last sampled token of every row (logits are fresh)
+    for w in range(n_windows):
+        live = [i for i, r in enumerate(rows) if w * sliding_window_len < r["n_steps"]]
+        inputs = {i: window_input(rows[i], w) for i in live}
+        redo = [i for i in live if not (fed and inputs[i] == cached[i])]
+        # realign every window so the cache holds no more than the longest live row (positions live in the values)
+        keep = [i for i in live if i not in redo]
+        new_total = max([len(cached[i]) for i in keep] + [len(inputs[i]) for i in redo])
+        if keep and new_total != total:
+            run.shift_rows(keep, pad, total, new_total - total)
+        for i in keep:
+            pad[i] = new_total - len(cached[i])
+        for i in range(B):
+            if i not in live:
+                pad[i] = 0  # finished rows: decoded along (finite garbage), never read
+        total = new_total
+        for i in redo:
+            L = len(inputs[i])
+            logits[i] = run(wte(torch.tensor([inputs[i]], device=device)), torch.arange(L, device=device)[None],
+                            slice(total - L, total), None, row=i, head_rows=codebook_rows(w * sliding_window_len))[0]
+            pad[i], cached[i] = total - L, list(inputs[i])
+        for s in range(sliding_window_len):
+            n_step = w * sliding_window_len + s
+            now = [i for i in live if n_step < rows[i]["n_steps"]]
+            if not now:
+                break
+            start = codebook_rows(n_step).start
+            tokens = torch.full((B,), start, dtype=torch.long, device=device)  # rows that are done: ignored
+            if teacher is not None:
+                record.append(F.log_softmax(logits[now].float() / temp, dim=-1))
+                sampled = torch.tensor([int(teacher[i][n_step % N_COARSE_CODEBOOKS, n_step // N_COARSE_CODEBOOKS]) for i in now],
+                                       device=device)
+            else:
+                sampled, _ = sample_rows(logits[now], [generators[i] for i in now], temp, top_k, top_p)
+            tokens[now] = sampled + start
+            values = tokens.tolist()
+            for i in now:
+                rows[i]["coarse"].append(values[i])
+                cached[i].append(values[i])
+            fed = False
+            if s == sliding_window_len - 1:
+                # the window's last token is only worth feeding if some row keeps its cache for the next window
+                nxt = w + 1
+                if nxt >= n_windows or not any(nxt * sliding_window_len < rows[i]["n_steps"]
+                                               and window_input(rows[i], nxt) == cached[i] for i in now):
+                    break
+            # rows that are done attend to their newest slot only (their numbers are never read)
+            first_slots = [pad[i] if i in now else total for i in range(B)]
+            pos = torch.tensor([[min(total - p, 1023)] for p in pad], device=device)  # finished rows: any valid position
+            logits = run(wte(tokens[:, None]), pos, slice(total, total + 1), first_slots,
+                         head_rows=codebook_rows(n_step + 1))
+            total += 1
+            fed = True
+        if progress is not None:
+            progress(w + 1, n_windows)
+    outs = []
+    for r in rows:
+        gen = np.array(r["coarse"][r["n_hist"]:], dtype=np.int64)[: r["n_steps"]]
+        arr = gen.reshape(-1, N_COARSE_CODEBOOKS).T - SEMANTIC_VOCAB_SIZE
+        arr[1] -= CODEBOOK_SIZE
+        outs.append(arr)
+    return outs

@@ -14,10 +14,13 @@ after the first continues from the semantic tokens of the piece before it, so th
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from barkkit.constants import SEMANTIC_INFER_TOKEN, SEMANTIC_PAD_TOKEN, SEMANTIC_RATE_HZ, SEMANTIC_VOCAB_SIZE, TEXT_PAD_TOKEN
 from barkkit.errors import PipelineError
@@ -27,7 +30,8 @@ from barkkit.voice import Voice
 from barkkit.weights import DEFAULT_MODEL, resolve_file
 
 from barkkit_bark.checkpoints import load_model
-from barkkit_bark.common import BarkStage, check_generator, check_mode, check_sampling_options
+from barkkit_bark.common import BarkStage, check_mode, check_sampling_options
+from barkkit_bark.engine import CausalRunner, check_batch, check_generator, sample_rows
 from barkkit_bark.model import GPT
 from barkkit_bark.sampling import check_temperature, sample
 from barkkit_bark.speculative import generate_verified
@@ -214,7 +218,7 @@ class SemanticStage(BarkStage):
             raise PipelineError(f"the semantic stage reads text, got {type(value).__name__}")
         check_semantic_options(text_temp, top_k, top_p, min_eos_p, max_gen_duration_s)
         generator = check_generator(generator, self.device)
-        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.batch)
+        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.engine)
             return self.run_batch([value], voices=[voice], generators=[generator], progress=progress,
                                   text_temp=text_temp, top_k=top_k, top_p=top_p, min_eos_p=min_eos_p,
                                   max_gen_duration_s=max_gen_duration_s, allow_early_stop=allow_early_stop)[0]
@@ -243,3 +247,97 @@ class SemanticStage(BarkStage):
             if voice is None and len(tokens):
                 history = tokens  # no voice: the next sentence continues this one's speaker
         return SemanticTokens(np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64))
+
+    def run_fast_batch(self, texts: Sequence[str], *, voices: Sequence[Voice | None],
+                           generators: Sequence[torch.Generator], progress: Progress | None = None,
+                           text_temp: float = 0.7, top_k: int | None = None, top_p: float | None = None,
+                           min_eos_p: float | None = 0.2, max_gen_duration_s: float | None = None,
+                           allow_early_stop: bool = True) -> list[Any]:
+        """``SemanticStage.run_batch``: long texts go sentence piece by piece, piece k of every text in one batch."""
+        check_batch(self, texts, voices, generators)
+        for text in texts:
+            if not isinstance(text, str):
+                raise PipelineError(f"the semantic stage reads text, got {type(text).__name__}")
+        check_semantic_options(text_temp, top_k, top_p, min_eos_p, max_gen_duration_s)
+        pieces = [self.tokenizer.pieces(text) for text in texts]
+        histories = [voice.semantic.array if voice is not None else None for voice in voices]
+        outputs: list[list[np.ndarray]] = [[] for _ in texts]
+        n_pieces = max(len(p) for p in pieces)
+        for k in range(n_pieces):
+            rows = [i for i, p in enumerate(pieces) if k < len(p)]
+            piece_progress = (lambda done, total, k=k: progress(k * total + done, n_pieces * total)) if progress else None
+            tokens = generate_semantic_batch(
+                self.model, [np.asarray(pieces[i][k].ids, np.int64) for i in rows], [histories[i] for i in rows],
+                [generators[i] for i in rows], temp=text_temp, top_k=top_k, top_p=top_p, min_eos_p=min_eos_p,
+                allow_early_stop=bool(allow_early_stop), max_gen_duration_s=max_gen_duration_s, progress=piece_progress,
+                decode=self.decode_steps)
+            for i, t in zip(rows, tokens):
+                outputs[i].append(t)
+                if voices[i] is None and len(t):
+                    histories[i] = t  # no voice: the next sentence continues this one's speaker
+        return [SemanticTokens(np.concatenate(o) if o else np.zeros(0, np.int64)) for o in outputs]
+
+
+@torch.inference_mode()
+def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], histories: Sequence[np.ndarray | None],
+                      generators: Sequence[torch.Generator], *, temp: float = 0.7, top_k: int | None = None,
+                      top_p: float | None = None, min_eos_p: float | None = 0.2, allow_early_stop: bool = True,
+                      max_gen_duration_s: float | None = None, max_steps: int = 768,
+                      teacher: Sequence[np.ndarray] | None = None, record: list | None = None,
+                      progress: Progress | None = None, decode: str = "eager") -> list[np.ndarray]:
+    """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
+
+    ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
+    (the sampled distribution, after temperature) per row to ``record``. ``decode``: "eager", "compile" or
+    "cuda_graphs" (``barkkit_bark.fast.fixed_shape_decode``).
+    """
+    B = len(texts_ids)
+    text = np.full((B, 256), TEXT_PAD_TOKEN, dtype=np.int64)
+    hist = np.full((B, 256), SEMANTIC_PAD_TOKEN, dtype=np.int64)
+    for i, (ids, h) in enumerate(zip(texts_ids, histories)):
+        text[i, : len(ids)] = ids
+        if h is not None and len(h):
+            h = np.asarray(h, dtype=np.int64)[-256:]
+            hist[i, : len(h)] = h
+    wte = model.transformer.wte
+    device = wte.weight.device
+    emb = torch.cat([wte(torch.from_numpy(text).to(device)) + wte(torch.from_numpy(hist).to(device)),
+                     wte(torch.full((B, 1), SEMANTIC_INFER_TOKEN, device=device))], dim=1)  # (B, 257, C)
+    T0 = emb.shape[1]
+    max_tokens = max_steps if max_gen_duration_s is None else min(max_steps, semantic_step_limit(max_gen_duration_s))
+    # a fixed-shape step is compiled or captured for one cache size: the largest, whatever the options
+    size = T0 + (min(max_steps, max_tokens) if decode == "eager" else max_steps)
+    run = CausalRunner(model, B, size, decode=decode)
+    logits = run.prefill([emb[i : i + 1] for i in range(B)], T0)
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    for n in range(max_steps):
+        relevant = logits[:, :SEMANTIC_VOCAB_SIZE]
+        if allow_early_stop:
+            relevant = torch.cat([relevant, logits[:, SEMANTIC_PAD_TOKEN : SEMANTIC_PAD_TOKEN + 1]], dim=1)
+        live = [i for i in range(B) if not done[i]]
+        if teacher is not None:
+            record.append(F.log_softmax(relevant[live].float() / temp, dim=-1))
+            sampled = torch.tensor([int(teacher[i][n]) for i in live], device=device)
+            probs = F.softmax(relevant[live].float() / temp, dim=-1)
+        else:
+            sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
+        tokens = torch.zeros(B, dtype=torch.long, device=device)  # rows that are done feed token 0; ignored
+        tokens[live] = sampled
+        values = tokens.tolist()
+        for j, i in enumerate(live):
+            t = values[i]
+            if allow_early_stop and (t == SEMANTIC_VOCAB_SIZE or (min_eos_p is not None and probs[j, -1] >= min_eos_p)):
+                done[i] = True
+                continue
+            out[i].append(t)
+            if len(out[i]) >= max_tokens:
+                done[i] = True
+        if progress is not None and n % 64 == 63:
+            progress(n + 1, max_tokens)
+        if all(done):
+            break
+        tokens = tokens.clamp_max(SEMANTIC_VOCAB_SIZE - 1)  # finished rows feed any valid token; ignored
+        pos = torch.full((B, 1), T0 + n, device=device)
+        logits = run(wte(tokens[:, None]), pos, slice(T0 + n, T0 + n + 1), None)
+    return [np.array(o, dtype=np.int64) for o in out]
