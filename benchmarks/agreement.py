@@ -41,28 +41,30 @@ def compare(exact: list[torch.Tensor], fast: list[torch.Tensor]) -> dict[str, fl
 
 
 def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
-    from barkkit_bark.semantic import generate_semantic_batch
+    from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
 
     rec: list = []
-    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], allow_early_stop=True, min_eos_p=None,
-                         max_steps=len(forced), teacher=[forced], record=rec)
+    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], SemanticOptions(min_eos_p=None),
+                            max_steps=len(forced), teacher=[forced], record=rec)
     return rec
 
 
 def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tensor]:
-    from barkkit_bark.coarse import generate_coarse_batch
+    from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
 
     rec: list = []
-    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], CoarseOptions(**options), teacher=[forced],
+                          record=rec)
     return rec
 
 
 def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
     """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins)."""
-    from barkkit_bark.fine import generate_fine_batch
+    from barkkit_bark.fine import FineOptions, generate_fine_batch
 
     rec: list = []
-    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], FineOptions(), teacher=[forced], record=rec,
+                        **options)
     table: dict[tuple[int, int], torch.Tensor] = {}
     for frames, codebook, logp in rec:
         for frame, row in zip(frames.tolist(), logp):

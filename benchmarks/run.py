@@ -217,7 +217,7 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     a coarse history of 315 tokens and fine windows not padded to 1024 frames (through the batched engine's own
     options), which cut per-row compute but move random models' outputs far (``benchmarks/agreement.py``).
     """
-    from barkkit_bark.fine import generate_fine_batch
+    from barkkit_bark.fine import FineOptions, generate_fine_batch
 
     stages = runner.extra["stages"]
     texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
@@ -228,7 +228,8 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
 
     def fine(coarses: list, vs: list, gs: list[torch.Generator]) -> list[np.ndarray]:
         if shortcuts:
-            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, pad_to_window=False)
+            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, FineOptions(),
+                                       pad_to_window=False)
         return [f.array for f in stages["fine"].run_batch(coarses, voices=vs, generators=gs)]
 
     def gens() -> list[torch.Generator]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from barkkit.errors import PipelineError
 from barkkit.stage import Progress, Stage
-
 from barkkit_bark.checkpoints import Kind, load_model
 from barkkit_bark.engine import DECODE_STEPS
 from barkkit_bark.model import GPT, FineGPT
@@ -135,6 +135,29 @@ class BarkStage(Stage):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.source!r}, mode={self.mode!r})"
+
+
+def option_field(default: Any, help: str) -> Any:
+    """A field of a stage's ``Options`` dataclass: its default, and the help line the CLI shows for it."""
+    return field(default=default, metadata={"help": help})
+
+
+def defaults_of(options: type) -> dict[str, Any]:
+    """An ``Options`` dataclass as ``Stage.options``: every option's name and default, stated once, in the class."""
+    return {f.name: f.default for f in fields(options)}
+
+
+def help_of(options: type) -> dict[str, str]:
+    """An ``Options`` dataclass's help lines (``Stage.option_help``), for the command line's flags."""
+    return {f.name: f.metadata.get("help", "") for f in fields(options)}
+
+
+def make_options(options: type, given: dict[str, Any]) -> Any:
+    """``options(**given)``, validated by the dataclass; an option it does not have is a PipelineError."""
+    unknown = sorted(set(given) - {f.name for f in fields(options)})
+    if unknown:
+        raise PipelineError(f"unknown option {unknown[0]!r}; this stage takes {', '.join(f.name for f in fields(options))}")
+    return options(**given)
 
 
 def check_mode(mode: str) -> None:

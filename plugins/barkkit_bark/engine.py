@@ -26,7 +26,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from barkkit.errors import PipelineError
-
 from barkkit_bark.kernels import Int8Linear
 from barkkit_bark.model import KVCache
 from barkkit_bark.sampling import filter_logits

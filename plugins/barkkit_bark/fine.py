@@ -9,6 +9,7 @@ one forward pass, at temperature ``fine_temp`` (argmax where it is None) for eve
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,17 +22,37 @@ from barkkit.errors import PipelineError
 from barkkit.stage import Progress
 from barkkit.tokens import CoarseTokens, FineTokens
 from barkkit.voice import Voice
-
-from barkkit_bark.common import BarkStage
+from barkkit_bark.common import (
+    BarkStage,
+    defaults_of,
+    help_of,
+    make_options,
+    option_field,
+)
 from barkkit_bark.engine import check_batch, check_generator
 from barkkit_bark.model import FineGPT
 from barkkit_bark.sampling import check_temperature
 
-__all__ = ["FineStage", "generate_fine"]
+__all__ = ["FineStage", "FineOptions", "generate_fine", "generate_fine_batch"]
 
 WINDOW = 1024  # frames the fine model reads at once
 STRIDE = 512  # frames between windows; also the most voice frames prepended
 PAD = CODEBOOK_SIZE  # the "not yet predicted" code
+
+
+@dataclass(frozen=True)
+class FineOptions:
+    """The fine stage's options: the reference's ``generate_fine`` temperature, with its default."""
+
+    fine_temp: float | None = option_field(0.5, "Fine stage temperature, or none for the most likely code (argmax).")
+
+    def __post_init__(self) -> None:
+        check_temperature("fine_temp", self.fine_temp, allow_none=True)
+
+
+def check_coarse_input(values: Sequence[CoarseTokens]) -> None:
+    if any(len(value) == 0 for value in values):
+        raise PipelineError("no coarse codes to refine; the coarse stage produced an empty sequence")
 
 
 @torch.inference_mode()
@@ -40,11 +61,12 @@ def generate_fine(
     coarse: np.ndarray,
     voice: Voice | None,
     generator: torch.Generator,
+    options: FineOptions,
     *,
-    temp: float | None = 0.5,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Coarse codes (n_coarse, T) -> fine codes (8, T); the first n_coarse codebooks are kept as given."""
+    temp = options.fine_temp
     device = model.transformer.wpe.weight.device
     coarse = np.asarray(coarse, dtype=np.int64)
     n_coarse, n_frames = coarse.shape
@@ -87,7 +109,9 @@ class FineStage(BarkStage):
     consumes: ClassVar[type] = CoarseTokens
     produces: ClassVar[type] = FineTokens
     kind = "fine"
-    options: ClassVar[dict[str, Any]] = {"fine_temp": 0.5}
+    Options = FineOptions
+    options: ClassVar[dict[str, Any]] = defaults_of(FineOptions)
+    option_help: ClassVar[dict[str, str]] = help_of(FineOptions)
 
     def run(
         self,
@@ -96,36 +120,32 @@ class FineStage(BarkStage):
         voice: Voice | None = None,
         generator: torch.Generator | None = None,
         progress: Progress | None = None,
-        fine_temp: float | None = 0.5,
+        **options: Any,
     ) -> FineTokens:
         """Fine codes for ``value``; ``fine_temp=None`` takes the most likely code instead of sampling."""
         value = CoarseTokens(value)
-        if len(value) == 0:
-            raise PipelineError("no coarse codes to refine; the coarse stage produced an empty sequence")
-        check_temperature("fine_temp", fine_temp, allow_none=True)
+        check_coarse_input([value])
+        opts = make_options(FineOptions, options)
         generator = check_generator(generator, self.device)
-        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.engine)
-            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress,
-                                  fine_temp=fine_temp)[0]
-        return FineTokens(generate_fine(self.model, value.array, voice, generator, temp=fine_temp, progress=progress))
+        if not self.exact:  # fast mode: the row engine, as a batch of one (barkkit_bark.engine)
+            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress, **options)[0]
+        return FineTokens(generate_fine(self.model, value.array, voice, generator, opts, progress=progress))
 
     def run_fast_batch(self, values: Sequence[Any], *, voices: Sequence[Voice | None],
                        generators: Sequence[torch.Generator], progress: Progress | None = None,
-                       fine_temp: float | None = 0.5) -> list[Any]:
+                       **options: Any) -> list[Any]:
         """``FineStage.run_batch`` in fast mode: the reference's 1024-frame windows, int8 weights, one row at a time."""
         check_batch(self, values, voices, generators)
         values = [CoarseTokens(v) for v in values]
-        if any(len(v) == 0 for v in values):
-            raise PipelineError("no coarse codes to refine; the coarse stage produced an empty sequence")
-        check_temperature("fine_temp", fine_temp, allow_none=True)
-        codes = generate_fine_batch(self.model, [v.array for v in values], voices, generators, temp=fine_temp,
-                                    pad_to_window=True, progress=progress)
+        check_coarse_input(values)
+        opts = make_options(FineOptions, options)
+        codes = generate_fine_batch(self.model, [v.array for v in values], voices, generators, opts, progress=progress)
         return [FineTokens(c) for c in codes]
 
 
 @torch.inference_mode()
 def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices: Sequence[Voice | None],
-                  generators: Sequence[torch.Generator], *, temp: float | None = 0.5, pad_to_window: bool = True,
+                        generators: Sequence[torch.Generator], options: FineOptions, *, pad_to_window: bool = True,
                   max_history: int = 512, teacher: Sequence[np.ndarray] | None = None,
                   record: list | None = None, progress: Progress | None = None) -> list[np.ndarray]:
     """Fine codes (8, T) for each row, the reference's 1024-frame windows at stride 512 (or unpadded, fast).
@@ -133,6 +153,7 @@ def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices:
     ``teacher`` (benchmarks): codes (8, T) to feed instead of sampling; log-probabilities of the frames each pass
     fills go to ``record`` as (frame index in the clip, codebook, log-probs).
     """
+    temp = options.fine_temp
     device = model.transformer.wpe.weight.device
     rows = []
     for coarse, voice in zip(coarses, voices):

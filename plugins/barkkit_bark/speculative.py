@@ -27,7 +27,6 @@ from collections.abc import Callable
 import torch
 
 from barkkit.stage import Progress
-
 from barkkit_bark.kernels import (
     cpu_features,
     decode_kernel_for,

@@ -13,10 +13,10 @@ import torch
 from barkkit.errors import PipelineError
 from barkkit.pipeline import load_pipeline
 from barkkit.voice import Voice
-from barkkit_bark.coarse import generate_coarse_batch
+from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
 from barkkit_bark.engine import CausalRunner
-from barkkit_bark.fine import generate_fine_batch
-from barkkit_bark.semantic import generate_semantic_batch
+from barkkit_bark.fine import FineOptions, generate_fine_batch
+from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
 from barkkit_bark.checkpoints import load_model
 from barkkit_bark.coarse import CoarseStage
 from barkkit_bark.fast import prepare_fast
@@ -81,22 +81,21 @@ def test_batch_rows_equal_single_runs(fast: bool, suno_folder: Path, voice_file:
     def gens() -> list[torch.Generator]:
         return [torch.Generator().manual_seed(10 + i) for i in range(3)]
 
-    sem = generate_semantic_batch(models["text"], ids, histories, gens(), allow_early_stop=False,
-                                        max_gen_duration_s=0.6)
+    options = SemanticOptions(allow_early_stop=False, max_gen_duration_s=0.6)
+    sem = generate_semantic_batch(models["text"], ids, histories, gens(), options)
     for i in range(3):
-        alone = generate_semantic_batch(models["text"], [ids[i]], [histories[i]], [gens()[i]],
-                                              allow_early_stop=False, max_gen_duration_s=0.6)[0]
+        alone = generate_semantic_batch(models["text"], [ids[i]], [histories[i]], [gens()[i]], options)[0]
         np.testing.assert_array_equal(sem[i], alone)
     sems = [sem[0], sem[1][:20], sem[2][:27]]  # own lengths: 90, 60 and 81 coarse steps
-    coarse = generate_coarse_batch(models["coarse"], sems, voices, gens())
+    coarse = generate_coarse_batch(models["coarse"], sems, voices, gens(), CoarseOptions())
     for i in range(3):
-        alone = generate_coarse_batch(models["coarse"], [sems[i]], [voices[i]], [gens()[i]])[0]
+        alone = generate_coarse_batch(models["coarse"], [sems[i]], [voices[i]], [gens()[i]], CoarseOptions())[0]
         np.testing.assert_array_equal(coarse[i], alone)
     assert [c.shape[1] for c in coarse] == [45, 30, 40]
     for pad_to_window in (True, False):
-        fine = generate_fine_batch(models["fine"], coarse, voices, gens(), pad_to_window=pad_to_window)
+        fine = generate_fine_batch(models["fine"], coarse, voices, gens(), FineOptions(), pad_to_window=pad_to_window)
         for i in range(3):
-            alone = generate_fine_batch(models["fine"], [coarse[i]], [voices[i]], [gens()[i]],
+            alone = generate_fine_batch(models["fine"], [coarse[i]], [voices[i]], [gens()[i]], FineOptions(),
                                               pad_to_window=pad_to_window)[0]
             np.testing.assert_array_equal(fine[i], alone)
             np.testing.assert_array_equal(fine[i][:2], coarse[i])
@@ -147,7 +146,7 @@ def test_fixed_shape_decode_steps_give_the_eager_tokens(device: str, how: str, s
 
     def run(decode: str) -> list[np.ndarray]:
         generators = [torch.Generator(device).manual_seed(5 + i) for i in range(2)]
-        return generate_coarse_batch(model, sems, [voice, None], generators, decode=decode)
+        return generate_coarse_batch(model, sems, [voice, None], generators, CoarseOptions(), decode=decode)
 
     eager = run("eager")
     with warnings.catch_warnings(record=True) as caught:
