@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from barkkit.cli import CliState
+from barkkit.cli.state import CliState
 from barkkit.cli.options import ProgressBars
 from barkkit.errors import BarkkitError
 from barkkit.files import check_writable
