@@ -11,6 +11,7 @@ import click
 from barkkit.audio import AUDIO_EXTENSIONS
 from barkkit.cli.options import quiet_option
 from barkkit.cli.scale import ray_option
+from barkkit.detection import score_record
 from barkkit.errors import BarkkitError
 from barkkit.scale.remote_files import is_uri, list_audio_uris
 
@@ -35,29 +36,9 @@ def _audio_files(paths: tuple[Path, ...]) -> list[Path]:
     return found
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, BarkkitError) else f"{type(exc).__name__}: {text}"
-
-
 def _path_or_uri(value: str) -> Any:
     """A local path as a ``Path``; a URL kept as text (``Path`` would fold its ``//``)."""
     return value if is_uri(value) else Path(value)
-
-
-def score_record(detector: Any, path: Path | str, cut: float) -> dict[str, Any]:
-    """One file's JSON line: ``path``, ``bark_probability``, ``is_bark``; or ``path`` and ``error`` when unreadable.
-
-    The one per-file step of ``barkkit detect``, run here and by ``--ray``'s actors alike.
-    """
-    try:
-        probability = float(detector.score(path))
-    except Exception as exc:  # one bad file must not stop the run
-        message = _one_line(exc)
-        if str(path) not in message:
-            message = f"{path}: {message}"
-        return {"path": str(path), "error": message}
-    return {"path": str(path), "bark_probability": round(probability, 6), "is_bark": bool(probability >= cut)}
 
 
 def _print_record(record: dict[str, Any], as_json: bool) -> None:

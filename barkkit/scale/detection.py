@@ -1,6 +1,6 @@
 """``barkkit detect --ray``: files scored by a pool of actors, each holding one loaded detector.
 
-Each actor runs the local command's own per-file step (``barkkit.cli.detect.score_record``) in the driver's
+Each actor runs the local command's own per-file step (``barkkit.detection.score_record``) in the driver's
 current folder where that folder exists (always on a one-machine cluster), so every line, an unreadable file's
 message included, is the one the local command prints. Lines come back in the order of the files given. A file
 named by URL (``s3://bucket/clip.wav``, ``file:///...``) is copied from its store by the actor that scores it
@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from barkkit.detection import score_record
 from barkkit.scale.cluster import connect, default_actors
 from barkkit.scale.pool import JsonRowsWorker, one_line, run_pool
 from barkkit.scale.remote_files import fetched, is_uri
@@ -40,8 +41,6 @@ class DetectionWorker(JsonRowsWorker):
         return [{"n": row["n"], "record": self._record(row["path"])} for row in rows]
 
     def _record(self, path: str) -> dict[str, Any]:
-        from barkkit.cli.detect import score_record
-
         if not is_uri(path):
             return score_record(self.detector, path, self.cut)
         try:
