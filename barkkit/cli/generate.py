@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from barkkit.audio import WRITE_FORMATS, save_audio
-from barkkit.cli.state import CliState
 from barkkit.cli.options import (
     ProgressBars,
     audio_output_options,
@@ -24,6 +23,7 @@ from barkkit.cli.options import (
     stage_options,
 )
 from barkkit.cli.scale import check_scale_options, generate_scale_options, report_generation, set_threads
+from barkkit.cli.state import CliState
 from barkkit.errors import BarkkitError, VoiceError
 from barkkit.files import check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file

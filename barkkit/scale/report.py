@@ -51,8 +51,7 @@ def write_manifest(path: str | os.PathLike, results: Iterable[dict[str, Any]]) -
     Written atomically: a manifest on disk is always a whole one.
     """
     ordered = sorted(results, key=lambda result: result["n"])
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for result in ordered:
-                line = {key: result.get(key) for key in MANIFEST_KEYS if key != "error" or result.get("error")}
-                handle.write(json.dumps(line) + "\n")
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for result in ordered:
+            line = {key: result.get(key) for key in MANIFEST_KEYS if key != "error" or result.get("error")}
+            handle.write(json.dumps(line) + "\n")

@@ -18,7 +18,6 @@ from click.testing import CliRunner
 
 from barkkit.cli import cli
 from barkkit.scale import is_complete_audio
-
 from tests.scale.ray_cluster import BIN, NamespacedCluster, namespace_problem
 
 pytest.importorskip("ray", reason="the Ray tests need barkkit[ray]")
@@ -44,7 +43,6 @@ def cluster():
 def model_folder(tmp_path_factory) -> Path:
     from barkkit_bark.checkpoints import save_suno_checkpoint
     from barkkit_encodec.checkpoints import write_encodec_checkpoint
-
     from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
 
     folder = tmp_path_factory.mktemp("bark-tiny")

@@ -16,7 +16,6 @@ from barkkit.cli import cli
 from barkkit.errors import BarkkitError
 from barkkit.scale import BatchRow, is_complete_audio, read_batch_file
 from barkkit.scale.generation import make_clips
-
 from tests.core import toy_plugin
 from tests.core.toy_plugin import TOY_SPEC
 
