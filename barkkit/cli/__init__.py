@@ -151,11 +151,12 @@ def _add_builtin_commands() -> None:
     from barkkit.cli.detect import detect
     from barkkit.cli.generate import coarse, decode, fine, generate, semantic
     from barkkit.cli.plugins import plugins
+    from barkkit.cli.serve import serve
     from barkkit.cli.voices import voices
     from barkkit.cli.voices_make import make
 
     voices.add_command(make)
-    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect):
+    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect, serve):
         cli.add_command(command)
 
 
