@@ -140,6 +140,7 @@ def _add_api_routes(app: FastAPI, holder: PipelineHolder, settings: ServeSetting
 
     @app.get("/health")
     async def health() -> Response:
+        holder.start_loading()  # no-op once started (here for hosts that run no lifespan)
         if holder.error is not None:
             return error_response(ApiError(503, f"the models failed to load: {holder.error}", code="load_failed"))
         if not holder.loaded:
@@ -185,7 +186,7 @@ def create_app(holder: PipelineHolder | Pipeline, settings: ServeSettings | None
         queue.close()
 
     app = FastAPI(title="barkkit", summary="Bark text-to-speech with OpenAI's speech API, and a Bark-audio detector",
-                  lifespan=lifespan, docs_url="/docs", redoc_url=None)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)  # their pages load scripts from a CDN
     app.state.holder, app.state.queue, app.state.settings, app.state.metrics = holder, queue, settings, metrics
     _add_error_handlers(app)
     _add_api_routes(app, holder, settings, speech, store, metrics)

@@ -45,6 +45,7 @@ class PipelineHolder:
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self._detector: Any = None
+        self._loading: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, settings: ServeSettings, *, plugins: Plugins | None = None) -> "PipelineHolder":
@@ -75,9 +76,15 @@ class PipelineHolder:
         return holder
 
     def start_loading(self) -> threading.Thread | None:
-        """Load the default mode's pipeline on a thread (``ready`` is set when done, ``error`` on failure)."""
-        if self.ready.is_set():
-            return None
+        """Load the default mode's pipeline on a thread (``ready`` is set when done, ``error`` on failure).
+
+        Called by the app's lifespan, and again by ``/health`` and the first requests (a host that runs no lifespan
+        still loads); only the first call starts a thread.
+        """
+        with self._lock:
+            if self.ready.is_set() or self._loading is not None:
+                return None
+            self._loading = threading.Thread(target=lambda: None)  # claimed; replaced below
 
         def load() -> None:
             try:
@@ -87,7 +94,7 @@ class PipelineHolder:
             finally:
                 self.ready.set()
 
-        thread = threading.Thread(target=load, name="barkkit-load", daemon=True)
+        thread = self._loading = threading.Thread(target=load, name="barkkit-load", daemon=True)
         thread.start()
         return thread
 

@@ -47,6 +47,11 @@ def split_sentences(text: str) -> list[str]:
     return parts or [text.strip()]
 
 
+def _header_text(text: str) -> str:
+    """Header values are latin-1 text on one line: anything else becomes '?'."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:200])
+
+
 def _samples(generation: Generation, speed: float) -> np.ndarray:
     """A row's float samples (n,), time-stretched without a change of pitch when ``speed`` is not 1."""
     samples = np.asarray(generation.audio.samples, dtype=np.float32)  # type: ignore[union-attr]
@@ -79,6 +84,7 @@ class SpeechService:
         speech = parse_speech_request(parse_json_body(await read_body(request, limit)),
                                       max_input_chars=self.settings.max_input_chars)
         if not self.holder.loaded:
+            self.holder.start_loading()
             raise ApiError(503, "the models are still loading; retry shortly (GET /health says when)",
                            code="loading", headers={"Retry-After": "5"})
         voice = await asyncio.to_thread(self.voices.resolve, speech.voice) if speech.voice else None
@@ -90,8 +96,8 @@ class SpeechService:
 
     def _headers(self, job: _Job, rate: int | None) -> dict[str, str]:
         headers = {"X-Barkkit-Seed": str(job.seed), "X-Barkkit-Sentences": str(len(job.rows)),
-                   "X-Barkkit-Model": str(self.holder.model or "barkkit"),
-                   "X-Barkkit-Requested-Model": (job.request.model or "")[:100].encode("ascii", "replace").decode(), "Cache-Control": "no-store"}
+                   "X-Barkkit-Model": _header_text(str(self.holder.model or "barkkit")),
+                   "X-Barkkit-Requested-Model": _header_text(job.request.model or ""), "Cache-Control": "no-store"}
         if rate is not None:
             headers["X-Barkkit-Sample-Rate"] = str(rate)
         return headers
@@ -129,12 +135,14 @@ class SpeechService:
         if not (sse and job.request.progress):  # the page's progress stream starts at once; errors come as events
             try:
                 first = (await wait_for_rows(request, [first_future]))[0]
-            except BaseException as exc:
+            except BaseException as exc:  # nothing is sent yet: drop the rest, then answer (or go on cancelling)
                 rest_task.cancel()
                 self._cancel(job)
                 if isinstance(exc, ClientGone):
                     return Response(status_code=499)
-                raise from_exception(exc) from None
+                if isinstance(exc, Exception):
+                    raise from_exception(exc) from None
+                raise
         rate = first.audio.sample_rate if first is not None else None  # type: ignore[union-attr]
         headers = self._headers(job, rate)
         if sse:

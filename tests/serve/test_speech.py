@@ -58,7 +58,7 @@ def test_streamed_pcm_is_the_whole_body_and_other_streams_decode_alike(client):
         assert response.headers["x-barkkit-sentences"] == "2"
         chunks = list(response.iter_bytes())
     assert b"".join(chunks) == whole  # byte for byte
-    for fmt in ("flac", "opus"):
+    for fmt in ("opus",):  # Ogg pages, flushed as the sentences come
         with client.audio.speech.with_streaming_response.create(
                 model="bark", voice="test/alpha", input=TEXT, response_format=fmt,
                 extra_body={"seed": 5, "stream_format": "audio", **FAST}) as response:
