@@ -154,6 +154,8 @@ def start_bark_small_server(args: argparse.Namespace, folder: Path) -> tuple[sub
     save_encodec_checkpoint(folder)
     port = free_port()
     env = dict(os.environ)
+    # idle OpenMP threads sleep instead of spinning: spinning threads of a busy shared machine slow torch many times
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if H.PROMPTS.is_dir():
         env["BARKKIT_VOICE_PATH"] = str(H.PROMPTS)
     command = [sys.executable, "-m", "barkkit", "serve", "--model", str(folder), "--mode", args.mode,

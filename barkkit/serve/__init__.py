@@ -5,6 +5,15 @@ batching of concurrent requests and a web page.
     >>> settings = ServeSettings(model="bark-small", mode="fast")
     >>> app = create_app(PipelineHolder.from_settings(settings), settings)   # any ASGI server runs it
 
+The app keeps all its state on itself, loads its models in the background (or on the first ``/health`` or request
+where the host runs no lifespan), and starts its batch queue in whatever event loop serves it; so another host can
+build one per replica, e.g. Ray Serve, whose ``serve.ingress`` evaluates a builder function on each replica:
+
+    >>> from functools import partial
+    >>> from ray import serve
+    >>> def build(settings): return create_app(PipelineHolder.from_settings(settings), settings)
+    >>> Replica = serve.deployment(serve.ingress(partial(build, settings))(type("Barkkit", (), {})), num_replicas=2)
+
 Needs the ``serve`` extra (FastAPI, uvicorn, prometheus_client, python-multipart, PyAV).
 """
 

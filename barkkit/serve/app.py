@@ -9,6 +9,7 @@ a wrapper (a Ray Serve deployment, say) can build its own around a pipeline it l
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from pathlib import Path
@@ -116,7 +117,7 @@ def _add_api_routes(app: FastAPI, holder: PipelineHolder, settings: ServeSetting
 
     @app.get("/v1/audio/voices")
     async def list_voices() -> Any:
-        return store.listing()
+        return await asyncio.to_thread(store.listing)  # a voice source may read the disk or the hub
 
     @app.post("/v1/voices")
     async def upload_voice(request: Request) -> Any:

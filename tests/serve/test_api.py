@@ -151,7 +151,7 @@ def test_api_key_and_health_while_loading(fast_pipeline, tmp_path):
     gate = threading.Event()
 
     def slow_load(mode: str):
-        gate.wait(10)
+        assert gate.wait(120), "the test never let the load finish"
         return fast_pipeline
 
     holder = PipelineHolder(slow_load, mode="fast", model="tiny", plugins=fast_pipeline.plugins)
@@ -165,7 +165,7 @@ def test_api_key_and_health_while_loading(fast_pipeline, tmp_path):
         status, headers, body = post_json(f"{running.url}/v1/audio/speech", SPEECH, Authorization="Bearer s3cret")
         assert status == 503 and headers["retry-after"] == "5"  # authorized, but the model is still loading
         gate.set()
-        holder.ready.wait(10)
+        holder.ready.wait(60)
         assert call(f"{running.url}/health")[0] == 200
         assert call(f"{running.url}/metrics")[0] == 401
         assert call(f"{running.url}/metrics", headers={"Authorization": "Bearer s3cret"})[0] == 200
