@@ -228,7 +228,10 @@ def main() -> None:
         finally:
             if server is not None:
                 server.terminate()
-                server.wait(60)
+                try:
+                    server.wait(120)
+                except subprocess.TimeoutExpired:
+                    server.kill()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +66,38 @@ class QueueFull(ApiError):
                          code="queue_full", headers={"Retry-After": str(retry_after_s)})
 
 
+class DaemonWorker:
+    """One daemon thread that runs submitted calls in order (``submit`` returns a ``concurrent.futures.Future``).
+
+    Not a ``ThreadPoolExecutor``: Python joins those threads at exit, so a batch still running when the shutdown
+    timeout has passed would keep a stopping server alive until it finished.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> "Future[Any]":
+        future: Future[Any] = Future()
+        self._jobs.put((future, function, args))
+        return future
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, function, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Stop after the call in progress (if any); queued calls are not run."""
+        self._jobs.put(None)
+
+
 class BatchQueue:
     """The queue and its dispatcher. Start nothing at construction: the dispatcher starts with the first row, in the
     event loop that submits it (so the app works under any ASGI host, and in a Ray Serve replica)."""
@@ -79,7 +113,7 @@ class BatchQueue:
         self.pending: list[Row] = []
         self.running = 0
         self._on_change, self._on_batch, self._on_drop = on_change, on_batch, on_drop
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="barkkit-batch")
+        self._executor = DaemonWorker("barkkit-batch")
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._batch_seconds = 1.0  # a running estimate, for Retry-After
@@ -149,7 +183,6 @@ class BatchQueue:
                 pass
 
     async def _dispatch(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             taken = set(map(id, batch))
@@ -160,7 +193,7 @@ class BatchQueue:
                 row.started.set()
             began = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._run_safely, batch)
+                results = await asyncio.wrap_future(self._executor.submit(self._run_safely, batch))
             finally:
                 self.running = 0
                 self._changed()
@@ -190,7 +223,7 @@ class BatchQueue:
         self.pending.clear()
         if self._task is not None:
             self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()
 
 
 def pipeline_runner(get_pipeline: Callable[[str], Any]) -> BatchRunner:

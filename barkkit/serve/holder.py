@@ -41,7 +41,10 @@ class PipelineHolder:
         self.model = model
         self.plugins = plugins or load_plugins()
         self._pipelines: dict[str, Pipeline] = {}
-        self._lock = threading.Lock()
+        # three locks: the event loop takes only _start_lock (briefly), never one held through a load
+        self._lock = threading.Lock()  # loading pipelines
+        self._start_lock = threading.Lock()
+        self._detector_lock = threading.Lock()
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self._detector: Any = None
@@ -81,11 +84,6 @@ class PipelineHolder:
         Called by the app's lifespan, and again by ``/health`` and the first requests (a host that runs no lifespan
         still loads); only the first call starts a thread.
         """
-        with self._lock:
-            if self.ready.is_set() or self._loading is not None:
-                return None
-            self._loading = threading.Thread(target=lambda: None)  # claimed; replaced below
-
         def load() -> None:
             try:
                 self.get(self.mode)
@@ -94,9 +92,12 @@ class PipelineHolder:
             finally:
                 self.ready.set()
 
-        thread = self._loading = threading.Thread(target=load, name="barkkit-load", daemon=True)
-        thread.start()
-        return thread
+        with self._start_lock:
+            if self.ready.is_set() or self._loading is not None:
+                return None
+            self._loading = threading.Thread(target=load, name="barkkit-load", daemon=True)
+        self._loading.start()
+        return self._loading
 
     @property
     def loaded(self) -> bool:
@@ -119,7 +120,7 @@ class PipelineHolder:
 
     def detector(self, name: str = "bark-detector") -> Any:
         """The detector (loaded once): the registered ``name``, with its bundled model."""
-        with self._lock:
+        with self._detector_lock:
             if self._detector is None:
                 self._detector = self.plugins.detectors.get(name).load()
         return self._detector

@@ -28,7 +28,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1100", "--no-proxy-server"):
+                     "--window-size=1400,1700", "--no-proxy-server"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
     driver.set_script_timeout(60)

@@ -192,15 +192,19 @@ function drawWaveform(canvas, samples) {
   const g = canvas.getContext("2d");
   const { width, height } = canvas;
   g.fillStyle = "#0f1419"; g.fillRect(0, 0, width, height);
+  let peak = 0;
+  for (const s of samples) peak = Math.max(peak, Math.abs(s));
+  const gain = peak > 0 ? 0.95 / peak : 1;  // drawn to the clip's own peak, so quiet speech is still visible
   g.strokeStyle = "#6cb6ff"; g.beginPath();
   const per = Math.max(1, Math.floor(samples.length / width));
   for (let x = 0; x < width; x++) {
     let lo = 1, hi = -1;
     for (let i = x * per; i < Math.min(samples.length, (x + 1) * per); i++) { lo = Math.min(lo, samples[i]); hi = Math.max(hi, samples[i]); }
     if (lo > hi) continue;
-    g.moveTo(x + 0.5, (1 - hi) * height / 2); g.lineTo(x + 0.5, (1 - lo) * height / 2);
+    g.moveTo(x + 0.5, (1 - hi * gain) * height / 2); g.lineTo(x + 0.5, (1 - lo * gain) * height / 2 + 1);
   }
   g.stroke();
+  g.fillStyle = "#cfd6dd"; g.font = "11px sans-serif"; g.fillText(`peak ${(20 * Math.log10(peak || 1e-9)).toFixed(1)} dBFS`, 6, 14);
 }
 
 // In-place radix-2 FFT of re/im (length a power of two).
