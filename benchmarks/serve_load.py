@@ -6,7 +6,8 @@
 Every request streams (``stream_format: "audio"``, ``pcm``) a two-sentence text with its own seed, so one request
 gives both its time to first audio byte (one sentence generated) and its latency (the whole text). The concurrent
 phase starts requests for ``--seconds`` and lets the last ones finish; the sequential phase sends the texts the
-concurrent phase completed (at most ``--baseline-requests``), one after another. Printed for each phase: requests
+concurrent phase completed (at most ``--baseline-requests``), one after another; ``--rounds`` repeats the pair,
+interleaved, since the load of a shared machine drifts. Printed for each phase: requests
 per minute, seconds of audio per second of wall time, p50/p95 latency and p50/p95 time to first byte.
 
 ``--bark-small-shapes`` builds random weights of bark-small's shapes (12 layers, 12 heads, 768 wide, the real
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60, help="how long the concurrent phase starts requests")
     parser.add_argument("--baseline-requests", type=int, default=8, help="most texts the sequential phase sends")
+    parser.add_argument("--rounds", type=int, default=1, help="concurrent and sequential phases, interleaved")
     parser.add_argument("--max-batch", type=int, default=None, help="with --bark-small-shapes (default: --clients)")
     parser.add_argument("--max-wait-ms", type=float, default=50)
     parser.add_argument("--max-gen-duration-s", type=float, default=1.0, help="each sentence's length cap")
@@ -213,18 +215,22 @@ def main() -> None:
                   f"max_gen_duration_s {args.max_gen_duration_s}; {os.cpu_count()} CPUs ({cpu}); "
                   f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
             one_request(args.url, "Warm up.", 0, options, args.api_key)  # first-use costs out of the figures
-            all_texts = texts(10_000)
-            concurrent, concurrent_wall = concurrent_phase(args.url, all_texts, args.clients, args.seconds, options,
-                                                           args.api_key)
-            rows = [summary(f"{args.clients} clients", concurrent, concurrent_wall)]
-            indices = [r.text_index for r in concurrent][: args.baseline_requests]
-            sequential, sequential_wall = sequential_phase(args.url, all_texts, indices, options, args.api_key)
-            rows.append(summary("one at a time", sequential, sequential_wall))
-            ratio = rows[0]["audio_s_per_s"] / rows[1]["audio_s_per_s"] if rows[1]["audio_s_per_s"] else float("nan")
-            print(f"throughput, concurrent / one at a time: {ratio:.2f}x", flush=True)
+            rows, ratios = [], []
+            for round_index in range(args.rounds):  # interleaved: a shared machine's load drifts between phases
+                all_texts = texts(10_000 * (round_index + 1))[10_000 * round_index:]
+                concurrent, concurrent_wall = concurrent_phase(args.url, all_texts, args.clients, args.seconds,
+                                                               options, args.api_key)
+                together = summary(f"{args.clients} clients", concurrent, concurrent_wall)
+                indices = [r.text_index for r in concurrent][: args.baseline_requests]
+                sequential, sequential_wall = sequential_phase(args.url, all_texts, indices, options, args.api_key)
+                alone = summary("one at a time", sequential, sequential_wall)
+                ratio = together["audio_s_per_s"] / alone["audio_s_per_s"] if alone["audio_s_per_s"] else float("nan")
+                print(f"round {round_index + 1}: throughput, concurrent / one at a time: {ratio:.2f}x", flush=True)
+                rows += [together, alone]
+                ratios.append(ratio)
             if args.json:
-                args.json.write_text(json.dumps({"rows": rows, "ratio": ratio, "args": vars(args) | {"json": str(args.json)}},
-                                                indent=1, default=str))
+                args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "args": vars(args)}, indent=1,
+                                                default=str))
         finally:
             if server is not None:
                 server.terminate()
