@@ -62,15 +62,19 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.mean(axis=1)
     except Exception as soundfile_error:
-        try:  # formats libsndfile lacks (m4a, ...) through librosa's audioread fallback
-            import librosa
+        try:  # formats libsndfile lacks (aac, m4a, ...): FFmpeg through PyAV where installed, else librosa's audioread
+            decoded = _read_with_pyav(path, soundfile_error)
+            if decoded is not None:
+                samples, rate = decoded
+            else:
+                import librosa
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                samples, rate = librosa.load(str(path), sr=None, mono=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    samples, rate = librosa.load(str(path), sr=None, mono=True)
         except Exception as exc:
             # audioread's "no backend" error says nothing; libsndfile's own reason then does
-            reason = str(exc).strip() or str(soundfile_error).strip().replace(f"'{path}'", "file")
+            reason = (str(exc).strip() or str(soundfile_error).strip()).replace(f"'{path}'", "file")
             raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     if samples.size == 0:
         raise AudioError(f"{path}: holds no audio samples")
@@ -78,6 +82,26 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
         raise AudioError(f"{path}: holds NaN or infinite samples")
     audio = Audio(samples, int(rate))
     return resample(audio, sample_rate) if sample_rate else audio
+
+
+def _read_with_pyav(path: Path, soundfile_error: Exception) -> tuple[np.ndarray, int] | None:
+    """Mono float32 samples (n,) and rate of a file FFmpeg reads (PyAV, the ``serve`` extra); None without PyAV.
+
+    A file FFmpeg cannot read either raises libsndfile's reason, which names the problem more plainly.
+    """
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.audio[0].rate
+            mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            pieces = [frame.to_ndarray().reshape(-1) for packet in container.decode(audio=0) for frame in mono.resample(packet)]
+            pieces += [frame.to_ndarray().reshape(-1) for frame in mono.resample(None)]
+    except (av.FFmpegError, IndexError, ValueError):  # IndexError: no audio stream
+        raise soundfile_error from None
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), int(rate)
 
 
 def _apply_peak(samples: np.ndarray, peak: PeakPolicy, float_output: bool) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +178,6 @@ def create_app(holder: PipelineHolder | Pipeline, settings: ServeSettings | None
                        on_drop=metrics.dropped_rows.inc)
     store = VoiceStore(settings.voices_dir, holder.plugins)
     speech = SpeechService(holder, queue, store, settings, metrics)
-
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
