@@ -213,3 +213,29 @@ def _until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def test_a_stream_sends_its_first_sentence_before_the_next_is_generated(fast_pipeline, tmp_path, model_folder,
+                                                                        serve_plugins):
+    import http.client
+
+    with make_server(fast_pipeline, tmp_path, model_folder, serve_plugins, max_batch=8, max_wait_ms=0) as running:
+        queue = running.app.state.queue
+        first_gate, second_gate = threading.Event(), threading.Event()
+        queue._executor.submit(first_gate.wait, 30)  # the worker waits before the first sentence...
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=60)
+        connection.request("POST", "/v1/audio/speech", json.dumps(
+            {**SPEECH, "input": "First part. Second part.", "stream_format": "audio", "seed": 4}).encode(),
+            {"Content-Type": "application/json"})
+        _until(lambda: queue.running == 1 and len(queue.pending) == 1)  # sentence 1 taken alone, sentence 2 queued
+        queue._executor.submit(second_gate.wait, 30)  # ...and again before the second
+        first_gate.set()
+        response = connection.getresponse()
+        first_chunk = response.read1(1 << 20)
+        assert response.status == 200 and len(first_chunk) > 0
+        assert len(queue.pending) == 1 or queue.running == 1  # the second sentence is not generated yet
+        second_gate.set()
+        rest = response.read()
+        connection.close()
+        whole = post_json(f"{running.url}/v1/audio/speech", {**SPEECH, "input": "First part. Second part.", "seed": 4})[2]
+        assert first_chunk + rest == whole and len(rest) > 0
