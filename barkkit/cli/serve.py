@@ -54,12 +54,16 @@ def _server(uvicorn: Any, config: Any) -> Any:
 @click.option("--max-input-chars", type=click.IntRange(1), default=4096, show_default=True, help="Longest 'input' a request may send.")
 @click.option("--max-upload-mb", type=click.FloatRange(0.001), default=25, show_default=True, help="Largest upload (detect, voices).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("barkkit-data"), show_default=True, help="Where uploaded voices are kept (DATA_DIR/voices).")
+@click.option("--semantic-stage", default=None, help="POST /v1/voices: the audio-to-semantic stage (needed only when several are installed).")
+@click.option("--hubert", default=None, help="POST /v1/voices with hubert.semantic: HuBERT, a hub id or local transformers folder.")
+@click.option("--quantizer", default=None, help="POST /v1/voices with hubert.semantic: the quantizer, a local file or hub-id:filename.")
 @click.option("--shutdown-timeout", type=click.FloatRange(0), default=30, show_default=True, help="Seconds SIGTERM waits for requests in flight.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 @click.pass_obj
 def serve(state: CliState, model: str | None, mode: str | None, spec_file: str | None, device: str, host: str, port: int,
           api_key: str | None, max_batch: int, max_wait_ms: float, max_queue: int, max_input_chars: int,
-          max_upload_mb: float, data_dir: Path, shutdown_timeout: float, log_level: str) -> None:
+          max_upload_mb: float, data_dir: Path, semantic_stage: str | None, hubert: str | None, quantizer: str | None,
+          shutdown_timeout: float, log_level: str) -> None:
     """Serve speech over HTTP: OpenAI's POST /v1/audio/speech, voices, detection, metrics and a web page at /.
 
     Concurrent requests are batched through the engine; each answer equals its request run alone. GET /health
@@ -78,6 +82,7 @@ def serve(state: CliState, model: str | None, mode: str | None, spec_file: str |
     settings = ServeSettings(model=model, mode=mode, spec=spec_file, device=device, host=host, port=port,
                              api_key=api_key or None, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                              max_input_chars=max_input_chars, max_upload_mb=max_upload_mb, data_dir=data_dir,
+                             semantic_stage=semantic_stage, hubert=hubert, quantizer=quantizer,
                              shutdown_timeout_s=shutdown_timeout)
     holder = PipelineHolder.from_settings(settings, plugins=state.plugins)
     config = uvicorn.Config(create_app(holder, settings), host=host, port=port, log_level=log_level,

@@ -123,7 +123,7 @@ def _add_api_routes(app: FastAPI, holder: PipelineHolder, settings: ServeSetting
     @app.post("/v1/voices")
     async def upload_voice(request: Request) -> Any:
         files, fields = await read_uploads(request, settings.max_upload_bytes, max_files=1)
-        return JSONResponse(await make_uploaded_voice(holder, store, files, fields), status_code=201)
+        return JSONResponse(await make_uploaded_voice(holder, store, files, fields, settings), status_code=201)
 
     @app.delete("/v1/voices/{voice_id}")
     async def delete_voice(voice_id: str) -> Any:

@@ -18,6 +18,7 @@ from barkkit.voice_making import make_voice
 
 from barkkit.serve.errors import ApiError, from_exception
 from barkkit.serve.holder import PipelineHolder
+from barkkit.serve.settings import ServeSettings
 from barkkit.serve.spectrum import long_term_spectrum
 from barkkit.serve.voices import VoiceStore, check_upload_name
 
@@ -81,7 +82,7 @@ def _voice_id(fields: dict[str, str], filename: str) -> str:
 
 
 async def make_uploaded_voice(holder: PipelineHolder, store: VoiceStore, files: list[tuple[str, bytes]],
-                              fields: dict[str, str]) -> dict[str, Any]:
+                              fields: dict[str, str], settings: ServeSettings) -> dict[str, Any]:
     """Make a voice from one recording (``barkkit.voice_making.make_voice``) and store it under its id."""
     if len(files) != 1:
         raise ApiError(400, f"send one recording to make a voice from, got {len(files)}", param="file", code="invalid_form")
@@ -94,7 +95,9 @@ async def make_uploaded_voice(holder: PipelineHolder, store: VoiceStore, files: 
             tmp = Path(folder) / f"recording{_suffix(filename)}"
             tmp.write_bytes(data)
             try:
-                return make_voice(tmp, model=holder.model, plugins=holder.plugins)
+                weights = {k: v for k, v in (("hubert", settings.hubert), ("quantizer", settings.quantizer)) if v}
+                return make_voice(tmp, model=holder.model, plugins=holder.plugins,
+                                  semantic_stage=settings.semantic_stage, **weights)
             except BarkkitError as exc:
                 raise type(exc)(_one_line(exc, tmp, filename)) from None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from barkkit.errors import AudioError, BarkkitError, PipelineError, PluginError, TokenError, VoiceError
+from barkkit.errors import AudioError, BarkkitError, PipelineError, PluginError, TokenError, VoiceError, WeightsError
 
 __all__ = ["ApiError", "error_response", "from_exception"]
 
@@ -56,6 +56,8 @@ def from_exception(exc: BaseException, *, param: str | None = None) -> ApiError:
             return ApiError(400, message, param=param or "voice", code="invalid_voice")
         if isinstance(exc, PluginError) and "audio-to-semantic" in message:
             return ApiError(501, message, param=param, code="voice_making_unavailable")
+        if isinstance(exc, WeightsError):  # the server lacks weights (HuBERT's for voice making, say): not the client's fault
+            return ApiError(503, message, param=param, code="weights_unavailable")
         if isinstance(exc, (AudioError, TokenError)):
             return ApiError(400, message, param=param or "file", code="invalid_audio")
         code = "invalid_option" if isinstance(exc, PipelineError) else "invalid_request"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from barkkit.errors import WeightsError
+from barkkit.errors import PipelineError, WeightsError
 from barkkit.pipeline import MODES, Pipeline, read_spec_file
 from barkkit.plugins import Plugins, load_plugins
 
@@ -71,7 +71,7 @@ class PipelineHolder:
         """A holder around a loaded pipeline of ``mode``; ``loader`` builds the other mode (None: it is refused)."""
 
         def refuse(other: str) -> Pipeline:
-            raise WeightsError(f"this server serves mode '{mode}' only; start it with --mode {other} for that")
+            raise PipelineError(f"this server serves mode '{mode}' only; start it with --mode {other} for that")
 
         holder = cls(loader or refuse, mode=mode, model=model, plugins=pipeline.plugins)
         holder._pipelines[mode] = pipeline
@@ -107,7 +107,7 @@ class PipelineHolder:
         """The pipeline of ``mode`` (default: the server's), loading it on first use."""
         mode = mode or self.mode
         if mode not in MODES:
-            raise WeightsError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
+            raise PipelineError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
         with self._lock:
             pipeline = self._pipelines.get(mode)
             if pipeline is None:

@@ -29,6 +29,11 @@ class ServeSettings:
     max_input_chars: int = 4096
     max_upload_mb: float = 25.0
     data_dir: Path = Path("barkkit-data")
+    # voice making (POST /v1/voices), as `barkkit voices make` takes them: the audio-to-semantic stage (None: the
+    # only one installed) and hubert.semantic's weights
+    semantic_stage: str | None = None
+    hubert: str | None = None
+    quantizer: str | None = None
     shutdown_timeout_s: float = 30.0
 
     @property

@@ -111,7 +111,8 @@ class ServerThread:
 def make_server(pipeline: Any, tmp_path: Path, model_folder: Path, serve_plugins: Any, **settings: Any) -> ServerThread:
     from barkkit.serve import PipelineHolder, ServeSettings, create_app
 
-    settings = ServeSettings(model=str(model_folder), mode="fast", data_dir=tmp_path / "data", **settings)
+    settings = ServeSettings(model=str(model_folder), mode="fast", data_dir=tmp_path / "data",
+                             semantic_stage=recording_plugin.LoudnessSemantic.name, **settings)
     holder = PipelineHolder.from_pipeline(
         pipeline, mode="fast", model=str(model_folder),
         loader=lambda mode: load_pipeline(model_folder, mode=mode, plugins=serve_plugins))
