@@ -12,7 +12,11 @@ build one per replica, e.g. Ray Serve, whose ``serve.ingress`` evaluates a build
     >>> from functools import partial
     >>> from ray import serve
     >>> def build(settings): return create_app(PipelineHolder.from_settings(settings), settings)
-    >>> Replica = serve.deployment(serve.ingress(partial(build, settings))(type("Barkkit", (), {})), num_replicas=2)
+    >>> @serve.deployment(num_replicas=2)
+    ... @serve.ingress(partial(build, settings))
+    ... class Barkkit:
+    ...     pass
+    >>> serve.run(Barkkit.bind())
 
 Needs the ``serve`` extra (FastAPI, uvicorn, prometheus_client, python-multipart, PyAV).
 """
