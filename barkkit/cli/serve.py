@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from barkkit.cli import CliState
+from barkkit.cli.state import CliState
 from barkkit.errors import BarkkitError
 from barkkit.pipeline import MODES
 

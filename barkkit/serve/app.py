@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from barkkit.pipeline import Pipeline
-
 from barkkit.serve.batching import BatchQueue, pipeline_runner
 from barkkit.serve.detect import detect_uploads, make_uploaded_voice
 from barkkit.serve.errors import ApiError, error_response, from_exception

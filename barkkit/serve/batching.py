@@ -17,21 +17,21 @@ are independent), so batching changes throughput, never bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
-import time
-from collections.abc import Callable, Sequence
 import queue
 import threading
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from barkkit.errors import BarkkitError
 from barkkit.pipeline import Generation
-from barkkit.voice import Voice
-
 from barkkit.serve.errors import ApiError
+from barkkit.voice import Voice
 
 __all__ = ["Row", "BatchQueue", "QueueFull", "pipeline_runner", "BatchRunner"]
 
@@ -177,10 +177,8 @@ class BatchQueue:
             if len(batch) >= self.max_batch or remaining <= 0:
                 return batch
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
-                pass
 
     async def _dispatch(self) -> None:
         while True:

@@ -14,13 +14,12 @@ from typing import Any
 
 from barkkit.audio import load_audio
 from barkkit.errors import BarkkitError
-from barkkit.voice_making import make_voice
-
 from barkkit.serve.errors import ApiError, from_exception
 from barkkit.serve.holder import PipelineHolder
 from barkkit.serve.settings import ServeSettings
 from barkkit.serve.spectrum import long_term_spectrum
 from barkkit.serve.voices import VoiceStore, check_upload_name
+from barkkit.voice_making import make_voice
 
 __all__ = ["detect_uploads", "make_uploaded_voice"]
 

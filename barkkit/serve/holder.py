@@ -16,7 +16,6 @@ from typing import Any
 from barkkit.errors import PipelineError, WeightsError
 from barkkit.pipeline import MODES, Pipeline, read_spec_file
 from barkkit.plugins import Plugins, load_plugins
-
 from barkkit.serve.settings import ServeSettings
 
 __all__ = ["PipelineHolder"]

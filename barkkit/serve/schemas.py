@@ -15,7 +15,6 @@ from typing import Any
 
 from barkkit.audio_encoding import STREAM_FORMATS
 from barkkit.pipeline import MODES
-
 from barkkit.serve.errors import ApiError
 
 __all__ = ["SpeechRequest", "parse_json_body", "parse_speech_request", "check_voice_name", "SPEED_RANGE", "STREAM_KINDS"]

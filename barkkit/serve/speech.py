@@ -25,7 +25,6 @@ from starlette.requests import Request
 
 from barkkit.audio_encoding import MEDIA_TYPES, AudioStreamEncoder, encode_audio
 from barkkit.pipeline import Generation
-
 from barkkit.serve.batching import BatchQueue, Row
 from barkkit.serve.errors import ApiError, from_exception
 from barkkit.serve.holder import PipelineHolder

@@ -15,10 +15,9 @@ from typing import Any
 
 from barkkit.errors import VoiceError
 from barkkit.plugins import Plugins
-from barkkit.voice import Voice, find_preset
-
 from barkkit.serve.errors import ApiError
 from barkkit.serve.schemas import check_voice_name
+from barkkit.voice import Voice, find_preset
 
 __all__ = ["VoiceStore", "check_upload_name"]
 

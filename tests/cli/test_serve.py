@@ -3,16 +3,12 @@ request in flight."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-
-import pytest
 
 from tests.serve.conftest import free_port, model_folder  # noqa: F401  (the fixture)
 from tests.serve.http_helpers import call, post_json

@@ -64,7 +64,7 @@ def serve_plugins(voice_folder: Path) -> Any:
     os.environ["BARKKIT_VOICE_PATH"] = str(voice_folder)  # the folder source reads it when registered
     try:
         plugins = load_plugins(extra=[recording_plugin])
-        plugins.voice_sources  # register now, while the variable is set
+        _ = plugins.voice_sources  # register now, while the variable is set
     finally:
         if saved is None:
             os.environ.pop("BARKKIT_VOICE_PATH", None)

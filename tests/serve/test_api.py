@@ -45,11 +45,11 @@ def test_bad_speech_requests_are_400_with_a_readable_message(server, change, par
 
 
 def test_bad_options_fail_before_a_stream_starts(client):
-    with pytest.raises(openai.BadRequestError, match="top_k must be a whole number"):
-        with client.audio.speech.with_streaming_response.create(
+    with pytest.raises(openai.BadRequestError, match="top_k must be a whole number"), \
+            client.audio.speech.with_streaming_response.create(
                 model="bark", voice="test/alpha", input="Hi.", response_format="pcm",
                 extra_body={"stream_format": "audio", "top_k": 0}) as response:
-            response.read()
+        response.read()
 
 
 @pytest.mark.parametrize("raw, words", [

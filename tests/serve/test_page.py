@@ -6,7 +6,6 @@ temporary folder (``BARKKIT_SCREENSHOT=path`` copies it somewhere to look at), n
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 
