@@ -11,7 +11,8 @@ shape and is the same for every format; a clip within [-1, 1] is written unchang
 and ``peak="keep"`` writes the raw values (float WAV only).
 
 Formats: ``.wav`` 32-bit float (``pcm16=True``: 16-bit integer), ``.flac`` 24-bit (``pcm16``: 16-bit), and lossy
-``.ogg`` (Vorbis), ``.opus`` (Opus in Ogg) and ``.mp3`` (libsndfile 1.1 or newer, as soundfile's wheels ship). A
+``.ogg`` (Vorbis), ``.opus`` (Opus in Ogg) and ``.mp3`` (libsndfile 1.1 or newer, as soundfile's wheels ship); ``.aac`` (AAC-LC in
+ADTS, which libsndfile lacks) through FFmpeg's encoder in PyAV (``barkkit.audio_encoding``, extra ``serve``). A
 write that fails (disk full, an unsupported rate) is an ``AudioError`` and leaves no file; an existing file at the
 path is replaced only by a complete one.
 """
@@ -32,7 +33,7 @@ from barkkit.tokens import Audio
 __all__ = ["load_audio", "save_audio", "resample", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aiff", ".aif", ".au")
-WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3"}
+WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3", ".aac": "AAC"}
 _LOSSY_SUBTYPES = {".ogg": "VORBIS", ".opus": "OPUS", ".mp3": "MPEG_LAYER_III"}
 PeakPolicy = Literal["scale", "clip", "keep"]
 
@@ -61,15 +62,19 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.mean(axis=1)
     except Exception as soundfile_error:
-        try:  # formats libsndfile lacks (m4a, ...) through librosa's audioread fallback
-            import librosa
+        try:  # formats libsndfile lacks (aac, m4a, ...): FFmpeg through PyAV where installed, else librosa's audioread
+            decoded = _read_with_pyav(path, soundfile_error)
+            if decoded is not None:
+                samples, rate = decoded
+            else:
+                import librosa
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                samples, rate = librosa.load(str(path), sr=None, mono=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    samples, rate = librosa.load(str(path), sr=None, mono=True)
         except Exception as exc:
             # audioread's "no backend" error says nothing; libsndfile's own reason then does
-            reason = str(exc).strip() or str(soundfile_error).strip().replace(f"'{path}'", "file")
+            reason = (str(exc).strip() or str(soundfile_error).strip()).replace(f"'{path}'", "file")
             raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     if samples.size == 0:
         raise AudioError(f"{path}: holds no audio samples")
@@ -77,6 +82,26 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
         raise AudioError(f"{path}: holds NaN or infinite samples")
     audio = Audio(samples, int(rate))
     return resample(audio, sample_rate) if sample_rate else audio
+
+
+def _read_with_pyav(path: Path, soundfile_error: Exception) -> tuple[np.ndarray, int] | None:
+    """Mono float32 samples (n,) and rate of a file FFmpeg reads (PyAV, the ``serve`` extra); None without PyAV.
+
+    A file FFmpeg cannot read either raises libsndfile's reason, which names the problem more plainly.
+    """
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.audio[0].rate
+            mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            pieces = [frame.to_ndarray().reshape(-1) for packet in container.decode(audio=0) for frame in mono.resample(packet)]
+            pieces += [frame.to_ndarray().reshape(-1) for frame in mono.resample(None)]
+    except (av.FFmpegError, IndexError, ValueError):  # IndexError: no audio stream
+        raise soundfile_error from None
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), int(rate)
 
 
 def _apply_peak(samples: np.ndarray, peak: PeakPolicy, float_output: bool) -> np.ndarray:
@@ -115,14 +140,25 @@ def save_audio(
     elif extension == ".flac":
         subtype = "PCM_16" if pcm16 else "PCM_24"
     else:
-        subtype = _LOSSY_SUBTYPES[extension]
+        subtype = _LOSSY_SUBTYPES.get(extension, "")
     if peak not in ("scale", "clip", "keep"):
         raise AudioError(f"unknown peak policy '{peak}'; use scale, clip or keep")
     samples = _apply_peak(np.asarray(audio.samples, dtype=np.float32), peak, float_output=subtype == "FLOAT")
+    if extension == ".aac":
+        return _save_aac(path, samples, audio.sample_rate)
     try:
         with atomic_output(path) as tmp:
             soundfile.write(str(tmp), samples, audio.sample_rate, subtype=subtype, format=WRITE_FORMATS[extension])
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{path}: could not write {WRITE_FORMATS[extension]} audio at {audio.sample_rate} Hz ({detail})") from None
+    return path
+
+
+def _save_aac(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
+    from barkkit.audio_encoding import encode_audio
+
+    data = encode_audio(samples, "aac", sample_rate)  # before the output exists: a failure leaves nothing
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
     return path

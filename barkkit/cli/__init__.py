@@ -153,11 +153,12 @@ def _add_builtin_commands() -> None:
     from barkkit.cli.generate import coarse, decode, fine, generate, semantic
     from barkkit.cli.info import info
     from barkkit.cli.plugins import plugins
+    from barkkit.cli.serve import serve
     from barkkit.cli.voices import voices
     from barkkit.cli.voices_make import make
 
     voices.add_command(make)
-    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect, info):
+    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect, info, serve):
         cli.add_command(command)
 
 
