@@ -39,12 +39,23 @@ class Stage(ABC):
     consumes: ClassVar[type]
     produces: ClassVar[type]
     options: ClassVar[Mapping[str, Any]] = {}
+    option_help: ClassVar[Mapping[str, str]] = {}  # a line per option for the command line's flags (optional)
     uses_voice: ClassVar[bool] = True  # whether a voice (history prompt) conditions this stage
+    # keyword arguments `load` takes beyond model/device/mode (which weights to use), with their defaults
+    load_options: ClassVar[Mapping[str, Any]] = {}
+    # What a loaded stage computes with, for ``barkkit info`` (e.g. {"linears": "int8 (fbgemm)"}); {}: not said.
+    kernels: Mapping[str, str] = {}
 
     @classmethod
     def load(cls, model: ModelRef = None, *, device: str | torch.device = "cpu", mode: str = "exact") -> "Stage":
         """Build the stage with its weights. Stages without weights need not override this."""
         return cls()
+
+    @classmethod
+    def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> Mapping[str, str]:
+        """What the stage would compute with in ``mode`` on this machine, said before any weights load (choices
+        that are timed at load time say so); {} where the stage does not say."""
+        return {}
 
     @abstractmethod
     def run(

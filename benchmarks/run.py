@@ -141,7 +141,17 @@ def main() -> None:
                              "history 315, fine windows not padded to 1024 frames")
     parser.add_argument("--workdir", default=None, help="where to write the random checkpoints (default: a temp dir)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
+    parser.add_argument("--isa", choices=sorted(H.ISA_CAPS), default=None,
+                        help="run everything (the reference too) as on a CPU with only this instruction set: re-runs "
+                             "this script in a child process with each library's ISA cap set")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every implementation (default: torch's; 1 makes CPU seconds a "
+                             "fair measure on a machine shared with other work)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.isa is not None and not os.environ.get("BARKKIT_BENCH_ISA"):
+        sys.exit(H.run_with_isa(args.isa))
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch sees no CUDA GPU here")
     warnings.filterwarnings("ignore")
@@ -152,6 +162,7 @@ def main() -> None:
     voice = H.load_voice(args.voice)
     only = args.only.split(",")
     print(f"machine: {machine(args.device)}")
+    print(f"instruction sets run: {H.libraries_isa()}")
     print(f"bark-{size} shapes, random weights; voice {args.voice}; {n_tokens} semantic tokens, {n_frames} coarse "
           f"frames = {audio_s:.2f} s of audio; {args.rounds} round(s)\n")
 
@@ -206,7 +217,7 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     a coarse history of 315 tokens and fine windows not padded to 1024 frames (through the batched engine's own
     options), which cut per-row compute but move random models' outputs far (``benchmarks/agreement.py``).
     """
-    from barkkit_bark.batch import generate_fine_batch
+    from barkkit_bark.fine import FineOptions, generate_fine_batch
 
     stages = runner.extra["stages"]
     texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
@@ -217,7 +228,8 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
 
     def fine(coarses: list, vs: list, gs: list[torch.Generator]) -> list[np.ndarray]:
         if shortcuts:
-            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, pad_to_window=False)
+            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, FineOptions(),
+                                       pad_to_window=False)
         return [f.array for f in stages["fine"].run_batch(coarses, voices=vs, generators=gs)]
 
     def gens() -> list[torch.Generator]:

@@ -10,30 +10,16 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 from barkkit.allocator import tune_allocator
 from barkkit.errors import BarkkitError
+from barkkit.cli.state import CliState
 from barkkit.plugins import Plugins, load_plugins
 
 __all__ = ["cli", "main", "CliState"]
-
-
-@dataclass
-class CliState:
-    """What every command receives with ``@click.pass_obj``."""
-
-    quiet: bool = False
-    _plugins: Plugins | None = field(default=None, repr=False)
-
-    @property
-    def plugins(self) -> Plugins:
-        if self._plugins is None:
-            self._plugins = load_plugins()
-        return self._plugins
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
@@ -136,6 +122,7 @@ def cli(ctx: click.Context, quiet: bool) -> None:
       barkkit decode tokens.npz -o out.flac
       barkkit voices list
       barkkit plugins
+      barkkit info                      # CPU features and the kernels each stage chooses
       barkkit detect clips/ --json
     """
     ctx.obj.quiet = ctx.obj.quiet or quiet
@@ -150,12 +137,13 @@ def main() -> None:
 def _add_builtin_commands() -> None:
     from barkkit.cli.detect import detect
     from barkkit.cli.generate import coarse, decode, fine, generate, semantic
+    from barkkit.cli.info import info
     from barkkit.cli.plugins import plugins
     from barkkit.cli.voices import voices
     from barkkit.cli.voices_make import make
 
     voices.add_command(make)
-    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect):
+    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect, info):
         cli.add_command(command)
 
 

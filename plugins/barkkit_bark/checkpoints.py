@@ -27,8 +27,14 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from barkkit.errors import WeightsError
-from barkkit.weights import DEFAULT_MODEL, is_local, load_state_dict, load_torch_file, read_json, resolve_file
-
+from barkkit.weights import (
+    DEFAULT_MODEL,
+    is_local,
+    load_state_dict,
+    load_torch_file,
+    read_json,
+    resolve_file,
+)
 from barkkit_bark.model import GPT, FineGPT, GPTConfig
 
 __all__ = [
