@@ -68,10 +68,10 @@ def train_command(state: Any, data_dirs: tuple[Path, ...], out: Path, feature_na
     import tempfile
 
     from barkkit_detect.dataset import read_clips
-    from barkkit_detect.synthetic import write_synthetic_clips
     from barkkit_detect.features import make_feature_set
     from barkkit_detect.metrics import Report, format_report
     from barkkit_detect.model import Detector
+    from barkkit_detect.synthetic import write_synthetic_clips
     from barkkit_detect.training import train
 
     if out.suffix != ".skops":

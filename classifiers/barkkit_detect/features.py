@@ -31,7 +31,6 @@ import numpy as np
 from barkkit.audio import load_audio, resample
 from barkkit.errors import AudioError, BarkkitError, WeightsError
 from barkkit.tokens import Audio
-
 from barkkit_detect.comb import COMB_FEATURE_NAMES, comb_features
 from barkkit_detect.spectra import long_term_spectra
 

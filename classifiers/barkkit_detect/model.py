@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from barkkit.audio import load_audio, resample
 from barkkit.detection import AudioDetector
 from barkkit.errors import AudioError, WeightsError
 from barkkit.files import atomic_output
-from barkkit.audio import load_audio, resample
 from barkkit.tokens import Audio
 from barkkit.weights import read_json
-
 from barkkit_detect.features import SAMPLE_RATE, FeatureSet, make_feature_set, prepare_audio
 
 __all__ = ["Detector", "BUNDLED_MODEL", "TRUSTED_TYPES", "FORMAT", "metadata_path", "unjudgeable"]

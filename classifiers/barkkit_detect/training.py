@@ -31,7 +31,6 @@ import numpy as np
 
 from barkkit.audio import load_audio
 from barkkit.tokens import Audio
-
 from barkkit_detect.augment import augment
 from barkkit_detect.dataset import Clip
 from barkkit_detect.features import SAMPLE_RATE, FeatureSet, prepare_audio

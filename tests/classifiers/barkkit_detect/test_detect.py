@@ -20,7 +20,6 @@ from barkkit import Audio, AudioDetector, hookimpl, load_plugins
 from barkkit.audio import load_audio, resample
 from barkkit.cli import cli
 from barkkit.errors import BarkkitError, WeightsError
-
 from barkkit_detect import BUNDLED_MODEL, CombFeatures, Detector
 from barkkit_detect.features import HubertFeatures, make_feature_set, prepare_audio
 from barkkit_detect.model import TRUSTED_TYPES, metadata_path
@@ -142,9 +141,9 @@ def test_bundled_model_holds_no_untrusted_types_and_matches_its_features():
 
 
 def test_a_model_with_another_feature_version_or_untrusted_types_is_refused(tmp_path):
-    import skops.io
     from pathlib import PurePosixPath
 
+    import skops.io
     from sklearn.preprocessing import FunctionTransformer
 
     model = tmp_path / "m.skops"
@@ -166,8 +165,13 @@ def test_a_model_with_another_feature_version_or_untrusted_types_is_refused(tmp_
         Detector.load(other)
 
 
+def _manifest(folder):
+    with open(folder / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def test_bundled_model_separates_shared_bark_and_human_clips(detector_data):
-    rows = list(csv.DictReader(open(detector_data / "manifest.csv", newline="")))
+    rows = _manifest(detector_data)
     picked = {
         "bark": [r for r in rows if r["source"] == "Ydoit/bark"][::20][:6],
         "real": [r for r in rows if r["source"] == "resemble-ai/Resemblyzer"][::25][:4] + [r for r in rows if r["source"] == "coqui-ai/TTS"][:2],
@@ -420,7 +424,7 @@ def test_results_carry_encodec_trace_and_the_comb_spacing_found_at_any_speed():
 
 
 def test_bark_played_fast_or_slow_is_still_flagged(detector_data):
-    rows = [r for r in csv.DictReader(open(detector_data / "manifest.csv", newline="")) if r["source"] == "Ydoit/bark"][::12][:6]
+    rows = [r for r in _manifest(detector_data) if r["source"] == "Ydoit/bark"][::12][:6]
     clips = [load_audio(detector_data / r["path"]) for r in rows]
     detector = Detector.load()
     for speed in (0.95, 0.98, 1.0, 1.01, 1.05, 22_050 / 24_000):
@@ -533,7 +537,7 @@ def test_detect_one_is_a_plain_function_of_a_path_or_audio(tmp_path):
 
 
 def test_segments_find_bark_spliced_into_human_speech(run, detector_data, tmp_path):
-    rows = list(csv.DictReader(open(detector_data / "manifest.csv", newline="")))
+    rows = _manifest(detector_data)
     long_bark = [r for r in rows if r["source"] == "Ydoit/bark" and float(r["duration_s"]) >= 4.0]
     bark = [load_audio(detector_data / r["path"], sample_rate=24_000) for r in long_bark[::9][:3]]
     human = [load_audio(detector_data / r["path"], sample_rate=24_000) for r in rows if r["source"] == "resemble-ai/Resemblyzer"][:12]
