@@ -188,8 +188,6 @@ def train(
     The threshold flags at most ``max_fpr`` of the clean out-of-source scores of speech that never went through
     EnCodec (``real``, ``other_tts``); the other labels and the degraded copies are reported, not used for it.
     """
-    import sklearn
-
     table = extract_table(clips, feature_set, n_augment=n_augment, seed=seed, jobs=jobs, progress=progress, cache_dir=cache_dir)
     labels = np.array([clips[i].label for i in table.clip])
     sources = np.array([clips[i].source for i in table.clip])
@@ -231,15 +229,23 @@ def train(
     if not evaluation:
         in_sample = models["trace"].predict_proba(table.X)[:, 1]
         threshold = trace_threshold = choose_threshold(has_trace, in_sample, max_fpr)
+    metadata = _metadata(clips, kind, trace_threshold, weight if two_stages else 0.0, n_augment, seed, max_fpr, evaluation)
+    return models, threshold, metadata
+
+
+def _metadata(clips: Sequence[Clip], kind: str, trace_threshold: float, weight: float, n_augment: int, seed: int, max_fpr: float, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar's record of how a model was trained and what it scored out of source."""
+    import sklearn
+
     counts: dict[str, dict[str, int]] = {}
     for clip in clips:
         counts.setdefault(clip.label, {}).setdefault(clip.source, 0)
         counts[clip.label][clip.source] += 1
-    metadata = {
+    return {
         "sample_rate": SAMPLE_RATE,
         "classifier": kind,
         "trace_threshold": trace_threshold,
-        "bark_weight": weight if two_stages else 0.0,
+        "bark_weight": weight,
         "training": {
             "clips": counts,
             "evaluation_only": sorted({str(c.path.name) for c in clips if not c.trainable}),
@@ -251,4 +257,3 @@ def train(
         },
         "leave_one_source_out": evaluation,
     }
-    return models, threshold, metadata
