@@ -15,8 +15,8 @@ from typing import Any
 import click
 
 from barkkit.allocator import tune_allocator
-from barkkit.errors import BarkkitError
 from barkkit.cli.state import CliState
+from barkkit.errors import BarkkitError
 from barkkit.plugins import Plugins, load_plugins
 
 __all__ = ["cli", "main", "CliState"]
@@ -53,15 +53,29 @@ class BarkkitGroup(click.Group):
         plugins.add_commands(self)
         self._plugin_command_names = set(self.commands) - before
 
+    def _add_stage_flags(self, command: click.Command) -> None:
+        """A command marked by ``stage_options`` gets a flag per option of the installed generation stages."""
+        from barkkit.cli.options import StageOption, stage_flags
+        from barkkit.tokens import CoarseTokens, SemanticTokens
+
+        if not getattr(command.callback, "takes_stage_options", False) or self._plugins is None:
+            return
+        order = {str: 0, SemanticTokens: 1, CoarseTokens: 2}  # the generation stages, in the chain's order
+        stages = sorted((self._plugins.stages.get(name) for name in self._plugins.stages),
+                        key=lambda stage: order.get(stage.consumes, 3))
+        command.params = [p for p in command.params if not isinstance(p, StageOption)]
+        taken = {opt for p in command.params for opt in p.opts}
+        command.params += [f for f in stage_flags(s for s in stages if s.consumes in order) if not set(f.opts) & taken]
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands(ctx)
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._add_plugin_commands(ctx)
         command = super().get_command(ctx, name)
-        if command is None:
-            self._add_plugin_commands(ctx)
-            command = super().get_command(ctx, name)
+        if command is not None:
+            self._add_stage_flags(command)
         return command
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:

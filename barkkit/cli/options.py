@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
@@ -11,18 +11,8 @@ import click
 from barkkit.errors import BarkkitError
 from barkkit.pipeline import MODES
 
-__all__ = ["model_options", "run_options", "quiet_option", "stage_options", "audio_output_options", "collect_stage_options", "ProgressBars"]
-
-
-def _fine_temp(value: str | None) -> Any:
-    if value is None:
-        return None
-    if value.lower() in ("none", "argmax"):
-        return "argmax"
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a number or 'none'") from None
+__all__ = ["model_options", "run_options", "quiet_option", "stage_options", "stage_flags", "StageOption",
+           "audio_output_options", "collect_stage_options", "ProgressBars"]
 
 
 def _compose(*decorators: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -56,19 +46,57 @@ run_options = _compose(
     click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes."),
 )
 
-stage_options = _compose(
-    click.option("--text-temp", type=float, default=None, help="Semantic stage temperature.  [default: 0.7]"),
-    click.option("--waveform-temp", type=float, default=None, help="Coarse stage temperature.  [default: 0.7]"),
-    click.option("--fine-temp", default=None, help="Fine stage temperature, or 'none' for argmax.  [default: 0.5]"),
-    click.option("--top-k", type=int, default=None, help="Sample only among the k most likely tokens."),
-    click.option("--top-p", type=float, default=None, help="Nucleus sampling: the smallest set with this much probability."),
-    click.option("--min-eos-p", type=float, default=None, help="Stop the semantic stage once p(end) reaches this.  [default: 0.2]"),
-    click.option("--max-gen-duration-s", type=float, default=None, help="Cap on the semantic stage's length in seconds."),
-    click.option("--allow-early-stop/--no-allow-early-stop", "--early-stop/--no-early-stop", "allow_early_stop", default=None, help="Let the semantic stage stop at its end token.  [default: on]"),
-    click.option("--max-coarse-history", type=int, default=None, help="Coarse tokens of history each window sees.  [default: 630]"),
-    click.option("--sliding-window-len", type=int, default=None, help="Coarse steps per window.  [default: 60]"),
-    click.option("--option", "extra_options", multiple=True, metavar="NAME=VALUE", help="Any other stage option (JSON value), e.g. --option my_knob=3."),
-)
+class StageOption(click.Option):
+    """A flag made from a stage's ``options`` (``stage_flags``): the command line learns them from the stages."""
+
+
+class _OptionValue(click.ParamType):
+    """A stage option's value: a whole number, a number, or 'none' (off; for a temperature, argmax)."""
+
+    name = "value"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() in ("none", "argmax", "off"):
+            return _NONE
+        for number in (int, float):
+            try:
+                return number(value)
+            except ValueError:
+                pass
+        self.fail(f"'{value}' is not a number or 'none'", param, ctx)
+
+
+_NONE = "\0none"  # a value given as 'none' on the command line (None itself means: not given)
+
+
+def stage_flags(stages: Iterable[type]) -> list[click.Option]:
+    """One flag per option that ``stages`` declare (``Stage.options``, with ``Stage.option_help``), named after it:
+    ``text_temp`` -> ``--text-temp``, a boolean ``--x/--no-x``; the first stage declaring a name gives its default."""
+    seen: dict[str, tuple[Any, str, Sequence[str]]] = {}
+    for stage in stages:
+        for name, default in stage.options.items():
+            extra = tuple(getattr(stage, "option_flags", {}).get(name, ()))
+            seen.setdefault(name, (default, stage.option_help.get(name, ""), extra))
+    flags: list[click.Option] = []
+    for name, (default, text, extra) in seen.items():
+        flag = name.replace("_", "-")
+        shown = "on" if default is True else "off" if default is False else "none" if default is None else default
+        help_text = f"{text}  [default: {shown}]".strip()
+        if isinstance(default, bool):
+            flags.append(StageOption([f"--{flag}/--no-{flag}", *extra, name], default=None, help=help_text))
+        else:
+            flags.append(StageOption([f"--{flag}", name], type=_OptionValue(), default=None, help=help_text))
+    return flags
+
+
+def stage_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a command as taking stage options: ``--option NAME=VALUE`` now, and one flag per option of the installed
+    stages when the command line loads its plugins (``BarkkitGroup``; ``stage_flags``)."""
+    function.takes_stage_options = True  # type: ignore[attr-defined]
+    return click.option("--option", "extra_options", multiple=True, metavar="NAME=VALUE",
+                        help="Any stage option (JSON value), e.g. --option my_knob=3.")(function)
 
 
 audio_output_options = _compose(
@@ -80,14 +108,13 @@ audio_output_options = _compose(
 
 def collect_stage_options(params: dict[str, Any]) -> dict[str, Any]:
     """The stage options a command line set (pops them from ``params``); unset ones keep the stages' defaults."""
-    names = ("text_temp", "waveform_temp", "top_k", "top_p", "min_eos_p", "max_gen_duration_s",
-             "allow_early_stop", "max_coarse_history", "sliding_window_len")
-    options = {name: params.pop(name) for name in names if params.get(name) is not None}
+    ctx = click.get_current_context(silent=True)
+    names = [p.name for p in ctx.command.params if isinstance(p, StageOption)] if ctx is not None else []
+    options = {}
     for name in names:
-        params.pop(name, None)
-    fine_temp = _fine_temp(params.pop("fine_temp", None))
-    if fine_temp is not None:
-        options["fine_temp"] = None if fine_temp == "argmax" else fine_temp
+        value = params.pop(name, None)
+        if value is not None:
+            options[name] = None if value == _NONE else value
     for item in params.pop("extra_options", ()):
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from barkkit.cli.state import CliState
 from barkkit.cli.options import ProgressBars
+from barkkit.cli.state import CliState
 from barkkit.errors import BarkkitError
 from barkkit.files import check_writable
 from barkkit.voice import save_token_file

@@ -50,6 +50,7 @@ __all__ = ["CoarseStage", "CoarseOptions", "generate_coarse", "generate_coarse_b
 
 SEMANTIC_TO_COARSE_RATIO = COARSE_RATE_HZ / SEMANTIC_RATE_HZ * N_COARSE_CODEBOOKS  # coarse stream tokens per semantic token
 SEMANTIC_WINDOW = 256  # semantic tokens in each window's prompt
+MAX_COARSE_HISTORY = 630  # the reference's most coarse history tokens (and its default)
 
 
 def flatten_codebooks(codes: np.ndarray) -> np.ndarray:
@@ -155,7 +156,7 @@ class CoarseOptions:
     waveform_temp: float = option_field(0.7, "Coarse stage temperature.")
     top_k: int | None = option_field(None, "Sample only among the k most likely tokens.")
     top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
-    max_coarse_history: int = option_field(630, "Coarse tokens of history each window sees (60 to 630).")
+    max_coarse_history: int = option_field(MAX_COARSE_HISTORY, "Coarse tokens of history each window sees (60 to 630).")
     sliding_window_len: int = option_field(60, "Coarse steps per window.")
 
     def __post_init__(self) -> None:
@@ -165,7 +166,7 @@ class CoarseOptions:
         for name, number in (("max_coarse_history", history), ("sliding_window_len", window)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise PipelineError(f"{name} must be a whole number of at least 1, got {number!r}")
-        if not 60 <= history <= 630:
+        if not 60 <= history <= MAX_COARSE_HISTORY:
             raise PipelineError(f"max_coarse_history must be between 60 and 630, got {history}")
         if history + window > 768:
             raise PipelineError(

@@ -214,6 +214,7 @@ class SemanticStage(BarkStage):
     Options = SemanticOptions
     options: ClassVar[dict[str, Any]] = defaults_of(SemanticOptions)
     option_help: ClassVar[dict[str, str]] = help_of(SemanticOptions)
+    option_flags: ClassVar[dict[str, tuple[str, ...]]] = {"allow_early_stop": ("--early-stop/--no-early-stop",)}
 
     def __init__(self, model: GPT, tokenizer: TextTokenizer, *, mode: str = "exact", source: str | None = None) -> None:
         super().__init__(model, mode=mode, source=source)
