@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from barkkit.errors import AudioError
-from barkkit.files import atomic_output
+from barkkit.files import atomic_output, check_input_file
 from barkkit.tokens import Audio
 
 __all__ = ["load_audio", "save_audio", "resample", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
@@ -52,9 +52,7 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
 
     Raises ``AudioError`` naming the file when it is missing, empty or not audio.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    path = check_input_file(path, "audio file", AudioError)
     try:
         import soundfile
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from barkkit.errors import BarkkitError
-from barkkit.pipeline import MODES
+from barkkit.pipeline import MODES, check_seed
 
-__all__ = ["model_options", "run_options", "quiet_option", "stage_options", "audio_output_options", "collect_stage_options", "ProgressBars"]
+__all__ = ["model_options", "run_options", "quiet_option", "stage_options", "audio_output_options", "collect_stage_options",
+           "ProgressBars", "seed_callback", "input_files"]
 
 
 def _fine_temp(value: str | None) -> Any:
@@ -23,6 +25,16 @@ def _fine_temp(value: str | None) -> Any:
         return float(value)
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a number or 'none'") from None
+
+
+def seed_callback(_ctx: click.Context, _param: click.Parameter, seed: int | None) -> int | None:
+    """Check a seed when the command line is read, before any work: the pipeline's own rule (0 to 2**64 - 1)."""
+    if seed is None:
+        return None
+    try:
+        return check_seed(seed)
+    except BarkkitError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _compose(*decorators: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -52,7 +64,7 @@ model_options = _compose(
 
 run_options = _compose(
     click.option("-v", "--voice", default=None, help="Voice: a preset name (v2/en_speaker_6) or an .npz file."),
-    click.option("-s", "--seed", type=int, default=None, help="Seed for a repeatable run (random, and reported, when left out)."),
+    click.option("-s", "--seed", type=int, default=None, callback=seed_callback, help="Seed for a repeatable run (random, and reported, when left out)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes."),
 )
 
@@ -63,7 +75,7 @@ stage_options = _compose(
     click.option("--top-k", type=int, default=None, help="Sample only among the k most likely tokens."),
     click.option("--top-p", type=float, default=None, help="Nucleus sampling: the smallest set with this much probability."),
     click.option("--min-eos-p", type=float, default=None, help="Stop the semantic stage once p(end) reaches this.  [default: 0.2]"),
-    click.option("--max-gen-duration-s", type=float, default=None, help="Cap on the semantic stage's length in seconds."),
+    click.option("--max-gen-duration-s", type=float, default=None, help="Cap in seconds on each semantic generation. A text within Bark's 256-token window is one generation; a longer text is read sentence by sentence, each sentence capped, so the whole may run longer."),
     click.option("--allow-early-stop/--no-allow-early-stop", "--early-stop/--no-early-stop", "allow_early_stop", default=None, help="Let the semantic stage stop at its end token.  [default: on]"),
     click.option("--max-coarse-history", type=int, default=None, help="Coarse tokens of history each window sees.  [default: 630]"),
     click.option("--sliding-window-len", type=int, default=None, help="Coarse steps per window.  [default: 60]"),
@@ -98,6 +110,22 @@ def collect_stage_options(params: dict[str, Any]) -> dict[str, Any]:
             value = raw
         options[name.strip().replace("-", "_")] = value
     return options
+
+
+def input_files(params: dict[str, Any], **named: Any) -> dict[str, Path]:
+    """The files a command reads, by how messages name them: the ``named`` ones, a --voice or --spec file, and each
+    file of a local --model folder (an output must replace none of them)."""
+    inputs = {label: Path(path) for label, path in named.items() if path is not None}
+    voice = params.get("voice")
+    if voice and Path(voice).is_file():
+        inputs["--voice file"] = Path(voice)
+    if params.get("spec_file"):
+        inputs["--spec file"] = Path(params["spec_file"])
+    model = params.get("model")
+    if model and Path(model).is_dir():
+        for path in Path(model).iterdir():
+            inputs[f"model file {path.name}"] = path
+    return inputs
 
 
 class ProgressBars:

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from barkkit.cli import CliState
+from barkkit.cli.options import input_files, seed_callback
 from barkkit.errors import BarkkitError
-from barkkit.files import check_writable
+from barkkit.files import check_distinct, check_writable
 from barkkit.voice import save_token_file
 from barkkit.voice_making import DEFAULT_ENCODER, encode_recording, make_voice
 
@@ -21,7 +22,7 @@ from barkkit.voice_making import DEFAULT_ENCODER, encode_recording, make_voice
 @click.option("--semantic-stage", default=None, help="The audio-to-semantic stage to use, by name (needed only when several are installed).")
 @click.option("--codes-only", is_flag=True, help="Write only coarse_prompt and fine_prompt (no audio-to-semantic stage needed). Not a complete voice: `barkkit decode` reads it, generation does not.")
 @click.option("--encoder", default=DEFAULT_ENCODER, show_default=True, help="The codec that encodes the audio (a decoder that can encode).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for a semantic stage that samples.")
+@click.option("--seed", type=int, default=0, show_default=True, callback=seed_callback, help="Seed for a semantic stage that samples.")
 @click.option("-q", "--quiet", is_flag=True, help="No notes.")
 @click.pass_obj
 def make(state: CliState, audio: Path, output: Path, model: str | None, device: str, semantic_stage: str | None,
@@ -42,6 +43,7 @@ def make(state: CliState, audio: Path, output: Path, model: str | None, device: 
     if output.suffix.lower() != ".npz":
         raise BarkkitError(f"{output}: a voice file must end in .npz")
     check_writable(output)
+    check_distinct({"-o": output}, input_files({"model": model}, AUDIO=audio))
     if codes_only:
         tokens = encode_recording(audio, model=model, device=device, plugins=state.plugins, encoder=encoder)
         save_token_file(output, tokens)
