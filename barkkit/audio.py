@@ -68,6 +68,8 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
         except Exception as exc:
             # audioread's "no backend" error says nothing; libsndfile's own reason then does
             reason = str(exc).strip() or str(soundfile_error).strip().replace(f"'{path}'", "file")
+            if "does not exist" in reason:  # libsndfile's words for an MP3 it cannot decode; the file is there
+                reason = "neither libsndfile nor librosa can decode it"
             raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     if samples.size == 0:
         raise AudioError(f"{path}: holds no audio samples")

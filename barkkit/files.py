@@ -50,7 +50,8 @@ def check_input_file(path: str | os.PathLike, what: str = "file", error: type[Ba
     except OSError as exc:  # a loop of links, a file where a folder is expected, a path too long
         raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(mode):
-        raise error(f"{path}: is {node_kind(mode)}, not a {what}; give a regular file")
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise error(f"{path}: is {node_kind(mode)}, not {article} {what}; give a regular file")
     if not os.access(path, os.R_OK):
         raise error(f"{path}: not readable (permission denied)")
     return path
@@ -58,7 +59,14 @@ def check_input_file(path: str | os.PathLike, what: str = "file", error: type[Ba
 
 def _target(path: Path) -> Path:
     """Where a write to ``path`` lands: ``path`` itself, or the file at the end of its chain of links."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    if not path.is_symlink():
+        return path
+    try:
+        return Path(os.path.realpath(path, strict=True))
+    except FileNotFoundError:  # a link to a file yet to be made: writing makes it
+        return Path(os.path.realpath(path))
+    except OSError:
+        raise OSError(f"{path} is a loop of symbolic links") from None
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -67,7 +75,10 @@ def check_writable(path: str | os.PathLike) -> Path:
     Returns the file that writing ``path`` replaces: ``path``, or the target of a symbolic link.
     """
     path = Path(path)
-    target = _target(path)
+    try:
+        target = _target(path)
+    except OSError as exc:  # a name too long, a loop of links, a file where a folder should be
+        raise BarkkitError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     via = f" (a link to {target})" if target != path else ""
     try:
         mode: int | None = target.stat().st_mode

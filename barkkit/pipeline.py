@@ -26,7 +26,7 @@ from barkkit.errors import PipelineError, PluginError, WeightsError
 from barkkit.files import check_input_file
 from barkkit.plugins import Plugins, load_plugins
 from barkkit.stage import Decoder, Stage
-from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, kind_name
+from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, Tokens, kind_name
 from barkkit.voice import Voice, VoiceLike, save_token_file
 from barkkit.weights import DEFAULT_MODEL
 
@@ -275,6 +275,8 @@ class Pipeline:
         """
         if isinstance(value, str) and not value.strip():
             raise PipelineError("text is empty; give some words to speak")
+        if isinstance(value, Tokens) and len(value) == 0:  # a stage would blame itself ("stopped at once")
+            raise PipelineError(f"the {value.kind} tokens to start from are empty (shape {value.shape}); give at least one step")
         plan = self._plan(value, until)
         step_options = self._route(plan, options)
         resolved_voice = Voice.load(voice, plugins=self.plugins) if voice is not None else None

@@ -181,11 +181,18 @@ class Voice:
             return cls.from_generation(spec)
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
-        # any path that exists (a folder, a FIFO...) is read as a file, so that its error says what it is
-        if isinstance(spec, os.PathLike) or (isinstance(spec, str) and (spec.endswith(".npz") or (os.path.exists(spec) and not os.path.isdir(spec)))):
+        # any path that exists (a FIFO, a broken link...) is read as a file, so that its error says what it is
+        if isinstance(spec, os.PathLike) or (isinstance(spec, str) and (spec.endswith(".npz") or (os.path.lexists(spec) and not os.path.isdir(spec)))):
             return cls.from_npz(spec)
         if isinstance(spec, str):
-            return find_preset(spec, plugins=plugins)
+            if not spec.strip():
+                raise VoiceError("the voice name is empty; give a preset name (see `barkkit voices list`) or an .npz file")
+            try:
+                return find_preset(spec, plugins=plugins)
+            except VoiceError:
+                if os.path.isdir(spec):  # not a preset either: say what the path is
+                    raise VoiceError(f"{spec}: is a folder, not a voice; give an .npz file or a preset name") from None
+                raise
         raise VoiceError(f"cannot make a voice from {type(spec).__name__}; give a preset name, an .npz path or a dict")
 
     # output --------------------------------------------------------------------------------------------------
