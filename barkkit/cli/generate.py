@@ -15,6 +15,7 @@ import click
 from barkkit.audio import WRITE_FORMATS, save_audio
 from barkkit.cli import CliState
 from barkkit.cli.options import (
+    OUTPUT_NOTE,
     ProgressBars,
     audio_output_options,
     collect_stage_options,
@@ -122,7 +123,7 @@ def _check_generate_outputs(outputs: list[Path], token_outputs: list[Path], line
 @click.command()
 @click.argument("text", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. With --batch, a pattern with {n} (or _N is added).")
+              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. With --batch, a pattern with {n} (or _N is added). " + OUTPUT_NOTE)
 @click.option("--save-tokens", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt).")
 @click.option("--batch", "batch_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -242,7 +243,7 @@ def _make_stage_command(slot: str, input_key: str | None, doc: str) -> click.Com
     decorated = model_options(decorated)
     decorated = click.option("--stage", default=None, help=f"{slot.capitalize()} stage by name.  [default: bark.{slot}]")(decorated)
     decorated = click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                             help="Token file (.npz) to write.")(decorated)
+                             help="Token file (.npz) to write; it may be the input TOKENS file. " + OUTPUT_NOTE)(decorated)
     decorated = click.argument("source", metavar=argument.upper())(decorated)
     return click.command(name=slot)(decorated)
 
@@ -279,7 +280,7 @@ fine = _make_stage_command("fine", "coarse_prompt", """Coarse codebooks to all e
 @click.command()
 @click.argument("tokens", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3.")
+              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. " + OUTPUT_NOTE)
 @click.option("--decoder", default=None, help="Decoder by name (encodec, vocos).  [default: encodec]")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")

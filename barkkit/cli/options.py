@@ -13,7 +13,7 @@ from barkkit.errors import BarkkitError
 from barkkit.pipeline import MODES, check_seed
 
 __all__ = ["model_options", "run_options", "quiet_option", "stage_options", "audio_output_options", "collect_stage_options",
-           "ProgressBars", "seed_callback", "input_files"]
+           "ProgressBars", "seed_callback", "input_files", "OUTPUT_NOTE"]
 
 
 def _fine_temp(value: str | None) -> Any:
@@ -25,6 +25,11 @@ def _fine_temp(value: str | None) -> Any:
         return float(value)
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a number or 'none'") from None
+
+
+OUTPUT_NOTE = ("Written whole or not at all. A link is written through to its target; a device, FIFO or folder is "
+               "refused.")
+"""The end of every output option's help: what barkkit writes to (``barkkit.files``)."""
 
 
 def seed_callback(_ctx: click.Context, _param: click.Parameter, seed: int | None) -> int | None:

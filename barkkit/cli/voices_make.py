@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 
 from barkkit.cli import CliState
-from barkkit.cli.options import input_files, seed_callback
-from barkkit.errors import BarkkitError
-from barkkit.files import check_distinct, check_writable
+from barkkit.cli.options import OUTPUT_NOTE, input_files, seed_callback
+from barkkit.errors import AudioError, BarkkitError
+from barkkit.files import check_distinct, check_input_file, check_writable
 from barkkit.voice import save_token_file
 from barkkit.voice_making import DEFAULT_ENCODER, encode_recording, make_voice
 
 
 @click.command(name="make")
 @click.argument("audio", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The voice file to write (.npz).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The voice file to write (.npz). " + OUTPUT_NOTE)
 @click.option("-m", "--model", default=None, help="Where the codec (and semantic stage) weights come from: a model name (bark, bark-small), hub id or local folder.  [default: bark-small]")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--semantic-stage", default=None, help="The audio-to-semantic stage to use, by name (needed only when several are installed).")
@@ -42,6 +42,7 @@ def make(state: CliState, audio: Path, output: Path, model: str | None, device: 
     """
     if output.suffix.lower() != ".npz":
         raise BarkkitError(f"{output}: a voice file must end in .npz")
+    check_input_file(audio, "audio file", AudioError)  # before the codec loads
     check_writable(output)
     check_distinct({"-o": output}, input_files({"model": model}, AUDIO=audio))
     if codes_only:
