@@ -40,11 +40,19 @@ class Stage(ABC):
     produces: ClassVar[type]
     options: ClassVar[Mapping[str, Any]] = {}
     uses_voice: ClassVar[bool] = True  # whether a voice (history prompt) conditions this stage
+    # What a loaded stage computes with, for ``barkkit info`` (e.g. {"linears": "int8 (fbgemm)"}); {}: not said.
+    kernels: Mapping[str, str] = {}
 
     @classmethod
     def load(cls, model: ModelRef = None, *, device: str | torch.device = "cpu", mode: str = "exact") -> "Stage":
         """Build the stage with its weights. Stages without weights need not override this."""
         return cls()
+
+    @classmethod
+    def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> Mapping[str, str]:
+        """What the stage would compute with in ``mode`` on this machine, said before any weights load (choices
+        that are timed at load time say so); {} where the stage does not say."""
+        return {}
 
     @abstractmethod
     def run(

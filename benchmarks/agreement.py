@@ -114,7 +114,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     shape = {"n_layer": 2, "n_head": 2, "n_embd": 64} if args.tiny else {}
     from barkkit_bark.checkpoints import load_model
-    from barkkit_bark.fast import prepare_fast, quantize_int8, use_bf16_attention
+    from barkkit_bark.fast import prepare_fast, use_bf16_attention
+    from barkkit_bark.kernels import cpu_features, decode_kernel_for, quantize_int8
 
     models = H.build_reference_models("small", init_scale=args.init_scale, heads_only=args.heads_only, **shape)
     tmp = tempfile.TemporaryDirectory()
@@ -122,7 +123,8 @@ def main() -> None:
     del models
     fp32 = {k: load_model(tmp.name, k) for k in ("text", "coarse", "fine")}
     fast = {k: prepare_fast(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}  # as fast mode runs
-    int8 = {k: quantize_int8(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
+    kernel = decode_kernel_for(cpu_features()) or "int_mm"  # as fast mode decodes on this machine
+    int8 = {k: quantize_int8(load_model(tmp.name, k), decode_kernel=kernel) for k in ("text", "coarse", "fine")}
     bf16 = {k: use_bf16_attention(load_model(tmp.name, k)) for k in ("text", "coarse", "fine")}
     bf16_cache = {k: load_model(tmp.name, k) for k in ("text", "coarse")}
     for model in bf16_cache.values():
@@ -136,6 +138,7 @@ def main() -> None:
     fine = forced["fine_prompt"][:, :n_frames]
     ids = np.array(H.tokenizer().encode(TEXT, add_special_tokens=False)) + 10_048
     scaled = "output heads" if args.heads_only else "weight matrices"
+    print(f"machine: {cpu_features().describe()}")
     print(f"bark-small shapes{' (tiny)' if args.tiny else ''}, random weights, {scaled} x{args.init_scale}; history "
           f"{args.history_voice}, forced tokens {args.forced_voice}: {len(sem)} semantic, {coarse.shape[1]} frames\n")
     print(f"{'stage':<9} {'fast-mode change':<34} {'KL nats':>9} {'top-1':>7} {'exact p_max':>11} {'entropy':>8} {'steps':>6}")

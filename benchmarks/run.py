@@ -83,6 +83,43 @@ def same_tokens(rounds: list[dict[str, dict[str, np.ndarray]]], name: str) -> st
     return ", ".join(parts)
 
 
+# What each library is told, per ISA: ATen's vectorised kernels, fbgemm's int8 kernels, oneDNN's and MKL's.
+ISA_CAPS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+}
+
+
+def run_with_isa(isa: str) -> int:
+    """This script again, in a child process whose libraries run only ``isa`` (an AVX-512 machine measuring what an
+    AVX2-only CPU runs); returns its exit status."""
+    import subprocess
+
+    env = {**os.environ, **ISA_CAPS[isa], "BARKKIT_BENCH_ISA": isa}
+    print(f"--isa {isa}: " + " ".join(f"{k}={v}" for k, v in ISA_CAPS[isa].items()), flush=True)
+    return subprocess.call([sys.executable, *sys.argv], env=env)
+
+
+def libraries_isa() -> str:
+    """Which ISA each library runs in this process: ATen's dispatch, fbgemm's and bf16 (barkkit_bark.kernels), and
+    oneDNN's own report (its verbose mode names the ISA it dispatches to)."""
+    import subprocess
+
+    from barkkit_bark.kernels import cpu_features
+
+    features = cpu_features()
+    probe = "import torch; torch.ops.mkldnn._is_mkldnn_bf16_supported(); torch._int_mm(torch.ones(17, 64, dtype=torch.int8), torch.ones(64, 64, dtype=torch.int8))"
+    verbose = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+                             capture_output=True, text=True).stdout
+    onednn = next((part.split(":", 1)[1] for line in verbose.splitlines() for part in line.split(",")
+                   if part.startswith("isa:")), "unknown")
+    return (f"ATen {features.aten}, fbgemm {features.fbgemm or 'absent'}, oneDNN {onednn}, MKL "
+            f"{os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'its own choice')}, bf16 matrix units "
+            f"{'used' if features.bf16_matmul else 'not used'}")
+
+
 def machine(device: str = "cpu") -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -141,7 +178,12 @@ def main() -> None:
                              "history 315, fine windows not padded to 1024 frames")
     parser.add_argument("--workdir", default=None, help="where to write the random checkpoints (default: a temp dir)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), default=None,
+                        help="run everything (the reference too) as on a CPU with only this instruction set: re-runs "
+                             "this script in a child process with each library's ISA cap set")
     args = parser.parse_args()
+    if args.isa is not None and not os.environ.get("BARKKIT_BENCH_ISA"):
+        sys.exit(run_with_isa(args.isa))
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch sees no CUDA GPU here")
     warnings.filterwarnings("ignore")
@@ -152,6 +194,7 @@ def main() -> None:
     voice = H.load_voice(args.voice)
     only = args.only.split(",")
     print(f"machine: {machine(args.device)}")
+    print(f"instruction sets run: {libraries_isa()}")
     print(f"bark-{size} shapes, random weights; voice {args.voice}; {n_tokens} semantic tokens, {n_frames} coarse "
           f"frames = {audio_s:.2f} s of audio; {args.rounds} round(s)\n")
 

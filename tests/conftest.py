@@ -11,6 +11,11 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 # Before torch loads OpenMP: idle threads sleep instead of spinning, which otherwise starves the other process
 # (pytest-xdist workers, subprocess CLI tests) on a 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Kernel choices measured at load time (barkkit_bark.kernels.measure) go to a cache of this run, not the user's.
+if "BARKKIT_KERNEL_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["BARKKIT_KERNEL_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="barkkit-kernels-"), "kernels.json")
 
 import pytest  # noqa: E402
 

@@ -140,6 +140,7 @@ def cli(ctx: click.Context, quiet: bool) -> None:
       barkkit decode tokens.npz -o out.flac
       barkkit voices list
       barkkit plugins
+      barkkit info                      # CPU features and the kernels each stage chooses
       barkkit detect clips/ --json
     """
     ctx.obj.quiet = ctx.obj.quiet or quiet
@@ -154,12 +155,13 @@ def main() -> None:
 def _add_builtin_commands() -> None:
     from barkkit.cli.detect import detect
     from barkkit.cli.generate import coarse, decode, fine, generate, semantic
+    from barkkit.cli.info import info
     from barkkit.cli.plugins import plugins
     from barkkit.cli.voices import voices
     from barkkit.cli.voices_make import make
 
     voices.add_command(make)
-    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect):
+    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect, info):
         cli.add_command(command)
 
 

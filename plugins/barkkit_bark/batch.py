@@ -40,7 +40,8 @@ from barkkit.stage import Progress
 from barkkit.voice import Voice
 
 from barkkit_bark.coarse import SEMANTIC_TO_COARSE_RATIO as SEMANTIC_TO_COARSE, coarse_histories
-from barkkit_bark.fast import Int8Linear, fixed_shape_decode
+from barkkit_bark.fast import fixed_shape_decode
+from barkkit_bark.kernels import Int8Linear
 from barkkit_bark.model import KVCache
 from barkkit_bark.sampling import filter_logits
 from barkkit_bark.semantic import semantic_step_limit

@@ -38,17 +38,49 @@ class BarkStage(Stage):
     def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
         check_mode(mode)
         self.draft: GPT | None = None  # exact mode's int8 twin (barkkit_bark.speculative), causal models on a CPU
+        # what this stage runs on, for ``barkkit info``: kernels chosen by the CPU's features (barkkit_bark.kernels)
+        self.kernels: dict[str, str] = {"linears": "fp32", "attention": "fp32"}
         if mode == "fast":
             from barkkit_bark.fast import prepare_fast
 
             model = prepare_fast(model)
+            self.kernels = dict(model.kernels)
         elif isinstance(model, GPT) and model.lm_head.weight.device.type == "cpu":
-            from barkkit_bark.speculative import draft_model
+            from barkkit_bark.speculative import draft_model, drafting_pays
 
             self.draft = draft_model(model)
+            pays = drafting_pays(model, self.draft)
+            if not pays:
+                self.n_draft = 0  # the twin is no faster here: decode one fp32 token at a time, as the reference
+            kernel = self.draft.lm_head.decode_kernel
+            self.kernels["decode"] = f"fp32, int8 twin drafts ({kernel})" if pays else f"fp32 (an {kernel} twin is no faster here)"
         self.model = model
         self.mode = mode
         self.source = source
+
+    @classmethod
+    def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> dict[str, str]:
+        """The kernels ``__init__`` will choose here (``barkkit_bark.kernels``), without loading weights."""
+        from barkkit_bark.kernels import cpu_features, decode_kernel_for
+
+        check_mode(mode)
+        if torch.device(device).type != "cpu":
+            precision = "bf16" if mode == "fast" else "fp32"
+            return {"linears": precision, "attention": precision}
+        features = cpu_features()
+        causal = cls.kind != "fine"
+        int8 = decode_kernel_for(features)
+        plan: dict[str, str] = {}
+        if mode == "exact":
+            plan.update(linears="fp32", attention="fp32")
+            if causal:
+                plan["decode"] = f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at load"
+            return plan
+        plan.update(linears=f"int8 (fbgemm {features.fbgemm})" if features.fbgemm else "int8 (torch._int_mm)",
+                    attention="bf16 blocks" if features.bf16_matmul else "fp32")
+        if causal:
+            plan.update(decode=int8 or "int_mm or fp32, whichever is timed faster at load", kv_cache="bf16")
+        return plan
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", mode: str = "exact") -> "BarkStage":

@@ -41,137 +41,25 @@ the batched engine (``generate_fine_batch(pad_to_window=False, max_history=...)`
 from __future__ import annotations
 
 import functools
-import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-__all__ = ["Int8Linear", "quantize_int8", "blocked_attention_bf16", "use_bf16_attention", "cpu_has_bf16_matmul",
-           "DECODE_STEPS", "fixed_shape_decode", "prepare_fast"]
+from barkkit_bark.kernels import (
+    DECODE_KERNELS,
+    Int8Linear,
+    cpu_features,
+    decode_kernel_for,
+    decode_step_timer,
+    measure,
+    quantize_int8,
+)
 
-
-class Int8Linear(nn.Module):
-    """A linear layer with int8 weights (per output channel, symmetric) and int8 activations quantized per call.
-
-    Many rows at once (prefill, fine stage: one batch row per call): fbgemm's dynamic-quantized linear, which
-    quantizes the activations of the call with one scale. One token per row (decode): each row is quantized with
-    its own scale, so a row's result does not depend on the other rows of a batch. Two kernels do that:
-    - fbgemm (where the CPU has VNNI and the layer prefills too, so its packed weights exist): each row is divided
-      by its largest magnitude and quantized with one fixed scale, and the output multiplied back. fbgemm reads
-      the weights once for 1-16 rows (8 rows: 1.8x faster than ``torch._int_mm``). VNNI sums u8 x s8 products in
-      int32; without it fbgemm sums pairs in int16, which full-range activations could saturate.
-    - ``torch._int_mm`` (exact integer sums) otherwise, and for a head read one codebook at a time (``rows``).
-    All read the same int8 weights: a quarter of fp32's bytes per decode step. ``decode_only`` keeps no packed copy
-    (half the memory); every call then takes ``torch._int_mm``.
-    """
-
-    def __init__(self, linear: nn.Linear, *, decode_only: bool = False) -> None:
-        super().__init__()
-        from torch.ao.quantization import per_channel_dynamic_qconfig
-
-        # The weight is quantized once, as fbgemm's dynamic linear quantizes it (per channel, symmetric qint8:
-        # zero points 0); only a layer that prefills also packs it for fbgemm.
-        observer = per_channel_dynamic_qconfig.weight()
-        weight = linear.weight.detach().float()
-        observer(weight)
-        scales, zero_points = observer.calculate_qparams()
-        qweight = torch.quantize_per_channel(weight, scales.double(), zero_points.long(), 0, torch.qint8)
-        self.register_buffer("w_int8", qweight.int_repr().t(), persistent=False)  # (K, N), a transposed view
-        self.register_buffer("w_scale", qweight.q_per_channel_scales().float(), persistent=False)  # (N,)
-        self.bias = None if linear.bias is None else linear.bias.detach()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed = None if decode_only else torch.ops.quantized.linear_prepack(qweight, self.bias)
-        # fbgemm adds the bias before the per-row rescale, so layers with a bias decode through torch._int_mm
-        self.fbgemm_decode = self.packed is not None and self.bias is None and _cpu_has("_is_vnni_supported")
-
-    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
-        """x (..., K) -> (..., N), or only the outputs ``rows`` (a head read one codebook at a time)."""
-        if self.packed is not None and x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
-            dynamic = torch.ops.quantized.linear_dynamic
-            if x.shape[0] == 1:  # the same single call, without stacking a copy
-                y = dynamic(x, self.packed, reduce_range=True)
-            else:
-                y = torch.stack([dynamic(row, self.packed, reduce_range=True) for row in x])
-            return y if rows is None else y[..., rows]
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])  # (M, K), one token per row
-        # In place where the arithmetic allows: a decode step makes ~50 of these calls, and each op costs about a
-        # microsecond of dispatch on top of the weight read.
-        if rows is None and self.fbgemm_decode and not torch.compiler.is_compiling():  # (packed weights don't trace)
-            peak = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (M, 1)
-            y = _fbgemm_fixed_scale(x2 / peak, 1 / 127, 128, self.packed).mul_(peak)  # rows in [-1, 1]: u8 1..255
-            return y.view(*shape[:-1], y.shape[-1])
-        w_int8, w_scale, bias = self.w_int8, self.w_scale, self.bias
-        if rows is not None:  # views: only these columns are read
-            w_int8, w_scale, bias = w_int8[:, rows], w_scale[rows], None if bias is None else bias[rows]
-        scale = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)  # (M, 1)
-        q = (x2 / scale).round_().to(torch.int8)
-        y = torch._int_mm(q, w_int8).float().mul_(scale * w_scale)  # int32 sums, scaled back: (M, N)
-        if bias is not None:
-            y = y + bias
-        return y.view(*shape[:-1], y.shape[-1])
-
-
-_fbgemm_fixed_scale = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # x, x scale, x zero point, W
-
-
-def quantize_int8(model: nn.Module, *, decode_only: bool = False) -> nn.Module:
-    """Replace every nn.Linear of ``model`` (blocks and output heads) with an ``Int8Linear``.
-
-    The layers are quantized and packed on a thread per core: those kernels run on one core each, and a bark-small
-    model took 0.67-0.74 s on one core against 0.43-0.45 s on this machine's two (the same int8 weights).
-    """
-    linears = [(module, name, child) for module in model.modules() for name, child in module.named_children()
-               if type(child) is nn.Linear]
-    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-        quantized = list(pool.map(lambda entry: Int8Linear(entry[2], decode_only=decode_only), linears))
-    for (module, name, _), layer in zip(linears, quantized):
-        setattr(module, name, layer)
-    return model
-
-
-def blocked_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                           block: int = 128) -> torch.Tensor:
-    """Attention of many queries in bf16 matrix products, ``block`` queries at a time: (B, nh, T, hs) queries,
-    (B, nh, S, hs) keys and values -> (B, nh, T, hs) float32. ``causal``: query t (the last T of S positions) sees
-    keys up to S - T + t.
-
-    Why not ``F.scaled_dot_product_attention``: on a CPU its kernels compute in fp32 whatever the input dtype, and
-    fp32 runs at a fifth of the bf16 matrix units' rate here (AVX512-BF16: 1024-position fine pass 18 -> 7.8 ms a
-    layer, 887-position causal prefill 10.3 -> 5.1 ms). A block's scores stay in cache (128 queries measured best
-    between 64 and 512), and a causal block skips the keys after its last query and masks only its diagonal tile.
-    The softmax runs in fp32 inside PyTorch's bf16 kernel; inputs, scores and probabilities are rounded to bf16
-    (benchmarks/agreement.py: KL < 1e-4 nats against fp32 attention).
-    """
-    T, S = q.shape[2], k.shape[2]
-    # contiguous copies once, so that every block's slices are plain batched matrices (no copy per product)
-    q = (q * q.shape[-1] ** -0.5).to(torch.bfloat16, memory_format=torch.contiguous_format)
-    k, v = (t.to(torch.bfloat16, memory_format=torch.contiguous_format) for t in (k, v))  # (B, nh, S, hs)
-    kt = k.transpose(-1, -2)  # (B, nh, hs, S), a view
-    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
-    later = torch.ones(block, block, dtype=torch.bool, device=q.device).triu_(1) if causal else None  # (block, block)
-    for t0 in range(0, T, block):
-        t1 = min(T, t0 + block)
-        end = S - T + t1 if causal else S  # keys this block can see
-        scores = q[:, :, t0:t1] @ kt[..., :end]  # (B, nh, t1 - t0, end)
-        if causal:  # only the last t1 - t0 keys can lie after a query of the block
-            scores[..., end - (t1 - t0):].masked_fill_(later[: t1 - t0, : t1 - t0], -math.inf)
-        out[:, :, t0:t1] = torch.softmax(scores, dim=-1) @ v[:, :, :end]
-    return out
-
-
-def _cpu_has(probe: str) -> bool:
-    """One of ``torch.cpu``'s feature probes (private, so False where this torch lacks it)."""
-    return bool(getattr(torch.cpu, probe, lambda: False)())
-
-
-def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
-    return _cpu_has("_is_avx512_bf16_supported") or _cpu_has("_is_amx_tile_supported")
+__all__ = ["use_bf16_attention", "DECODE_STEPS", "fixed_shape_decode", "prepare_fast", "fast_kernels"]
 
 
 def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
@@ -284,11 +172,60 @@ def _compiled(step: Callable[..., torch.Tensor], cuda: bool) -> Callable[..., to
 
 
 def prepare_fast(model: nn.Module) -> nn.Module:
-    """Make a loaded Bark model fast-mode ready, in place: int8 linears, a bf16 KV cache (and bf16 attention where the
-    CPU has bf16 matrix units) on a CPU, bfloat16 on an accelerator."""
+    """Make a loaded Bark model fast-mode ready, in place: on a CPU int8 linears with the decode kernel this machine
+    runs fastest (``barkkit_bark.kernels``), a bf16 KV cache, and bf16 attention where the CPU multiplies bf16 in
+    hardware; bfloat16 on an accelerator. What was chosen is left in ``model.kernels``."""
     device = next(model.parameters()).device
-    if device.type == "cpu":
-        if hasattr(model, "new_caches"):  # a causal model: bf16 keys and values, upcast per step (see GPT.cache_dtype)
-            model.cache_dtype = torch.bfloat16
-        return use_bf16_attention(quantize_int8(model), cpu_has_bf16_matmul())
-    return model.to(torch.bfloat16)  # CUDA & co.: bf16 matrix units; int8 dynamic quantization is CPU-only
+    if device.type != "cpu":
+        model = model.to(torch.bfloat16)  # CUDA & co.: bf16 matrix units; int8 dynamic quantization is CPU-only
+        model.kernels = {"linears": "bf16", "attention": "bf16"}
+        return model
+    features = cpu_features()
+    causal = hasattr(model, "new_caches")
+    if causal:  # bf16 keys and values, upcast per step (see GPT.cache_dtype): a step reads half the bytes
+        model.cache_dtype = torch.bfloat16
+    kernel = _forced_decode_kernel() or decode_kernel_for(features)
+    quantize_int8(model, decode_kernel=kernel or "fp32")  # "fp32" keeps both weights until measured
+    if kernel is None and causal:
+        kernel = _faster_decode_kernel(model)
+    use_bf16_attention(model, features.bf16_matmul)
+    model.kernels = {"linears": f"int8 (fbgemm {features.fbgemm})" if features.fbgemm else "int8 (torch._int_mm)",
+                     "attention": "bf16 blocks" if features.bf16_matmul else "fp32"}
+    if causal:
+        model.kernels.update(decode=kernel, kv_cache="bf16")
+    return model
+
+
+def _forced_decode_kernel() -> str | None:
+    """``BARKKIT_DECODE_KERNEL``: pin the one-token kernel (one of ``DECODE_KERNELS``) instead of choosing it."""
+    forced = os.environ.get("BARKKIT_DECODE_KERNEL")
+    if forced and forced not in DECODE_KERNELS:
+        from barkkit.errors import PipelineError
+
+        raise PipelineError(f"BARKKIT_DECODE_KERNEL={forced} is not a decode kernel; use one of {', '.join(DECODE_KERNELS)}")
+    return forced or None
+
+
+def _faster_decode_kernel(model: nn.Module) -> str:
+    """No fbgemm here (ARM, ...): time a decode step with ``torch._int_mm`` and with the fp32 weights, keep the
+    faster (``barkkit_bark.kernels.measure``: once per machine and model shape), and drop the other's weights."""
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+
+    def using(kernel: str) -> Callable[[], object]:
+        step = decode_step_timer(model)
+
+        def call() -> object:
+            for layer in layers:
+                layer.decode_kernel = kernel
+            return step()
+
+        return call
+
+    shape = f"{model.config.n_layer}x{model.config.n_embd}x{model.config.output_vocab_size}"
+    times = measure(f"fast decode step {shape}", {"int_mm": using("int_mm"), "fp32": using("fp32")})
+    kernel = min(times, key=times.get)
+    for layer in layers:
+        layer.decode_kernel = kernel
+        if kernel != "fp32":
+            layer.weight_fp32 = None
+    return kernel

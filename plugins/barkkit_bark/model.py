@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from barkkit_bark.fast import blocked_attention_bf16
+from barkkit_bark.kernels import blocked_attention_bf16
 
 __all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT"]
 

@@ -16,7 +16,8 @@ from barkkit.voice import Voice
 from barkkit_bark import batch
 from barkkit_bark.checkpoints import load_model
 from barkkit_bark.coarse import CoarseStage
-from barkkit_bark.fast import Int8Linear, prepare_fast
+from barkkit_bark.fast import prepare_fast
+from barkkit_bark.kernels import Int8Linear
 from barkkit_bark.fine import FineStage
 from barkkit_bark.semantic import SemanticStage
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from barkkit_bark.fast import (
+from barkkit_bark.fast import prepare_fast, use_bf16_attention
+from barkkit_bark.kernels import (
+    DECODE_KERNELS,
     Int8Linear,
     blocked_attention_bf16,
-    cpu_has_bf16_matmul,
-    prepare_fast,
+    cpu_features,
+    decode_kernel_for,
     quantize_int8,
-    use_bf16_attention,
 )
 from barkkit_bark.model import SelfAttention
 
@@ -47,7 +48,7 @@ def test_prepare_fast_switches_on_int8_and_bf16_attention_where_the_cpu_has_it()
     assert text.new_caches(1, 8)[0].k.dtype == torch.float32
     for model in (prepare_fast(text), prepare_fast(fine)):
         flags = {m.bf16_attention for m in model.modules() if isinstance(m, SelfAttention)}
-        assert flags == {cpu_has_bf16_matmul()}
+        assert flags == {cpu_features().bf16_matmul}
         assert isinstance(model.transformer.h[0].attn.c_attn, Int8Linear)
     assert text.new_caches(1, 8)[0].k.dtype == torch.bfloat16  # the causal model's KV cache
 
@@ -108,21 +109,35 @@ def test_int8_linear_is_close_and_row_independent():
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_int8_decode_kernels_agree_and_keep_rows_independent(bias):
+@pytest.mark.parametrize("kernel", DECODE_KERNELS)
+def test_every_decode_kernel_is_close_and_keeps_rows_independent(kernel, bias):
     torch.manual_seed(1)
     linear = torch.nn.Linear(64, 48, bias=bias)
     if bias:
         with torch.no_grad():
             linear.bias.normal_()
-    layer, twin = Int8Linear(linear), Int8Linear(linear, decode_only=True)  # twin: always torch._int_mm
-    assert layer.fbgemm_decode == (not bias and torch.cpu._is_vnni_supported())  # torch 2.11 has the probe
+    layer, exact_sums = Int8Linear(linear, decode_kernel=kernel), Int8Linear(linear, decode_kernel="int_mm")
+    # fbgemm adds a bias before its per-row rescale: such layers decode through torch._int_mm
+    assert layer.decode_kernel == ("int_mm" if bias and kernel.startswith("fbgemm") else kernel)
     x = torch.randn(5, 1, 64) * torch.tensor([0.01, 1.0, 30.0, 1.0, 5.0])[:, None, None]  # rows of very different size
     expected = linear(x)
-    for got in (layer(x), twin(x)):
-        assert ((got - expected).abs().amax(-1) <= 0.03 * expected.abs().amax(-1)).all()  # each row to its own scale
-    torch.testing.assert_close(layer(x), twin(x), rtol=0, atol=1e-5 * expected.abs().max().item())
-    for i in range(5):  # a row alone gets exactly what it gets in the batch
-        torch.testing.assert_close(layer(x[i : i + 1]), layer(x)[i : i + 1], rtol=0, atol=0)
+    got = layer(x)
+    tolerance = {"fbgemm_u7": 0.06, "fp32": 1e-6}.get(layer.decode_kernel, 0.03)  # 7-bit activations: half the steps
+    assert ((got - expected).abs().amax(-1) <= tolerance * expected.abs().amax(-1)).all()  # each row to its own scale
+    if layer.decode_kernel == "fbgemm_u8":  # the same 8-bit activations as torch._int_mm's: the same integer sums
+        torch.testing.assert_close(got, exact_sums(x), rtol=0, atol=1e-5 * expected.abs().max().item())
+    # a row alone gets exactly what it gets in the batch (fp32: a one-row product may round its last bit otherwise)
+    exact = 0 if layer.decode_kernel != "fp32" else 1e-6 * expected.abs().max().item()
+    for i in range(5):
+        torch.testing.assert_close(layer(x[i : i + 1]), got[i : i + 1], rtol=0, atol=exact)
+
+
+def test_the_machines_decode_kernel_follows_its_features():
+    features = cpu_features()
+    if features.fbgemm is None:
+        assert decode_kernel_for(features) is None  # measured at load time instead
+    else:
+        assert decode_kernel_for(features) == ("fbgemm_u8" if features.vnni else "fbgemm_u7")
 
 
 def test_quantize_int8_replaces_every_linear_with_that_layers_own_int8_weights():

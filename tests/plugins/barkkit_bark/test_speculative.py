@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from barkkit_bark.fast import Int8Linear
+from barkkit_bark.kernels import Int8Linear
 from barkkit_bark.model import GPT, GPTConfig
 from barkkit_bark.speculative import draft_model, generate_verified
 from tests.plugins.barkkit_bark.conftest import COARSE_CONFIG, TINY, randomize

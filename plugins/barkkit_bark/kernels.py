@@ -1,0 +1,298 @@
+"""CPU kernels for Bark's transformers, chosen by what the machine has: int8 linears, bf16 attention, the choice.
+
+What decides (``cpu_features``): the instruction sets torch and its libraries will actually run, not only what the
+CPU has. ``ATEN_CPU_CAPABILITY`` caps ATen's vectorised kernels, ``FBGEMM_ENABLE_INSTRUCTIONS`` fbgemm's int8 ones,
+``ONEDNN_MAX_CPU_ISA`` oneDNN's (bf16 matrix products) and ``MKL_ENABLE_INSTRUCTIONS`` MKL's fp32 ones; so an
+AVX-512 machine told ``AVX2`` everywhere runs, and chooses, what an AVX2-only CPU would.
+
+The choices, measured (``benchmarks/micro.py``; a bark-small decode step = 48 linears, 85 M weights, one row):
+- One-token decode steps are bound by reading the weights. fbgemm's int8 kernel with a fixed input scale reads a
+  quarter of fp32's bytes on every x86 ISA it has (AVX2, AVX-512, VNNI): 3.5-3.9 ms against 18 ms in fp32 on one
+  core of an AMD EPYC, with AVX-512 VNNI and forced to AVX2 alike. Without VNNI, fbgemm multiplies u8 x s8 pairs
+  into saturating int16 sums (``vpmaddubsw``), so there activations are quantized to 7 bits (u7: pairs sum to at
+  most 2 x 127 x 128, which fits) instead of 8. ``torch._int_mm`` (oneDNN) is exact but costs 11 ms with VNNI and
+  21 ms without (as much as fp32), and ``_weight_int8pack_mm`` 52 ms: neither is chosen where fbgemm exists.
+  Where it does not (ARM: no fbgemm), ``torch._int_mm`` and fp32 are timed on the model at load time
+  (``measure``) and the faster is kept.
+- Many rows (prefills, fine passes): fbgemm's dynamic int8 GEMM, ~2x fp32 without VNNI and ~6x with it.
+- Attention of many queries in bf16 only where oneDNN multiplies bf16 in hardware (AVX512-BF16, AMX): elsewhere
+  bf16 is emulated, 20x slower than fp32 (887-position prefill: 450 ms against 31 ms a layer, forced AVX2).
+
+Shapes: M rows, K inputs, N outputs; B batch, nh heads, T queries, S keys, hs head size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+__all__ = ["CpuFeatures", "cpu_features", "DECODE_KERNELS", "decode_kernel_for", "Int8Linear", "quantize_int8",
+           "blocked_attention_bf16", "measure", "kernel_cache_path", "decode_step_timer"]
+
+# How an Int8Linear runs one-token rows: fbgemm with 8-bit (VNNI) or 7-bit activations, oneDNN's exact int32 sums,
+# or the fp32 weights (kept only where no int8 kernel is faster).
+DECODE_KERNELS = ("fbgemm_u8", "fbgemm_u7", "int_mm", "fp32")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What this process's torch will run on this CPU (after any ``*_ISA`` / ``*_INSTRUCTIONS`` caps)."""
+
+    cpu: str  # the CPU's model name
+    arch: str  # x86_64, aarch64, ...
+    aten: str  # ATen's vectorised kernels: AVX512, AVX2, DEFAULT, SVE256, ...
+    fbgemm: str | None  # fbgemm's int8 kernels: "avx512_vnni", "avx512", "avx2"; None where fbgemm is absent
+    bf16_matmul: bool  # oneDNN multiplies bf16 matrices in hardware (AVX512-BF16 or AMX), not emulated
+    caps: tuple[tuple[str, str], ...]  # the environment variables that capped an ISA, as (name, value)
+
+    @property
+    def vnni(self) -> bool:
+        """int8 dot products summed in int32 (AVX512-VNNI): full 8-bit activations cannot saturate."""
+        return self.fbgemm == "avx512_vnni"
+
+    def describe(self) -> str:
+        caps = ", ".join(f"{k}={v}" for k, v in self.caps) or "none"
+        return (f"{self.cpu} ({self.arch}); ATen {self.aten}; fbgemm {self.fbgemm or 'absent'}; bf16 matrix units "
+                f"{'yes' if self.bf16_matmul else 'no'}; ISA caps: {caps}")
+
+
+_CAP_VARS = ("ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+# fbgemm's own names for FBGEMM_ENABLE_INSTRUCTIONS (fbgemm/src/Utils.cc), by what they allow
+_FBGEMM_CAPS = {"AVX2": "avx2", "AVX512": "avx512", "AVX512_256": "avx512", "AVX512_E1": "avx512_vnni",
+                "AVX512_E1_256": "avx512_vnni"}
+_FBGEMM_ORDER = ("avx2", "avx512", "avx512_vnni")
+
+
+def _probe(name: str) -> bool:
+    """One of ``torch.cpu``'s CPUID probes (private, so False where this torch lacks it)."""
+    return bool(getattr(torch.cpu, name, lambda: False)())
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> CpuFeatures:
+    """Detect the ISAs this process runs: the CPU's features, capped by the libraries' environment variables."""
+    caps = tuple((name, os.environ[name]) for name in _CAP_VARS if os.environ.get(name))
+    fbgemm = None
+    if "fbgemm" in torch.backends.quantized.supported_engines and _probe("_is_avx2_supported"):
+        fbgemm = "avx512_vnni" if _probe("_is_vnni_supported") else "avx512" if _probe("_is_avx512_supported") else "avx2"
+        cap = _FBGEMM_CAPS.get(os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper())
+        if cap is not None and _FBGEMM_ORDER.index(cap) < _FBGEMM_ORDER.index(fbgemm):
+            fbgemm = cap
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    bf16 = ((_probe("_is_avx512_bf16_supported") or _probe("_is_amx_tile_supported"))
+            and any(word in onednn_cap for word in ("ALL", "BF16", "AMX", "FP16", "AVX10")))
+    return CpuFeatures(cpu=_cpu_name(), arch=platform.machine(), aten=torch.backends.cpu.get_cpu_capability(),
+                       fbgemm=fbgemm, bf16_matmul=bf16, caps=caps)
+
+
+def decode_kernel_for(features: CpuFeatures) -> str | None:
+    """The int8 kernel for one-token rows that needs no measuring, or None where ``measure`` must decide."""
+    if features.fbgemm is None:
+        return None
+    return "fbgemm_u8" if features.vnni else "fbgemm_u7"
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights (per output channel, symmetric) and int8 activations quantized per call.
+
+    Many rows at once (prefill, fine stage: one batch row per call): fbgemm's dynamic-quantized linear, which
+    quantizes the call's activations with one scale (7 bits: ``reduce_range``). One token per row (decode): each
+    row is quantized with its own scale, so a row's result does not depend on the other rows of a batch, by
+    ``decode_kernel`` (``DECODE_KERNELS``):
+    - "fbgemm_u8" / "fbgemm_u7": each row divided by its largest magnitude and quantized with one fixed scale to
+      8 bits (VNNI: int32 sums) or 7 (no VNNI: int16 pair sums that 8 bits could saturate), the output multiplied
+      back. One weight read for all the batch's rows.
+    - "int_mm": ``torch._int_mm``, exact int32 sums (also a coarse head read one codebook at a time: ``rows``).
+    - "fp32": the original fp32 weight (a machine where no int8 kernel beats it; prefills stay int8).
+    ``packed=False``: no fbgemm copy of the weights unless the decode kernel is fbgemm's (a decode-only twin).
+    """
+
+    def __init__(self, linear: nn.Linear, *, decode_kernel: str = "int_mm", packed: bool = True) -> None:
+        super().__init__()
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        if decode_kernel not in DECODE_KERNELS:
+            raise ValueError(f"unknown decode kernel {decode_kernel!r}; one of {', '.join(DECODE_KERNELS)}")
+        # The weight is quantized once, as fbgemm's dynamic linear quantizes it (per channel, symmetric qint8).
+        observer = per_channel_dynamic_qconfig.weight()
+        weight = linear.weight.detach().float()
+        observer(weight)
+        scales, zero_points = observer.calculate_qparams()
+        qweight = torch.quantize_per_channel(weight, scales.double(), zero_points.long(), 0, torch.qint8)
+        self.register_buffer("w_int8", qweight.int_repr().t(), persistent=False)  # (K, N), a transposed view
+        self.register_buffer("w_scale", qweight.q_per_channel_scales().float(), persistent=False)  # (N,)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        fbgemm = decode_kernel.startswith("fbgemm")
+        self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias) if packed or fbgemm else None
+        # fbgemm adds the bias before the per-row rescale: layers with a bias decode through torch._int_mm
+        self.decode_kernel = "int_mm" if fbgemm and self.bias is not None else decode_kernel
+        self.weight_fp32 = weight if decode_kernel == "fp32" else None
+
+    def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """x (..., K) -> (..., N), or only the outputs ``rows`` (a head read one codebook at a time)."""
+        if self.packed is not None and x.dim() == 3 and x.shape[1] > 1:  # (B, T, K): one fbgemm call per batch row
+            dynamic = torch.ops.quantized.linear_dynamic
+            if x.shape[0] == 1:  # the same single call, without stacking a copy
+                y = dynamic(x, self.packed, reduce_range=True)
+            else:
+                y = torch.stack([dynamic(row, self.packed, reduce_range=True) for row in x])
+            return y if rows is None else y[..., rows]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])  # (M, K), one token per row
+        kernel = self.decode_kernel
+        if kernel.startswith("fbgemm") and (rows is not None or torch.compiler.is_compiling()):
+            kernel = "int_mm"  # (packed weights neither slice by output rows nor trace)
+        if kernel == "fp32":
+            w, b = self.weight_fp32, self.bias
+            if rows is not None:
+                w, b = w[rows], None if b is None else b[rows]
+            y = torch.nn.functional.linear(x2, w, b)
+        elif kernel.startswith("fbgemm"):
+            # In place where the arithmetic allows: a decode step makes ~50 of these calls, and each op costs about
+            # a microsecond of dispatch on top of the weight read.
+            peak = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (M, 1)
+            levels = 127 if kernel == "fbgemm_u8" else 63  # rows in [-1, 1] -> u8 1..255, or u7 1..127
+            y = _fbgemm_fixed_scale(x2 / peak, 1 / levels, levels + 1, self.packed).mul_(peak)
+        else:
+            y = self._int_mm(x2, rows)
+        return y.view(*shape[:-1], y.shape[-1])
+
+    def _int_mm(self, x2: torch.Tensor, rows: slice | None) -> torch.Tensor:
+        """(M, K) -> (M, N or len(rows)) through ``torch._int_mm``: exact int32 sums, scaled back."""
+        w_int8, w_scale, bias = self.w_int8, self.w_scale, self.bias
+        if rows is not None:  # views: only these columns are read
+            w_int8, w_scale, bias = w_int8[:, rows], w_scale[rows], None if bias is None else bias[rows]
+        scale = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)  # (M, 1)
+        q = (x2 / scale).round_().to(torch.int8)
+        y = torch._int_mm(q, w_int8).float().mul_(scale * w_scale)  # (M, N)
+        return y if bias is None else y + bias
+
+
+_fbgemm_fixed_scale = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # x, x scale, x zero point, W
+
+
+def quantize_int8(model: nn.Module, *, decode_kernel: str = "int_mm", packed: bool = True) -> nn.Module:
+    """Replace every nn.Linear of ``model`` (blocks and output heads) with an ``Int8Linear``, in place.
+
+    The layers are quantized and packed on a thread per core: those kernels run on one core each (a bark-small
+    model: 0.67-0.74 s on one core, 0.43-0.45 s on two; the same int8 weights).
+    """
+    linears = [(module, name, child) for module in model.modules() for name, child in module.named_children()
+               if type(child) is nn.Linear]
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        quantized = list(pool.map(lambda e: Int8Linear(e[2], decode_kernel=decode_kernel, packed=packed), linears))
+    for (module, name, _), layer in zip(linears, quantized):
+        setattr(module, name, layer)
+    return model
+
+
+def blocked_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
+                           block: int = 128) -> torch.Tensor:
+    """Attention of many queries in bf16 matrix products, ``block`` queries at a time: (B, nh, T, hs) queries,
+    (B, nh, S, hs) keys and values -> (B, nh, T, hs) float32. ``causal``: query t (the last T of S positions) sees
+    keys up to S - T + t.
+
+    Why not ``F.scaled_dot_product_attention``: on a CPU its kernels compute in fp32 whatever the input dtype, and
+    fp32 runs at a fifth of the bf16 matrix units' rate on AVX512-BF16 (1024-position fine pass 18 -> 7.8 ms a
+    layer, 887-position causal prefill 10.3 -> 5.1 ms). A block's scores stay in cache (128 queries measured best
+    between 64 and 512), and a causal block skips the keys after its last query and masks only its diagonal tile.
+    The softmax runs in fp32 inside PyTorch's bf16 kernel; inputs, scores and probabilities are rounded to bf16
+    (benchmarks/agreement.py: KL < 1e-4 nats against fp32 attention).
+    """
+    T, S = q.shape[2], k.shape[2]
+    # contiguous copies once, so that every block's slices are plain batched matrices (no copy per product)
+    q = (q * q.shape[-1] ** -0.5).to(torch.bfloat16, memory_format=torch.contiguous_format)
+    k, v = (t.to(torch.bfloat16, memory_format=torch.contiguous_format) for t in (k, v))  # (B, nh, S, hs)
+    kt = k.transpose(-1, -2)  # (B, nh, hs, S), a view
+    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    later = torch.ones(block, block, dtype=torch.bool, device=q.device).triu_(1) if causal else None  # (block, block)
+    for t0 in range(0, T, block):
+        t1 = min(T, t0 + block)
+        end = S - T + t1 if causal else S  # keys this block can see
+        scores = q[:, :, t0:t1] @ kt[..., :end]  # (B, nh, t1 - t0, end)
+        if causal:  # only the last t1 - t0 keys can lie after a query of the block
+            scores[..., end - (t1 - t0):].masked_fill_(later[: t1 - t0, : t1 - t0], -math.inf)
+        out[:, :, t0:t1] = torch.softmax(scores, dim=-1) @ v[:, :, :end]
+    return out
+
+
+# measuring -------------------------------------------------------------------------------------------------------
+def kernel_cache_path() -> Path:
+    """Where measured choices are kept: ``$BARKKIT_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/barkkit/kernels.json``."""
+    if os.environ.get("BARKKIT_KERNEL_CACHE"):
+        return Path(os.environ["BARKKIT_KERNEL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "barkkit" / "kernels.json"
+
+
+def measure(question: str, candidates: dict[str, Callable[[], object]], *, repeats: int = 3) -> dict[str, float]:
+    """Seconds per call of each candidate (the best of ``repeats`` after one warm-up call), for ``question``.
+
+    Answers are kept per machine (CPU, ISA caps, torch version, threads) in ``kernel_cache_path()``, so a question
+    is timed once per machine; a cache that cannot be read or written only costs the timing again.
+    """
+    features = cpu_features()
+    key = hashlib.sha256(json.dumps([question, sorted(candidates), asdict(features), torch.__version__,
+                                     torch.get_num_threads()]).encode()).hexdigest()[:24]
+    path = kernel_cache_path()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), dict) and set(known[key]) == set(candidates):
+        return {name: float(seconds) for name, seconds in known[key].items()}
+    times = {}
+    for name, call in candidates.items():
+        call()
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            best = min(best, time.perf_counter() - start)
+        times[name] = best
+    try:
+        known = known if isinstance(known, dict) else {}
+        known[key] = times
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return times
+
+
+def decode_step_timer(model: nn.Module, *, cached: int = 64) -> Callable[[], torch.Tensor]:
+    """A call that runs one one-token decode step of a causal model (anything with ``new_caches``, ``prefill`` and
+    ``decode``) after ``cached`` positions, always into the same cache slot: what ``measure`` times."""
+    weight = model.transformer.wpe.weight
+    caches = model.new_caches(1, cached + 1)
+    with torch.inference_mode():
+        model.prefill(torch.zeros(1, cached, weight.shape[1], dtype=weight.dtype, device=weight.device), caches)
+    token = torch.zeros(1, 1, dtype=torch.long, device=weight.device)
+
+    @torch.inference_mode()
+    def step() -> torch.Tensor:
+        return model.decode(token, cached, caches)
+
+    return step
