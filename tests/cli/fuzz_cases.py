@@ -127,7 +127,7 @@ def output(kind: str, extension: str, case: dict[str, Any]) -> tuple[str, list[s
 
 # --- commands ----------------------------------------------------------------------------------------------------
 COMMANDS = ["generate", "batch", "semantic", "coarse", "fine", "decode", "voices_show", "voices_make", "voices_list",
-            "detect", "plugins", "detector_evaluate", "detector_train", "help"]
+            "detect", "plugins", "detector_evaluate", "detector_train", "info", "help"]
 SLOTS = {
     "generate": ["text", "output", "save_tokens", "options", "model", "env"],
     "batch": ["batch", "output", "save_tokens", "options", "model", "env"],
@@ -142,6 +142,7 @@ SLOTS = {
     "plugins": ["env"],
     "detector_evaluate": ["data", "output", "env"],
     "detector_train": ["data", "output", "env"],
+    "info": ["model", "env"],
     "help": ["env"],
 }
 DEFAULT_TOKENS = {"coarse": "semantic", "fine": "coarse", "decode": "fine"}
@@ -199,6 +200,8 @@ def build(name: str, slots: dict[str, Any]) -> Case:
         args = ["plugins"]
     elif command == "detector_evaluate":
         args = ["detector", "evaluate", "--data", f"{{fix}}/nodes/{slots['data']}", "--plot", out]
+    elif command == "info":
+        args = ["info", "--model", model, "--mode", "exact"]
     elif command == "detector_train":
         args = ["detector", "train", "--data", f"{{fix}}/nodes/{slots['data']}", "--out", out]
     else:
@@ -226,7 +229,7 @@ READERS = {"text": ["generate", "semantic"], "tokens": ["coarse", "fine", "decod
            "audio": ["voices_make", "detect"], "output": ["generate", "semantic", "coarse", "decode", "voices_make",
                                                            "detector_evaluate"],
            "save_tokens": ["generate"], "options": ["generate", "semantic", "coarse", "fine", "decode"],
-           "model": ["generate", "semantic", "coarse", "fine", "decode", "voices_make"],
+           "model": ["generate", "semantic", "coarse", "fine", "decode", "voices_make", "info"],
            "env": ["plugins", "generate", "voices_list", "voices_show", "help"], "batch": ["batch"],
            "data": ["detector_evaluate", "detector_train"]}
 
