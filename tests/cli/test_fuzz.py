@@ -38,17 +38,26 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    root = tmp_path_factory.mktemp("fuzz")
-    output = root / "results.jsonl"
+def _environment(root: Path) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "HF_HUB_CACHE": str(root / "hf-cache"), "HF_HOME": str(root / "hf-home"), "COLUMNS": "110"}
     for variable in ("BARKKIT_PLUGINS", "BARKKIT_BLOCK_PLUGINS", "BARKKIT_VOICE_PATH", "BARKKIT_DEBUG"):
         env.pop(variable, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def fuzz_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture(scope="module")
+def results(fuzz_root: Path) -> list[dict]:
+    output = fuzz_root / "results.jsonl"
     process = subprocess.run(
-        [sys.executable, "-m", "tests.cli.fuzz_driver", str(root), str(SEED), str(RANDOM_CASES), str(output)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, preexec_fn=_limit_memory,
+        [sys.executable, "-m", "tests.cli.fuzz_driver", str(fuzz_root), str(SEED), str(RANDOM_CASES), str(output)],
+        cwd=REPO_ROOT, env=_environment(fuzz_root), capture_output=True, text=True, timeout=600,
+        preexec_fn=_limit_memory,
     )
     lines = output.read_text().splitlines() if output.exists() else []
     assert process.returncode == 0, f"the driver died after {len(lines)} cases:\n{process.stderr[-3000:]}"
@@ -89,6 +98,36 @@ def test_every_command_survives_hostile_input(results: list[dict]) -> None:
             failures.append(f"{case['name']}: barkkit {' '.join(map(repr, case['args']))} env={case['env']} -> "
                             f"exit {case['exit_code']}\n  stderr: {case['stderr'][-600:]!r}\n  - " + "\n  - ".join(problems))
     assert not failures, f"{len(failures)} of {len(results)} cases went wrong:\n\n" + "\n\n".join(failures[:25])
+
+
+# The real `barkkit` script, one process each: what runs in-process above cannot see (native libraries writing to
+# file descriptor 2, the script's own start-up), under the same memory limit. (command, exit status, last line)
+REAL = [
+    (["voices", "make", "{fix}/audio/random.mp3", "-o", "v.npz", "--codes-only", "-m", "{fix}/models/good"], 1,
+     "not a readable audio file"),
+    (["voices", "show", "{fix}/tokens/bomb.npz"], 1, "more than the 270,000 steps"),
+    (["semantic", "Hi.", "-o", "{fix}/nodes/fifo", "-m", "{fix}/models/good"], 1, "is a FIFO (named pipe)"),
+    (["generate", "Hi.", "-o", "out.wav", "-m", "{fix}/models/good", "--seed", "1", "--max-gen-duration-s", "0.1",
+      "--fine-temp", "none", "-q"], 0, None),
+]
+
+
+def test_the_real_command_line_prints_one_line_and_stays_in_bounds(results: list[dict], fuzz_root: Path,
+                                                                   tmp_path: Path) -> None:
+    barkkit = Path(sys.executable).with_name("barkkit")
+    fixtures = fuzz_root / "fixtures"
+    for args, status, last in REAL:
+        args = [arg.replace("{fix}", str(fixtures)) for arg in args]
+        before = sorted(os.listdir(tmp_path))
+        process = subprocess.run([str(barkkit), *args], cwd=tmp_path, env=_environment(fuzz_root), capture_output=True,
+                                 text=True, timeout=120, preexec_fn=_limit_memory)
+        lines = process.stderr.splitlines()
+        assert process.returncode == status, (args, process.stderr)
+        if last is None:
+            assert lines == [] and sorted(os.listdir(tmp_path)) == sorted([*before, "out.wav"]), process.stderr
+        else:
+            assert len(lines) == 1 and lines[0].startswith("Error: ") and last in lines[0], (args, process.stderr)
+            assert sorted(os.listdir(tmp_path)) == before
 
 
 def test_the_sweep_reaches_working_runs_and_refusals(results: list[dict]) -> None:
