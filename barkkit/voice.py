@@ -182,7 +182,8 @@ class Voice:
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
         # any path that exists (a FIFO, a broken link...) is read as a file, so that its error says what it is
-        if isinstance(spec, os.PathLike) or (isinstance(spec, str) and (spec.endswith(".npz") or (os.path.lexists(spec) and not os.path.isdir(spec)))):
+        is_path = isinstance(spec, str) and (spec.endswith(".npz") or (os.path.lexists(spec) and not os.path.isdir(spec)))
+        if isinstance(spec, os.PathLike) or is_path:
             return cls.from_npz(spec)
         if isinstance(spec, str):
             if not spec.strip():

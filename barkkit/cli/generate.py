@@ -125,7 +125,8 @@ def _check_generate_outputs(outputs: list[Path], token_outputs: list[Path], line
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. With --batch, a pattern with {n} (or _N is added). " + OUTPUT_NOTE)
 @click.option("--save-tokens", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt).")
+              help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt); it may be the "
+                   "--voice file. " + OUTPUT_NOTE)
 @click.option("--batch", "batch_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Generate every non-empty line of this file, batched through each stage.")
 @click.option("--semantic-stage", default=None, help="Semantic stage by name.  [default: bark.semantic]")
@@ -209,23 +210,23 @@ def _stage_command(slot: str, input_key: str | None) -> Any:
         check_writable(output)
         # the output may be the input (the same kind of file): it is read whole first, so only other inputs clash
         check_distinct({"-o": output}, input_files(params))
+        carried: dict[str, Any] = {}
+        dropped: list[str] = []
         if input_key is None:
             value: Any = _read_text(source)
-            carried: dict[str, Any] = {}
         else:
             tokens = _load_input_tokens(source, input_key)
             value = tokens[input_key]
             # the arrays of this stage and the later ones were made from other tokens: carrying them on would pair
             # the new tokens with stale ones (a later `decode` would play the old audio)
             carried = {key: array for key, array in tokens.items() if order.index(key) < order.index(output_key)}
-            stale = [key for key in tokens if key not in carried]
+            dropped = [key for key in tokens if key not in carried and key != output_key]
         pipeline = _build(state, params, (slot,), {slot: stage})
         with ProgressBars(state.quiet or quiet) as progress:
             generation: Generation = pipeline.run(value, voice=params["voice"], seed=params["seed"], progress=progress, **options)
         produced = getattr(generation, slot)
         carried[output_key] = produced
         save_token_file(output, carried)
-        dropped = [key for key in stale if key != output_key] if input_key is not None else []
         note = f"; left out {', '.join(dropped)} of {source}, made from the old tokens" if dropped else ""
         _note(state, quiet, f"wrote {output} ({slot} tokens {tuple(produced.shape)}, seed {generation.seed}){note}")
 
