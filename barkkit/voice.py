@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from barkkit.pipeline import Generation
     from barkkit.plugins import Plugins
 
-__all__ = ["Voice", "VoiceSource", "FolderVoiceSource", "VoiceLike", "TOKEN_KEYS", "load_token_file", "save_token_file"]
+__all__ = ["Voice", "VoiceSource", "FolderVoiceSource", "VoiceLike", "TOKEN_KEYS", "load_token_file", "load_token_array",
+           "save_token_file"]
 
 TOKEN_KEYS: dict[str, type[Tokens]] = {
     "semantic_prompt": SemanticTokens,
@@ -92,26 +93,50 @@ def _check_headers(path: Path, archive: zipfile.ZipFile) -> list[str]:
             raise VoiceError(f"{path}: member {key} is not an .npy array; save tokens with numpy.savez")
         try:
             with archive.open(info) as member:
-                version = np.lib.format.read_magic(member)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                else:
-                    raise ValueError(f".npy format version {version[0]}.{version[1]}")
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+                _check_header(path, key, member)
+        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
             raise VoiceError(f"{path}: {key} is not a readable .npy array ({exc})") from None
-        if dtype.hasobject:
-            raise VoiceError(f"{path}: holds object arrays, which would have to be unpickled; token files hold "
-                             "plain integer arrays")
-        if dtype.kind not in "iu":
-            raise VoiceError(f"{path}: {key}: {key.removesuffix('_prompt')} tokens must be integers, got dtype "
-                             f"{dtype}; convert with .astype(np.int64)")
-        steps = shape[-1] if shape else 1
-        if steps > MAX_TOKEN_FRAMES or math.prod(shape) > N_FINE_CODEBOOKS * MAX_TOKEN_FRAMES:
-            raise VoiceError(f"{path}: {key} has shape {shape}, more than the {MAX_TOKEN_FRAMES:,} steps (one hour "
-                             "of audio) barkkit reads from a token file; cut it to the part you need")
     return sorted(set(names))
+
+
+def _check_header(path: Path, key: str, stream: Any) -> None:
+    """Read an ``.npy`` header from ``stream`` and refuse what no token array can be: an object or non-integer
+    dtype, more than ``MAX_TOKEN_FRAMES`` steps. ``VoiceError`` naming ``path`` and ``key``."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]}")
+    except ValueError as exc:
+        raise VoiceError(f"{path}: {key} is not a readable .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise VoiceError(f"{path}: holds object arrays, which would have to be unpickled; token files hold "
+                         "plain integer arrays")
+    if dtype.kind not in "iu":
+        raise VoiceError(f"{path}: {key}: {key.removesuffix('_prompt')} tokens must be integers, got dtype "
+                         f"{dtype}; convert with .astype(np.int64)")
+    steps = shape[-1] if shape else 1
+    if steps > MAX_TOKEN_FRAMES or math.prod(shape) > N_FINE_CODEBOOKS * MAX_TOKEN_FRAMES:
+        raise VoiceError(f"{path}: {key} has shape {shape}, more than the {MAX_TOKEN_FRAMES:,} steps (one hour "
+                         "of audio) barkkit reads from a token file; cut it to the part you need")
+
+
+def load_token_array(path: str | os.PathLike, key: str) -> np.ndarray:
+    """One token array from an ``.npy`` file (a hub preset's part), checked from its header before it is read.
+
+    ``key`` is the voice key it is read for (for messages and its checks); ``VoiceError`` when the file is not a
+    plain integer array of at most ``MAX_TOKEN_FRAMES`` steps.
+    """
+    path = check_input_file(path, "token array file", VoiceError)
+    try:
+        with open(path, "rb") as stream:
+            _check_header(path, key, stream)
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise VoiceError(f"{path}: not a readable .npy array for {key} ({exc})") from None
 
 
 def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None]) -> Path:

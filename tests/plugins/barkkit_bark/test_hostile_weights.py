@@ -88,3 +88,31 @@ def test_text_the_tokenizer_knows_nothing_of_is_refused(vocab_file: Path) -> Non
     with pytest.raises(TextError, match="sentence 1 of 1 is") as error:
         tokenizer.pieces("word " * 300)
     assert error.value.text == "word " * 300
+
+
+def test_a_hub_preset_too_long_to_be_a_voice_is_refused_from_its_header(hub_cache: Path, tmp_path: Path,
+                                                                         voice_file: Path) -> None:
+    """A hub repository's .npy parts are checked before they are read, like an .npz's members."""
+    import io
+    import tracemalloc
+
+    import numpy as np
+
+    from barkkit.errors import VoiceError
+    from barkkit_bark.voices import HubVoiceSource
+    from tests.plugins.barkkit_bark.test_voices import PRESET, _hub_files
+    from tests.hub_cache import add_to_hub_cache
+
+    snapshot = add_to_hub_cache(hub_cache, "suno/bark", _hub_files(voice_file, tmp_path, names=(PRESET,)))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<i8", "fortran_order": False, "shape": (8, 50_000_000)})
+    with open(snapshot / f"speaker_embeddings/{PRESET}_fine_prompt.npy", "wb") as file:  # sparse: 3.2 GB, no disk
+        file.write(header.getvalue())
+        file.truncate(len(header.getvalue()) + 8 * 50_000_000 * 8)
+    tracemalloc.start()
+    try:
+        with pytest.raises(VoiceError, match=r"fine_prompt has shape \(8, 50000000\), more than the 270,000 steps"):
+            HubVoiceSource().find(PRESET)
+        assert tracemalloc.get_traced_memory()[1] < 50_000_000  # of the 3.2 GB it declares
+    finally:
+        tracemalloc.stop()
