@@ -22,8 +22,8 @@ from pathlib import Path
 
 from barkkit.errors import BarkkitError
 
-__all__ = ["atomic_output", "check_writable", "check_input_file", "check_distinct", "remove_stale_temporaries", "node_kind",
-           "TEMP_MARK"]
+__all__ = ["atomic_output", "check_writable", "check_input_file", "check_distinct", "remove_stale_temporaries",
+           "node_kind", "TEMP_MARK"]
 
 TEMP_MARK = ".barkkit-tmp-"
 """Part of every temporary output's name: ``.NAME.barkkit-tmp-PID-XXXX``."""
