@@ -39,7 +39,10 @@ class Stage(ABC):
     consumes: ClassVar[type]
     produces: ClassVar[type]
     options: ClassVar[Mapping[str, Any]] = {}
+    option_help: ClassVar[Mapping[str, str]] = {}  # a line per option for the command line's flags (optional)
     uses_voice: ClassVar[bool] = True  # whether a voice (history prompt) conditions this stage
+    # keyword arguments `load` takes beyond model/device/mode (which weights to use), with their defaults
+    load_options: ClassVar[Mapping[str, Any]] = {}
     # What a loaded stage computes with, for ``barkkit info`` (e.g. {"linears": "int8 (fbgemm)"}); {}: not said.
     kernels: Mapping[str, str] = {}
 

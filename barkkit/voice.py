@@ -6,12 +6,13 @@ finished generation; ``Voice.save`` writes the same three keys Bark uses, so eve
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,18 @@ if TYPE_CHECKING:
     from barkkit.pipeline import Generation
     from barkkit.plugins import Plugins
 
-__all__ = ["Voice", "VoiceSource", "FolderVoiceSource", "VoiceLike", "TOKEN_KEYS", "load_token_file", "load_token_array",
-           "save_token_file"]
+__all__ = [
+    "Voice",
+    "VoiceSource",
+    "FolderVoiceSource",
+    "VoiceLike",
+    "TOKEN_KEYS",
+    "SOURCE_NOTE_KEY",
+    "load_token_file",
+    "load_token_array",
+    "save_token_file",
+    "read_source_note",
+]
 
 TOKEN_KEYS: dict[str, type[Tokens]] = {
     "semantic_prompt": SemanticTokens,
@@ -35,6 +46,11 @@ TOKEN_KEYS: dict[str, type[Tokens]] = {
     "fine_prompt": FineTokens,
 }
 """The keys of Bark's voice files, and the token type each holds."""
+
+SOURCE_NOTE_KEY = "source_note"
+"""An optional extra array of a voice file: a JSON object (one string) saying where each part came from, e.g.
+``{"semantic": "hubert.semantic (...) over all 12.0 s of me.wav", "coarse": ..., "fine": ...}``. Bark and older
+barkkit ignore it; voices without it load as before."""
 
 
 def load_token_file(path: str | os.PathLike, *, require: Iterable[str] = ()) -> dict[str, Tokens]:
@@ -139,14 +155,49 @@ def load_token_array(path: str | os.PathLike, key: str) -> np.ndarray:
         raise VoiceError(f"{path}: not a readable .npy array for {key} ({exc})") from None
 
 
-def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None]) -> Path:
-    """Write token arrays under their voice keys to ``path`` (.npz), atomically. Returns the path written."""
+def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None], *,
+                    note: Mapping[str, str] | None = None) -> Path:
+    """Write token arrays under their voice keys to ``path`` (.npz), atomically. Returns the path written.
+
+    ``note`` (part -> where it came from) is stored as the file's ``source_note`` (see ``SOURCE_NOTE_KEY``)."""
     from barkkit.files import atomic_output
 
     arrays = {key: np.asarray(value) for key, value in tokens.items() if value is not None}
+    if note:
+        arrays[SOURCE_NOTE_KEY] = np.array(json.dumps(dict(note), ensure_ascii=False))  # a 0-d unicode array: no pickle
     with atomic_output(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
     return Path(path)
+
+
+MAX_NOTE_CHARACTERS = 16_384
+"""The longest ``source_note`` read; a longer one is ignored, unread (checked from its ``.npy`` header)."""
+
+
+def read_source_note(path: str | os.PathLike) -> dict[str, str]:
+    """The ``source_note`` of a token file (part -> where it came from); empty when it has none or it is unreadable
+    (a note is information only: a voice never fails to load because of it)."""
+    try:
+        path = check_input_file(path, "token file", VoiceError)
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if f"{SOURCE_NOTE_KEY}.npy" not in names:
+                return {}
+            with archive.open(f"{SOURCE_NOTE_KEY}.npy") as member:  # a 0-d unicode array, and a short one
+                version = np.lib.format.read_magic(member)
+                if version != (1, 0):
+                    return {}
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * MAX_NOTE_CHARACTERS:
+            return {}
+        with np.load(path, allow_pickle=False) as npz:
+            raw = npz[SOURCE_NOTE_KEY]
+        note = json.loads(str(raw[()]))
+    except (VoiceError, OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
+        return {}
+    if not isinstance(note, dict):
+        return {}
+    return {str(key): str(value) for key, value in note.items()}
 
 
 @dataclass(frozen=True)
@@ -157,6 +208,7 @@ class Voice:
     coarse: CoarseTokens
     fine: FineTokens
     source: str | None = None  # where it came from, for messages
+    note: Mapping[str, str] | None = field(default=None, compare=False)  # part -> its origin (SOURCE_NOTE_KEY)
 
     def __post_init__(self) -> None:
         where = f"{self.source}: " if self.source else ""
@@ -186,7 +238,9 @@ class Voice:
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> "Voice":
         tokens = load_token_file(path, require=TOKEN_KEYS)
-        return cls.from_dict(tokens, source=str(path))
+        voice = cls.from_dict(tokens, source=str(path))
+        note = read_source_note(path)
+        return cls(voice.semantic, voice.coarse, voice.fine, source=voice.source, note=note) if note else voice
 
     @classmethod
     def from_generation(cls, generation: "Generation") -> "Voice":
@@ -197,13 +251,12 @@ class Voice:
 
     @classmethod
     def load(cls, spec: "VoiceLike", *, plugins: "Plugins | None" = None) -> "Voice":
-        """Resolve any voice-like value: a Voice, a Generation, a dict, an ``.npz`` path or a preset name."""
-        from barkkit.pipeline import Generation
-
+        """Resolve any voice-like value: a Voice, a Generation (anything with ``to_voice()``), a dict, an ``.npz``
+        path or a preset name."""
         if isinstance(spec, Voice):
             return spec
-        if isinstance(spec, Generation):
-            return cls.from_generation(spec)
+        if callable(getattr(spec, "to_voice", None)):  # a Generation; duck-typed so that barkkit.voice needs no pipeline
+            return spec.to_voice()
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
         # any path that exists (a FIFO, a broken link...) is read as a file, so that its error says what it is
@@ -226,8 +279,8 @@ class Voice:
         return {"semantic_prompt": self.semantic.array, "coarse_prompt": self.coarse.array, "fine_prompt": self.fine.array}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write Bark's three keys to ``path`` (.npz), atomically."""
-        return save_token_file(path, self.to_dict())
+        """Write Bark's three keys to ``path`` (.npz), atomically, with the voice's ``note`` when it has one."""
+        return save_token_file(path, self.to_dict(), note=self.note)
 
     @property
     def duration_s(self) -> float:

@@ -15,6 +15,7 @@ mode's mean top-1 probability and entropy so the reader can judge); real Bark ch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import warnings
@@ -40,28 +41,30 @@ def compare(exact: list[torch.Tensor], fast: list[torch.Tensor]) -> dict[str, fl
 
 
 def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
-    from barkkit_bark.batch import generate_semantic_batch
+    from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
 
     rec: list = []
-    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], allow_early_stop=True, min_eos_p=None,
-                         max_steps=len(forced), teacher=[forced], record=rec)
+    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], SemanticOptions(min_eos_p=None),
+                            max_steps=len(forced), teacher=[forced], record=rec)
     return rec
 
 
 def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tensor]:
-    from barkkit_bark.batch import generate_coarse_batch
+    from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
 
     rec: list = []
-    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], CoarseOptions(**options), teacher=[forced],
+                          record=rec)
     return rec
 
 
 def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
     """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins)."""
-    from barkkit_bark.batch import generate_fine_batch
+    from barkkit_bark.fine import FineOptions, generate_fine_batch
 
     rec: list = []
-    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], teacher=[forced], record=rec, **options)
+    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], FineOptions(), teacher=[forced], record=rec,
+                        **options)
     table: dict[tuple[int, int], torch.Tensor] = {}
     for frames, codebook, logp in rec:
         for frame, row in zip(frames.tolist(), logp):
@@ -89,6 +92,7 @@ def draft_passes(folder: str, history, n_sem: int, seed: int = 0) -> list[tuple[
             return plain_decode(*args, all_logits=all_logits, **kwargs)
 
         stage.model.decode = counting_decode  # this instance only
+        stage.n_draft = 8  # counted even where the twin is timed no faster here (then the stage decodes plainly)
         generator = torch.Generator().manual_seed(seed)
         if semantic is None:
             semantic = stage.run(TEXT, voice=history, generator=generator, allow_early_stop=False,
@@ -110,7 +114,11 @@ def main() -> None:
                         help="scale only the output heads (keeps the random body non-chaotic; see harness)")
     parser.add_argument("--tiny", action="store_true", help="2-layer 64-wide models (smoke test)")
     parser.add_argument("--only", default="semantic,coarse,fine")
+    parser.add_argument("--isa", choices=sorted(H.ISA_CAPS), default=None,
+                        help="measure as on a CPU with only this instruction set (a child process with ISA caps)")
     args = parser.parse_args()
+    if args.isa is not None and not os.environ.get("BARKKIT_BENCH_ISA"):
+        sys.exit(H.run_with_isa(args.isa))
     warnings.filterwarnings("ignore")
     shape = {"n_layer": 2, "n_head": 2, "n_embd": 64} if args.tiny else {}
     from barkkit_bark.checkpoints import load_model
@@ -138,7 +146,7 @@ def main() -> None:
     fine = forced["fine_prompt"][:, :n_frames]
     ids = np.array(H.tokenizer().encode(TEXT, add_special_tokens=False)) + 10_048
     scaled = "output heads" if args.heads_only else "weight matrices"
-    print(f"machine: {cpu_features().describe()}")
+    print(f"machine: {cpu_features().describe()}; fast mode decodes with {kernel}")
     print(f"bark-small shapes{' (tiny)' if args.tiny else ''}, random weights, {scaled} x{args.init_scale}; history "
           f"{args.history_voice}, forced tokens {args.forced_voice}: {len(sem)} semantic, {coarse.shape[1]} frames\n")
     print(f"{'stage':<9} {'fast-mode change':<34} {'KL nats':>9} {'top-1':>7} {'exact p_max':>11} {'entropy':>8} {'steps':>6}")

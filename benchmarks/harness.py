@@ -18,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -197,7 +200,7 @@ def engine_clock(device: str = "cpu") -> Iterator[dict[str, float]]:
     What batching can and cannot share: a decode step reads the weights once for all rows, while a prefill or a
     fine pass is one row's compute whatever the batch.
     """
-    from barkkit_bark.batch import CausalRunner
+    from barkkit_bark.engine import CausalRunner
     from barkkit_bark.model import FineGPT
 
     cuda = torch.device(device).type == "cuda"
@@ -408,3 +411,36 @@ def random_codec() -> torch.nn.Module:
     model = EncodecModel.encodec_model_24khz(pretrained=False)
     model.set_target_bandwidth(6.0)
     return model.eval()
+
+
+# What each library is told, per ISA: ATen's vectorised kernels, fbgemm's int8 kernels, oneDNN's and MKL's.
+ISA_CAPS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+}
+
+
+def run_with_isa(isa: str) -> int:
+    """This script again, in a child process whose libraries run only ``isa`` (an AVX-512 machine measuring what an
+    AVX2-only CPU runs); returns its exit status."""
+    env = {**os.environ, **ISA_CAPS[isa], "BARKKIT_BENCH_ISA": isa}
+    print(f"--isa {isa}: " + " ".join(f"{k}={v}" for k, v in ISA_CAPS[isa].items()), flush=True)
+    return subprocess.call([sys.executable, *sys.argv], env=env)
+
+
+def libraries_isa() -> str:
+    """Which ISA each library runs in this process: ATen's dispatch, fbgemm's and bf16 (barkkit_bark.kernels), and
+    oneDNN's own report (its verbose mode names the ISA it dispatches to)."""
+    from barkkit_bark.kernels import cpu_features
+
+    features = cpu_features()
+    probe = "import torch; torch.ops.mkldnn._is_mkldnn_bf16_supported(); torch._int_mm(torch.ones(17, 64, dtype=torch.int8), torch.ones(64, 64, dtype=torch.int8))"
+    verbose = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+                             capture_output=True, text=True).stdout
+    onednn = next((part.split(":", 1)[1] for line in verbose.splitlines() for part in line.split(",")
+                   if part.startswith("isa:")), "unknown")
+    return (f"ATen {features.aten}, fbgemm {features.fbgemm or 'absent'}, oneDNN {onednn}, MKL "
+            f"{os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'its own choice')}, bf16 matrix units "
+            f"{'used' if features.bf16_matmul else 'not used'}")

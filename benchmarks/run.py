@@ -83,43 +83,6 @@ def same_tokens(rounds: list[dict[str, dict[str, np.ndarray]]], name: str) -> st
     return ", ".join(parts)
 
 
-# What each library is told, per ISA: ATen's vectorised kernels, fbgemm's int8 kernels, oneDNN's and MKL's.
-ISA_CAPS = {
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX512",
-               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
-}
-
-
-def run_with_isa(isa: str) -> int:
-    """This script again, in a child process whose libraries run only ``isa`` (an AVX-512 machine measuring what an
-    AVX2-only CPU runs); returns its exit status."""
-    import subprocess
-
-    env = {**os.environ, **ISA_CAPS[isa], "BARKKIT_BENCH_ISA": isa}
-    print(f"--isa {isa}: " + " ".join(f"{k}={v}" for k, v in ISA_CAPS[isa].items()), flush=True)
-    return subprocess.call([sys.executable, *sys.argv], env=env)
-
-
-def libraries_isa() -> str:
-    """Which ISA each library runs in this process: ATen's dispatch, fbgemm's and bf16 (barkkit_bark.kernels), and
-    oneDNN's own report (its verbose mode names the ISA it dispatches to)."""
-    import subprocess
-
-    from barkkit_bark.kernels import cpu_features
-
-    features = cpu_features()
-    probe = "import torch; torch.ops.mkldnn._is_mkldnn_bf16_supported(); torch._int_mm(torch.ones(17, 64, dtype=torch.int8), torch.ones(64, 64, dtype=torch.int8))"
-    verbose = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "ONEDNN_VERBOSE": "1"},
-                             capture_output=True, text=True).stdout
-    onednn = next((part.split(":", 1)[1] for line in verbose.splitlines() for part in line.split(",")
-                   if part.startswith("isa:")), "unknown")
-    return (f"ATen {features.aten}, fbgemm {features.fbgemm or 'absent'}, oneDNN {onednn}, MKL "
-            f"{os.environ.get('MKL_ENABLE_INSTRUCTIONS', 'its own choice')}, bf16 matrix units "
-            f"{'used' if features.bf16_matmul else 'not used'}")
-
-
 def machine(device: str = "cpu") -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -178,12 +141,17 @@ def main() -> None:
                              "history 315, fine windows not padded to 1024 frames")
     parser.add_argument("--workdir", default=None, help="where to write the random checkpoints (default: a temp dir)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
-    parser.add_argument("--isa", choices=sorted(ISA_CAPS), default=None,
+    parser.add_argument("--isa", choices=sorted(H.ISA_CAPS), default=None,
                         help="run everything (the reference too) as on a CPU with only this instruction set: re-runs "
                              "this script in a child process with each library's ISA cap set")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every implementation (default: torch's; 1 makes CPU seconds a "
+                             "fair measure on a machine shared with other work)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.isa is not None and not os.environ.get("BARKKIT_BENCH_ISA"):
-        sys.exit(run_with_isa(args.isa))
+        sys.exit(H.run_with_isa(args.isa))
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch sees no CUDA GPU here")
     warnings.filterwarnings("ignore")
@@ -194,7 +162,7 @@ def main() -> None:
     voice = H.load_voice(args.voice)
     only = args.only.split(",")
     print(f"machine: {machine(args.device)}")
-    print(f"instruction sets run: {libraries_isa()}")
+    print(f"instruction sets run: {H.libraries_isa()}")
     print(f"bark-{size} shapes, random weights; voice {args.voice}; {n_tokens} semantic tokens, {n_frames} coarse "
           f"frames = {audio_s:.2f} s of audio; {args.rounds} round(s)\n")
 
@@ -249,7 +217,7 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     a coarse history of 315 tokens and fine windows not padded to 1024 frames (through the batched engine's own
     options), which cut per-row compute but move random models' outputs far (``benchmarks/agreement.py``).
     """
-    from barkkit_bark.batch import generate_fine_batch
+    from barkkit_bark.fine import FineOptions, generate_fine_batch
 
     stages = runner.extra["stages"]
     texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
@@ -260,7 +228,8 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
 
     def fine(coarses: list, vs: list, gs: list[torch.Generator]) -> list[np.ndarray]:
         if shortcuts:
-            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, pad_to_window=False)
+            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, FineOptions(),
+                                       pad_to_window=False)
         return [f.array for f in stages["fine"].run_batch(coarses, voices=vs, generators=gs)]
 
     def gens() -> list[torch.Generator]:

@@ -8,7 +8,7 @@ import click
 
 from barkkit.cli import CliState
 from barkkit.errors import VoiceError
-from barkkit.voice import TOKEN_KEYS, Voice, load_token_file
+from barkkit.voice import TOKEN_KEYS, Voice, load_token_file, read_source_note
 
 
 @click.group()
@@ -59,12 +59,22 @@ def show_voice(state: CliState, voice: str) -> None:
         missing = [key for key in TOKEN_KEYS if key not in tokens]
         if missing:  # a stage's token file, or `voices make --codes-only`: say what it holds and what it lacks
             click.echo(f"voice:    {voice} (not a whole voice: no {', '.join(missing)}; generation needs all three)")
+            partial_note = read_source_note(path)
             for key, value in tokens.items():
-                click.echo(f"{key.removesuffix('_prompt') + ':':<10}{tuple(value.shape)}")
+                part = key.removesuffix("_prompt")
+                origin = f"  <- {partial_note[part]}" if part in partial_note else ""
+                click.echo(f"{part + ':':<10}{tuple(value.shape)}{origin}")
             return
     loaded = Voice.load(voice, plugins=state.plugins)
+    note = loaded.note or {}  # where each part came from: kept by `voices make` (older voices have none)
+
+    def origin(part: str) -> str:
+        return f"  <- {note[part]}" if part in note else ""
+
     click.echo(f"voice:    {voice}")
     click.echo(f"source:   {loaded.source or 'preset'}")
-    click.echo(f"semantic: {loaded.semantic.shape[0]} tokens ({loaded.duration_s:.2f} s)")
-    click.echo(f"coarse:   {tuple(loaded.coarse.shape)}")
-    click.echo(f"fine:     {tuple(loaded.fine.shape)}")
+    if "recording" in note:
+        click.echo(f"made from: {note['recording']}")
+    click.echo(f"semantic: {loaded.semantic.shape[0]} tokens ({loaded.duration_s:.2f} s){origin('semantic')}")
+    click.echo(f"coarse:   {tuple(loaded.coarse.shape)} ({len(loaded.coarse) / 75:.2f} s){origin('coarse')}")
+    click.echo(f"fine:     {tuple(loaded.fine.shape)}{origin('fine')}")

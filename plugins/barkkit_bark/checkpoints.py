@@ -37,8 +37,14 @@ from barkkit.constants import (
     SEMANTIC_VOCAB_SIZE,
 )
 from barkkit.errors import WeightsError
-from barkkit.weights import DEFAULT_MODEL, is_local, load_state_dict, load_torch_file, read_json, resolve_file
-
+from barkkit.weights import (
+    DEFAULT_MODEL,
+    is_local,
+    load_state_dict,
+    load_torch_file,
+    read_json,
+    resolve_file,
+)
 from barkkit_bark.model import GPT, FineGPT, GPTConfig
 
 __all__ = [

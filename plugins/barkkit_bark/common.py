@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from barkkit.errors import PipelineError
 from barkkit.stage import Progress, Stage
-
 from barkkit_bark.checkpoints import Kind, load_model
+from barkkit_bark.engine import DECODE_STEPS
 from barkkit_bark.model import GPT, FineGPT
 
 if TYPE_CHECKING:
@@ -97,17 +99,20 @@ class BarkStage(Stage):
         progress: Progress | None = None,
         **options: Any,
     ) -> list[Any]:
-        """Several inputs, each with its own voice and generator (``barkkit_bark.batch``).
+        """Several inputs, each with its own voice and generator.
 
-        Fast mode runs them together (each row gets what it would alone). Exact mode runs them one at a time, so
-        each keeps the reference's tokens.
+        Fast mode runs them together through the row engine (``barkkit_bark.engine``; each row gets what it would
+        alone). Exact mode runs them one at a time, so each keeps the reference's tokens.
         """
         if self.exact:
             return super().run_batch(values, voices=voices, generators=generators, progress=progress, **options)
-        from barkkit_bark import batch
+        return self.run_fast_batch(values, voices=voices, generators=generators, progress=progress, **options)
 
-        run = {"text": batch.run_semantic_batch, "coarse": batch.run_coarse_batch, "fine": batch.run_fine_batch}
-        return run[self.kind](self, values, voices=voices, generators=generators, progress=progress, **options)
+    @abstractmethod
+    def run_fast_batch(self, values: Sequence[Any], *, voices: Sequence["Voice | None"],
+                       generators: Sequence[torch.Generator], progress: Progress | None = None,
+                       **options: Any) -> list[Any]:
+        """Fast mode's ``run_batch``: every row through the row engine together."""
 
     @property
     def device(self) -> torch.device:
@@ -116,8 +121,6 @@ class BarkStage(Stage):
     @property
     def decode_steps(self) -> str:
         """How fast mode runs its decode steps: ``fast_decode``, or by default "cuda_graphs" on CUDA, else "eager"."""
-        from barkkit_bark.fast import DECODE_STEPS
-
         how = self.fast_decode or ("cuda_graphs" if self.device.type == "cuda" else "eager")
         if how not in DECODE_STEPS:
             raise PipelineError(f"unknown fast_decode '{how}'; use one of {', '.join(DECODE_STEPS)}")
@@ -134,6 +137,29 @@ class BarkStage(Stage):
         return f"{type(self).__name__}(model={self.source!r}, mode={self.mode!r})"
 
 
+def option_field(default: Any, help: str) -> Any:
+    """A field of a stage's ``Options`` dataclass: its default, and the help line the CLI shows for it."""
+    return field(default=default, metadata={"help": help})
+
+
+def defaults_of(options: type) -> dict[str, Any]:
+    """An ``Options`` dataclass as ``Stage.options``: every option's name and default, stated once, in the class."""
+    return {f.name: f.default for f in fields(options)}
+
+
+def help_of(options: type) -> dict[str, str]:
+    """An ``Options`` dataclass's help lines (``Stage.option_help``), for the command line's flags."""
+    return {f.name: f.metadata.get("help", "") for f in fields(options)}
+
+
+def make_options(options: type, given: dict[str, Any]) -> Any:
+    """``options(**given)``, validated by the dataclass; an option it does not have is a PipelineError."""
+    unknown = sorted(set(given) - {f.name for f in fields(options)})
+    if unknown:
+        raise PipelineError(f"unknown option {unknown[0]!r}; this stage takes {', '.join(f.name for f in fields(options))}")
+    return options(**given)
+
+
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise PipelineError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
@@ -145,14 +171,3 @@ def check_sampling_options(top_k: Any, top_p: Any) -> None:
         raise PipelineError(f"top_k must be a whole number of at least 1 (or None for off), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise PipelineError(f"top_p must be a probability above 0 and at most 1 (or None for off), got {top_p!r}")
-
-
-def check_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
-    if generator is None:
-        raise PipelineError("a Bark stage needs a torch.Generator: run it through a Pipeline or pass generator=")
-    if generator.device.type != device.type:
-        raise PipelineError(
-            f"the random generator is on {generator.device} but the model is on {device}; create the generator "
-            f"on the model's device (Pipeline(..., device=...))"
-        )
-    return generator

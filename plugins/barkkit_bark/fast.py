@@ -4,10 +4,13 @@ Each one is measured against exact mode (``benchmarks/agreement.py``: KL diverge
 stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: time). What fast mode changes:
 
 - int8 weights: every linear layer (attention, MLP, output heads) holds int8 weights, one scale per output channel
-  (``Int8Linear``). A decode step reads a quarter of fp32's bytes (fbgemm on VNNI CPUs, one weight read for all
-  the batch's rows), and prefills use fbgemm's int8 GEMMs. Activations are quantized per call (many rows) or per
-  token (decode), so batch rows stay independent. Embeddings and layer norms stay fp32.
-- bf16 attention for many queries (prefills, fine passes), on CPUs with bf16 matrix units (AVX512-BF16, AMX):
+  (``Int8Linear``). A decode step reads a quarter of fp32's bytes, one weight read for all the batch's rows, with
+  the kernel this CPU runs fastest (``barkkit_bark.kernels``: fbgemm with 8-bit activations on VNNI, 7-bit on
+  AVX2 and AVX-512 without it, where 8 bits could saturate; elsewhere ``torch._int_mm`` or fp32, timed at load).
+  Prefills use fbgemm's int8 GEMMs. Activations are quantized per call (many rows) or per token (decode), so batch
+  rows stay independent. Embeddings and layer norms stay fp32.
+- bf16 attention for many queries (prefills, fine passes), only where bf16 matrix units run (AVX512-BF16, AMX;
+  emulated bf16 is 20x slower than fp32, so AVX2 CPUs keep fp32):
   ``blocked_attention_bf16``, 128 queries a block, about 2x PyTorch's fp32 kernel. Alone it moves the
   next-token distributions by KL < 1e-4 nats (top-1 >= 99.9%). Decode steps (one query) keep fp32 attention:
   PyTorch's bf16 one-query kernels are slower than its fp32 ones here.
@@ -16,7 +19,7 @@ stage's next-token distribution under teacher forcing; ``benchmarks/run.py``: ti
   1.75 ms a step). Alone it moves the next-token distributions by KL < 1e-4 nats (top-1 100%); the cache takes
   half the memory.
 - the coarse stage's decode steps compute only the 1024 head rows of the codebook sampled next.
-- the batched engine (``barkkit_bark.batch``) for every run, batch of one or many: static KV cache, prefill one row
+- the batched engine (``barkkit_bark.engine``) for every run, batch of one or many: static KV cache, prefill one row
   at a time, decode all rows together (each row's attention in its own call, so a row computes exactly what it
   computes alone), sampling in torch (top-p without a host round trip).
 - the last layer of a prefill (and of a fine pass) runs only the positions that are read out; the others are
@@ -40,11 +43,8 @@ the batched engine (``generate_fine_batch(pad_to_window=False, max_history=...)`
 
 from __future__ import annotations
 
-import functools
 import os
-import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -55,120 +55,21 @@ from barkkit_bark.kernels import (
     cpu_features,
     decode_kernel_for,
     decode_step_timer,
+    int_mm_works,
     measure,
     quantize_int8,
 )
+from barkkit_bark.model import SelfAttention
 
-__all__ = ["use_bf16_attention", "DECODE_STEPS", "fixed_shape_decode", "prepare_fast", "fast_kernels"]
+__all__ = ["use_bf16_attention", "prepare_fast"]
 
 
 def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Let the fast engine compute the attention of many queries (prefills, fine passes) in bf16 blocks."""
-    from barkkit_bark.model import SelfAttention
-
     for module in model.modules():
         if isinstance(module, SelfAttention):
             module.bf16_attention = enabled
     return model
-
-
-DECODE_STEPS = ("eager", "compile", "cuda_graphs")  # how fast mode can run its decode steps (fixed_shape_decode)
-
-
-def fixed_shape_decode(how: str, step: Callable[..., torch.Tensor],
-                       caches: Sequence[Any]) -> Callable[..., torch.Tensor] | None:
-    """``step`` (``batch.static_decode_step``, one decode step in fixed shapes) made fast for ``caches``.
-
-    - "cuda_graphs": captured as a CUDA graph once per batch shape and head rows, then replayed: a decode step is
-      one graph launch instead of hundreds of kernel launches, at the cost of three steps per shape (two to warm
-      up, one captured; no compiling).
-    - "compile": ``torch.compile``, with CUDA graphs on a GPU (``mode="reduce-overhead"``): fused element-wise
-      kernels, after ~30 s of compiling per shape and process (bark-small on this project's CPU). Compiled once
-      per ``step`` and device type, so a new batch of the same shapes reuses it.
-    - "eager": None (the caller runs its usual steps).
-    Either way each call returns a copy of the logits (a graph's outputs are overwritten by its next replay), and
-    if compiling or capturing fails, steps run eagerly from then on, with a warning.
-    """
-    if how == "eager":
-        return None
-    cuda = caches[0].k.device.type == "cuda"
-    if how == "cuda_graphs":
-        if not cuda:
-            raise ValueError("CUDA graphs need the model on a CUDA device")
-        return _falls_back(step, _CUDAGraphStep(step))
-    if cuda:  # the graphs write the caches in place: their addresses must stay fixed
-        for cache in caches:
-            torch._dynamo.mark_static_address(cache.k)
-            torch._dynamo.mark_static_address(cache.v)
-    compiled = _compiled(step, cuda)
-
-    def run(*args: Any) -> torch.Tensor:
-        if cuda:
-            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are no longer read
-        return compiled(*args).clone()
-
-    return _falls_back(step, run)
-
-
-class _CUDAGraphStep:
-    """A decode step captured as one CUDA graph per (input shapes, head rows), replayed with new input values.
-
-    The step reads and writes the KV caches in place (fixed addresses) and takes every other input as a tensor, so
-    that a replay computes exactly what an eager call on the same inputs computes."""
-
-    def __init__(self, step: Callable[..., torch.Tensor]) -> None:
-        self.step = step
-        self.graphs: dict[Any, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
-
-    def __call__(self, model: nn.Module, caches: Sequence[Any], *args: Any) -> torch.Tensor:
-        *tensors, head_rows = args
-        key = (tuple(t.shape for t in tensors), None if head_rows is None else (head_rows.start, head_rows.stop))
-        with torch.cuda.device(tensors[0].device):  # streams of the model's GPU, whichever is current
-            return self._replay(key, model, caches, tensors, head_rows)
-
-    def _replay(self, key: Any, model: nn.Module, caches: Sequence[Any], tensors: list[torch.Tensor],
-                head_rows: slice | None) -> torch.Tensor:
-        if key not in self.graphs:
-            inputs = [t.clone() for t in tensors]  # the graph's own input buffers
-            side = torch.cuda.Stream()  # warm up off the main stream first (lazy cuBLAS set-up), as torch's docs do
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self.step(model, caches, *inputs, head_rows)  # writes this step's own cache slot: replayed below
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                output = self.step(model, caches, *inputs, head_rows)
-            self.graphs[key] = (graph, inputs, output)
-        graph, inputs, output = self.graphs[key]
-        for buffer, value in zip(inputs, tensors):
-            buffer.copy_(value)
-        graph.replay()
-        return output.clone()
-
-
-def _falls_back(step: Callable[..., torch.Tensor], fast: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``fast`` until it raises (compile and capture errors surface at a first call), then ``step``, with a warning."""
-    failed = False
-
-    def run(*args: Any) -> torch.Tensor:
-        nonlocal failed
-        if not failed:
-            try:
-                return fast(*args)
-            except Exception as error:
-                failed = True
-                reason = " ".join(str(error).split())[:300]
-                warnings.warn(f"fast decode steps failed ({type(error).__name__}: {reason}); running them eagerly",
-                              RuntimeWarning, stacklevel=2)
-        return step(*args)
-
-    return run
-
-
-@functools.cache
-def _compiled(step: Callable[..., torch.Tensor], cuda: bool) -> Callable[..., torch.Tensor]:
-    return torch.compile(step, mode="reduce-overhead" if cuda else None, fullgraph=True, dynamic=False)
 
 
 def prepare_fast(model: nn.Module) -> nn.Module:
@@ -221,6 +122,8 @@ def _faster_decode_kernel(model: nn.Module) -> str:
 
         return call
 
+    if not int_mm_works():
+        return "fp32"
     shape = f"{model.config.n_layer}x{model.config.n_embd}x{model.config.output_vocab_size}"
     times = measure(f"fast decode step {shape}", {"int_mm": using("int_mm"), "fp32": using("fp32")})
     kernel = min(times, key=times.get)

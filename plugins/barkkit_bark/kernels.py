@@ -23,6 +23,7 @@ Shapes: M rows, K inputs, N outputs; B batch, nh heads, T queries, S keys, hs he
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -38,7 +39,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["CpuFeatures", "cpu_features", "DECODE_KERNELS", "decode_kernel_for", "Int8Linear", "quantize_int8",
-           "blocked_attention_bf16", "measure", "kernel_cache_path", "decode_step_timer"]
+           "blocked_attention_bf16", "measure", "kernel_cache_path", "decode_step_timer", "int_mm_works"]
 
 # How an Int8Linear runs one-token rows: fbgemm with 8-bit (VNNI) or 7-bit activations, oneDNN's exact int32 sums,
 # or the fp32 weights (kept only where no int8 kernel is faster).
@@ -144,7 +145,7 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else linear.bias.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         fbgemm = decode_kernel.startswith("fbgemm")
-        self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias) if packed or fbgemm else None
+        self.packed = _prepack(qweight, self.bias) if packed or fbgemm else None
         # fbgemm adds the bias before the per-row rescale: layers with a bias decode through torch._int_mm
         self.decode_kernel = "int_mm" if fbgemm and self.bias is not None else decode_kernel
         self.weight_fp32 = weight if decode_kernel == "fp32" else None
@@ -190,6 +191,25 @@ class Int8Linear(nn.Module):
 
 
 _fbgemm_fixed_scale = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # x, x scale, x zero point, W
+
+
+def _prepack(qweight: torch.Tensor, bias: torch.Tensor | None) -> object | None:
+    """The quantized engine's packed weights (fbgemm on x86, qnnpack on ARM), or None where the engine cannot pack
+    per-channel weights: such a layer then runs every call through its decode kernel."""
+    try:
+        return torch.ops.quantized.linear_prepack(qweight, bias)
+    except RuntimeError:
+        return None
+
+
+@functools.cache
+def int_mm_works() -> bool:
+    """Whether this torch has a CPU kernel for ``torch._int_mm`` (int8 x int8 -> int32)."""
+    try:
+        torch._int_mm(torch.ones(17, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 def quantize_int8(model: nn.Module, *, decode_kernel: str = "int_mm", packed: bool = True) -> nn.Module:
@@ -245,8 +265,11 @@ def kernel_cache_path() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "barkkit" / "kernels.json"
 
 
-def measure(question: str, candidates: dict[str, Callable[[], object]], *, repeats: int = 3) -> dict[str, float]:
-    """Seconds per call of each candidate (the best of ``repeats`` after one warm-up call), for ``question``.
+def measure(question: str, candidates: dict[str, Callable[[], object]], *, repeats: int = 5) -> dict[str, float]:
+    """CPU seconds per call of each candidate (the best of ``repeats`` after one warm-up call), for ``question``.
+
+    CPU time, not wall time: on a machine busy with other work, a call that waits for a core is not charged for
+    the wait (wall time there once made an int8 draft step look slower than the fp32 step it is 5x faster than).
 
     Answers are kept per machine (CPU, ISA caps, torch version, threads) in ``kernel_cache_path()``, so a question
     is timed once per machine; a cache that cannot be read or written only costs the timing again.
@@ -266,9 +289,9 @@ def measure(question: str, candidates: dict[str, Callable[[], object]], *, repea
         call()
         best = math.inf
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.process_time()
             call()
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
         times[name] = best
     try:
         known = known if isinstance(known, dict) else {}

@@ -4,7 +4,7 @@ The layers and parameter names are those of Suno's ``bark/model.py`` and ``bark/
 so a Suno state dict loads as it is (minus the ``_orig_mod.`` prefix). What differs is how the causal model is
 run: a static KV cache written in place, a prefill pass separate from the one-token decode pass, and no work whose
 result is dropped (only the last position goes through the final layer norm and the head). Exact mode runs them
-with Suno's arithmetic; fast mode's batched engine (``barkkit_bark.batch``) runs the same modules with its own cache
+with Suno's arithmetic; fast mode's batched engine (``barkkit_bark.engine``) runs the same modules with its own cache
 layout (a row per input), int8 linears and bf16 attention (``barkkit_bark.fast``).
 
 Shapes: B batch, T new positions, S positions in the cache, C = n_embd, nh heads, hs = C // nh head size.
@@ -44,7 +44,7 @@ class KVCache:
     """Preallocated keys and values of one attention layer, ``k`` and ``v`` (B, nh, max_len, hs), written in place.
 
     The exact engine fills slots [0, length) of every row together; fast mode's batched engine
-    (``barkkit_bark.batch``) prefills one row at a time, right-aligned at a common end slot, and decodes all rows
+    (``barkkit_bark.engine``) prefills one row at a time, right-aligned at a common end slot, and decodes all rows
     together.
     """
 

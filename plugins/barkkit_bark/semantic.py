@@ -14,26 +14,45 @@ after the first continues from the semantic tokens of the piece before it, so th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from barkkit.constants import SEMANTIC_INFER_TOKEN, SEMANTIC_PAD_TOKEN, SEMANTIC_RATE_HZ, SEMANTIC_VOCAB_SIZE, TEXT_PAD_TOKEN
+from barkkit.constants import (
+    SEMANTIC_INFER_TOKEN,
+    SEMANTIC_PAD_TOKEN,
+    SEMANTIC_RATE_HZ,
+    SEMANTIC_VOCAB_SIZE,
+    TEXT_PAD_TOKEN,
+)
 from barkkit.errors import PipelineError
 from barkkit.stage import Progress
 from barkkit.tokens import SemanticTokens
 from barkkit.voice import Voice
 from barkkit.weights import DEFAULT_MODEL, resolve_file
-
 from barkkit_bark.checkpoints import load_model
-from barkkit_bark.common import BarkStage, check_generator, check_mode, check_sampling_options
+from barkkit_bark.common import (
+    BarkStage,
+    check_mode,
+    check_sampling_options,
+    defaults_of,
+    help_of,
+    make_options,
+    option_field,
+)
+from barkkit_bark.engine import CausalRunner, check_batch, check_generator, sample_rows
 from barkkit_bark.model import GPT
 from barkkit_bark.sampling import check_temperature, sample
 from barkkit_bark.speculative import generate_verified
 from barkkit_bark.text import MAX_TEXT_TOKENS, TextTokenizer
 
-__all__ = ["SemanticStage", "generate_semantic", "semantic_step_limit", "MAX_SEMANTIC_STEPS"]
+__all__ = ["SemanticStage", "SemanticOptions", "generate_semantic", "generate_semantic_batch", "semantic_step_limit",
+           "MAX_SEMANTIC_STEPS"]
 
 MAX_SEMANTIC_STEPS = 768
 HISTORY_LEN = 256  # voice tokens in the prompt
@@ -73,13 +92,8 @@ def generate_semantic(
     text_ids: list[int],
     history: np.ndarray | None,
     generator: torch.Generator,
+    options: SemanticOptions,
     *,
-    temp: float = 0.7,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_eos_p: float | None = 0.2,
-    max_gen_duration_s: float | None = None,
-    allow_early_stop: bool = True,
     draft: GPT | None = None,
     n_draft: int = 8,
     sync_every: int | None = None,
@@ -97,9 +111,10 @@ def generate_semantic(
         raise PipelineError(f"{len(text_ids)} text tokens do not fit the {MAX_TEXT_TOKENS}-token window")
     device = model.lm_head.weight.device
     sync_every = sync_every or (1 if device.type == "cpu" else 8)
-    max_steps = semantic_step_limit(max_gen_duration_s)
-    n_sampled = SEMANTIC_VOCAB_SIZE + 1 if allow_early_stop else SEMANTIC_VOCAB_SIZE  # the EOS logit is id 10,000
-    check_eos = allow_early_stop
+    temp, top_k, top_p, min_eos_p = options.text_temp, options.top_k, options.top_p, options.min_eos_p
+    max_steps = semantic_step_limit(options.max_gen_duration_s)
+    n_sampled = SEMANTIC_VOCAB_SIZE + 1 if options.allow_early_stop else SEMANTIC_VOCAB_SIZE  # EOS logit: id 10,000
+    check_eos = options.allow_early_stop
     prompt = torch.from_numpy(semantic_prompt(text_ids, history)).to(device)[None]  # (1, 513)
 
     caches = model.new_caches(1, PROMPT_POSITIONS + max_steps)
@@ -115,6 +130,23 @@ def generate_semantic(
             model, draft, caches, logits, PROMPT_POSITIONS, max_steps, choose, generator, n_draft=n_draft, progress=progress
         )
         return np.array(kept, dtype=np.int64)
+    def step(n: int, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p)
+        if not check_eos:
+            return token[0, 0], None
+        stop = token[0, 0] == EOS
+        return token[0, 0], stop | (probs[0, -1] >= min_eos_p) if min_eos_p is not None else stop
+
+    return decode_plainly(model, caches, logits, max_steps, step, generator, sync_every, progress)
+
+
+def decode_plainly(model: GPT, caches: list, logits: torch.Tensor, max_steps: int,
+                   step: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+                   generator: torch.Generator, sync_every: int, progress: Progress | None) -> np.ndarray:
+    """One fp32 token a step after the prompt's ``logits``: ``step(n, logits)`` samples (token, stop flag or None),
+    both on the device. The host reads the stop flags every ``sync_every`` steps; steps run past a stop are undone
+    (their tokens dropped, the generator restored to right after the stopping draw). -> the kept tokens (T,)."""
+    device = logits.device
     tokens = torch.empty(max_steps, dtype=torch.long, device=device)
     stops = torch.zeros(max_steps, dtype=torch.bool, device=device)
     states: list[torch.Tensor] = []  # generator state after each unchecked step (only when sync_every > 1)
@@ -122,12 +154,8 @@ def generate_semantic(
     for n in range(max_steps):
         if n > 0:
             logits = model.decode(tokens[n - 1].view(1, 1), PROMPT_POSITIONS + n - 1, caches)  # (1, V)
-        token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p)
-        tokens[n] = token[0, 0]
-        if check_eos:
-            stop = token[0, 0] == EOS
-            if min_eos_p is not None:
-                stop = stop | (probs[0, -1] >= min_eos_p)
+        tokens[n], stop = step(n, logits)
+        if stop is not None:
             if sync_every == 1:
                 if stop.item():
                     n_kept = n
@@ -138,9 +166,8 @@ def generate_semantic(
                 if (n + 1 - checked) == sync_every or n == max_steps - 1:
                     hits = torch.nonzero(stops[checked : n + 1]).flatten().tolist()
                     if hits:
-                        first = checked + hits[0]
                         generator.set_state(states[hits[0]])  # as if the loop had stopped right there
-                        n_kept = first
+                        n_kept = checked + hits[0]
                         break
                     checked, states = n + 1, []
         if progress is not None and n % 64 == 63:
@@ -150,21 +177,31 @@ def generate_semantic(
     return tokens[:n_kept].cpu().numpy()
 
 
-def check_semantic_options(
-    text_temp: float, top_k: int | None, top_p: float | None, min_eos_p: float | None, max_gen_duration_s: float | None
-) -> None:
-    """Clear errors for semantic-stage options the reference would crash on or misuse."""
-    check_temperature("text_temp", text_temp)
-    check_sampling_options(top_k, top_p)
-    if min_eos_p is not None and (
-        isinstance(min_eos_p, bool) or not isinstance(min_eos_p, (int, float)) or not 0 <= min_eos_p <= 1
-    ):
-        raise PipelineError(f"min_eos_p must be a probability from 0 to 1 (or None for off), got {min_eos_p!r}")
-    if max_gen_duration_s is not None and (
-        isinstance(max_gen_duration_s, bool) or not isinstance(max_gen_duration_s, (int, float))
-        or not max_gen_duration_s > 0
-    ):
-        raise PipelineError(f"max_gen_duration_s must be a number of seconds above 0 (or None), got {max_gen_duration_s!r}")
+@dataclass(frozen=True)
+class SemanticOptions:
+    """The semantic stage's options: the reference's ``generate_text_semantic`` arguments, with its defaults.
+
+    Values are checked when the options are made, with the errors the reference would crash on or misuse.
+    """
+
+    text_temp: float = option_field(0.7, "Semantic stage temperature.")
+    top_k: int | None = option_field(None, "Sample only among the k most likely tokens.")
+    top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
+    min_eos_p: float | None = option_field(0.2, "Stop the semantic stage once p(end) reaches this.")
+    max_gen_duration_s: float | None = option_field(
+        None, "Cap on each sentence's semantic tokens, in seconds (a long text is generated sentence by sentence).")
+    allow_early_stop: bool = option_field(True, "Let the semantic stage stop at its end token.")
+
+    def __post_init__(self) -> None:
+        check_temperature("text_temp", self.text_temp)
+        check_sampling_options(self.top_k, self.top_p)
+        p = self.min_eos_p
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1):
+            raise PipelineError(f"min_eos_p must be a probability from 0 to 1 (or None for off), got {p!r}")
+        cap = self.max_gen_duration_s
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0):
+            raise PipelineError(f"max_gen_duration_s must be a number of seconds above 0 (or None), got {cap!r}")
+        object.__setattr__(self, "allow_early_stop", bool(self.allow_early_stop))
 
 
 class SemanticStage(BarkStage):
@@ -174,14 +211,9 @@ class SemanticStage(BarkStage):
     consumes: ClassVar[type] = str
     produces: ClassVar[type] = SemanticTokens
     kind = "text"
-    options: ClassVar[dict[str, Any]] = {
-        "text_temp": 0.7,
-        "top_k": None,
-        "top_p": None,
-        "min_eos_p": 0.2,
-        "max_gen_duration_s": None,
-        "allow_early_stop": True,
-    }
+    Options = SemanticOptions
+    options: ClassVar[dict[str, Any]] = defaults_of(SemanticOptions)
+    option_help: ClassVar[dict[str, str]] = help_of(SemanticOptions)
 
     def __init__(self, model: GPT, tokenizer: TextTokenizer, *, mode: str = "exact", source: str | None = None) -> None:
         super().__init__(model, mode=mode, source=source)
@@ -202,25 +234,18 @@ class SemanticStage(BarkStage):
         voice: Voice | None = None,
         generator: torch.Generator | None = None,
         progress: Progress | None = None,
-        text_temp: float = 0.7,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_eos_p: float | None = 0.2,
-        max_gen_duration_s: float | None = None,
-        allow_early_stop: bool = True,
+        **options: Any,
     ) -> SemanticTokens:
         """Speak ``value``: semantic tokens (T,). Long text is generated sentence by sentence (see the module doc)."""
         if not isinstance(value, str):
             raise PipelineError(f"the semantic stage reads text, got {type(value).__name__}")
-        check_semantic_options(text_temp, top_k, top_p, min_eos_p, max_gen_duration_s)
+        opts = make_options(SemanticOptions, options)
         generator = check_generator(generator, self.device)
-        if not self.exact:  # fast mode: the batched engine, as a batch of one (barkkit_bark.batch)
-            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress,
-                                  text_temp=text_temp, top_k=top_k, top_p=top_p, min_eos_p=min_eos_p,
-                                  max_gen_duration_s=max_gen_duration_s, allow_early_stop=allow_early_stop)[0]
+        if not self.exact:  # fast mode: the row engine, as a batch of one (barkkit_bark.engine)
+            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress, **options)[0]
         pieces = self.tokenizer.pieces(value)
         history = voice.semantic.array if voice is not None else None
-        steps = semantic_step_limit(max_gen_duration_s)
+        steps = semantic_step_limit(opts.max_gen_duration_s)
         outputs = []
         for i, piece in enumerate(pieces):
             piece_progress = (lambda done, total, i=i: progress(i * steps + done, len(pieces) * steps)) if progress else None
@@ -229,12 +254,7 @@ class SemanticStage(BarkStage):
                 piece.ids,
                 history,
                 generator,
-                temp=text_temp,
-                top_k=top_k,
-                top_p=top_p,
-                min_eos_p=min_eos_p,
-                max_gen_duration_s=max_gen_duration_s,
-                allow_early_stop=bool(allow_early_stop),
+                opts,
                 draft=self.draft if self.n_draft else None,
                 n_draft=self.n_draft,
                 progress=piece_progress,
@@ -243,3 +263,95 @@ class SemanticStage(BarkStage):
             if voice is None and len(tokens):
                 history = tokens  # no voice: the next sentence continues this one's speaker
         return SemanticTokens(np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64))
+
+    def run_fast_batch(self, texts: Sequence[str], *, voices: Sequence[Voice | None],
+                       generators: Sequence[torch.Generator], progress: Progress | None = None,
+                       **options: Any) -> list[Any]:
+        """``SemanticStage.run_batch``: long texts go sentence piece by piece, piece k of every text in one batch."""
+        check_batch(self, texts, voices, generators)
+        for text in texts:
+            if not isinstance(text, str):
+                raise PipelineError(f"the semantic stage reads text, got {type(text).__name__}")
+        opts = make_options(SemanticOptions, options)
+        pieces = [self.tokenizer.pieces(text) for text in texts]
+        histories = [voice.semantic.array if voice is not None else None for voice in voices]
+        outputs: list[list[np.ndarray]] = [[] for _ in texts]
+        n_pieces = max(len(p) for p in pieces)
+        for k in range(n_pieces):
+            rows = [i for i, p in enumerate(pieces) if k < len(p)]
+            piece_progress = (lambda done, total, k=k: progress(k * total + done, n_pieces * total)) if progress else None
+            tokens = generate_semantic_batch(
+                self.model, [np.asarray(pieces[i][k].ids, np.int64) for i in rows], [histories[i] for i in rows],
+                [generators[i] for i in rows], opts, progress=piece_progress,
+                decode=self.decode_steps)
+            for i, t in zip(rows, tokens):
+                outputs[i].append(t)
+                if voices[i] is None and len(t):
+                    histories[i] = t  # no voice: the next sentence continues this one's speaker
+        return [SemanticTokens(np.concatenate(o) if o else np.zeros(0, np.int64)) for o in outputs]
+
+
+@torch.inference_mode()
+def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], histories: Sequence[np.ndarray | None],
+                            generators: Sequence[torch.Generator], options: SemanticOptions, *,
+                            max_steps: int = MAX_SEMANTIC_STEPS,
+                      teacher: Sequence[np.ndarray] | None = None, record: list | None = None,
+                      progress: Progress | None = None, decode: str = "eager") -> list[np.ndarray]:
+    """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
+
+    ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
+    (the sampled distribution, after temperature) per row to ``record``. ``decode``: "eager", "compile" or
+    "cuda_graphs" (``barkkit_bark.fast.fixed_shape_decode``).
+    """
+    B = len(texts_ids)
+    text = np.full((B, 256), TEXT_PAD_TOKEN, dtype=np.int64)
+    hist = np.full((B, 256), SEMANTIC_PAD_TOKEN, dtype=np.int64)
+    for i, (ids, h) in enumerate(zip(texts_ids, histories)):
+        text[i, : len(ids)] = ids
+        if h is not None and len(h):
+            h = np.asarray(h, dtype=np.int64)[-256:]
+            hist[i, : len(h)] = h
+    wte = model.transformer.wte
+    device = wte.weight.device
+    emb = torch.cat([wte(torch.from_numpy(text).to(device)) + wte(torch.from_numpy(hist).to(device)),
+                     wte(torch.full((B, 1), SEMANTIC_INFER_TOKEN, device=device))], dim=1)  # (B, 257, C)
+    T0 = emb.shape[1]
+    temp, top_k, top_p, min_eos_p = options.text_temp, options.top_k, options.top_p, options.min_eos_p
+    allow_early_stop, max_gen_duration_s = options.allow_early_stop, options.max_gen_duration_s
+    max_tokens = max_steps if max_gen_duration_s is None else min(max_steps, semantic_step_limit(max_gen_duration_s))
+    # a fixed-shape step is compiled or captured for one cache size: the largest, whatever the options
+    size = T0 + (min(max_steps, max_tokens) if decode == "eager" else max_steps)
+    run = CausalRunner(model, B, size, decode=decode)
+    logits = run.prefill([emb[i : i + 1] for i in range(B)], T0)
+    out: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    for n in range(max_steps):
+        relevant = logits[:, :SEMANTIC_VOCAB_SIZE]
+        if allow_early_stop:
+            relevant = torch.cat([relevant, logits[:, SEMANTIC_PAD_TOKEN : SEMANTIC_PAD_TOKEN + 1]], dim=1)
+        live = [i for i in range(B) if not done[i]]
+        if teacher is not None:
+            record.append(F.log_softmax(relevant[live].float() / temp, dim=-1))
+            sampled = torch.tensor([int(teacher[i][n]) for i in live], device=device)
+            probs = F.softmax(relevant[live].float() / temp, dim=-1)
+        else:
+            sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
+        tokens = torch.zeros(B, dtype=torch.long, device=device)  # rows that are done feed token 0; ignored
+        tokens[live] = sampled
+        values = tokens.tolist()
+        for j, i in enumerate(live):
+            t = values[i]
+            if allow_early_stop and (t == SEMANTIC_VOCAB_SIZE or (min_eos_p is not None and probs[j, -1] >= min_eos_p)):
+                done[i] = True
+                continue
+            out[i].append(t)
+            if len(out[i]) >= max_tokens:
+                done[i] = True
+        if progress is not None and n % 64 == 63:
+            progress(n + 1, max_tokens)
+        if all(done):
+            break
+        tokens = tokens.clamp_max(SEMANTIC_VOCAB_SIZE - 1)  # finished rows feed any valid token; ignored
+        pos = torch.full((B, 1), T0 + n, device=device)
+        logits = run(wte(tokens[:, None]), pos, slice(T0 + n, T0 + n + 1), None)
+    return [np.array(o, dtype=np.int64) for o in out]

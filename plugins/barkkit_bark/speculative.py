@@ -27,8 +27,14 @@ from collections.abc import Callable
 import torch
 
 from barkkit.stage import Progress
-
-from barkkit_bark.kernels import cpu_features, decode_kernel_for, decode_step_timer, measure, quantize_int8
+from barkkit_bark.kernels import (
+    cpu_features,
+    decode_kernel_for,
+    decode_step_timer,
+    int_mm_works,
+    measure,
+    quantize_int8,
+)
 from barkkit_bark.model import GPT, KVCache
 
 __all__ = ["draft_model", "drafting_pays", "generate_verified", "Choose"]
@@ -55,6 +61,8 @@ def draft_model(model: GPT) -> GPT:
 
 def drafting_pays(model: GPT, draft: GPT) -> bool:
     """Whether the twin's decode step is fast enough here to win (timed once per machine and model shape)."""
+    if draft.lm_head.decode_kernel == "int_mm" and not int_mm_works():
+        return False  # no int8 kernel for one-token rows here at all
     shape = f"{model.config.n_layer}x{model.config.n_embd}x{model.config.output_vocab_size}"
     times = measure(f"exact draft step {shape}", {"fp32": decode_step_timer(model), "draft": decode_step_timer(draft)})
     return times["draft"] < DRAFT_COST_LIMIT * times["fp32"]

@@ -58,7 +58,9 @@ def _bert_tokenizer(vocab_file: Path) -> object:
     decomposed accents ("e" + U+0301) differently; transformers 4's ``BertTokenizer`` is the original.
     """
     try:
-        from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy as Original
+        from transformers.models.bert.tokenization_bert_legacy import (
+            BertTokenizerLegacy as Original,
+        )
     except ImportError:
         from transformers import BertTokenizer as Original
     return Original(vocab_file=str(vocab_file), do_lower_case=False)

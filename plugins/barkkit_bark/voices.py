@@ -36,7 +36,11 @@ class HubVoiceSource(VoiceSource):
         self.name = f"hub:{self.repo_id}"
 
     def _download(self, filename: str, what: str) -> str:
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+        )
 
         try:
             return hub_download(self.repo_id, filename, revision=self.revision)

@@ -69,7 +69,7 @@ def test_barkkit_runner_exact_matches_reference(tiny):
 
 
 def test_engine_clock_splits_a_fast_run_into_prefills_decode_steps_and_fine_passes(tiny):
-    from barkkit_bark.batch import CausalRunner
+    from barkkit_bark.engine import CausalRunner
     from barkkit_bark.model import FineGPT
 
     _, folder = tiny

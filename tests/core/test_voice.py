@@ -113,3 +113,21 @@ def test_preset_names_go_through_registered_voice_sources(prompts_dir):
     assert Voice.load("my/voice", plugins=plugins) is voice
     with pytest.raises(VoiceError, match="unknown voice 'nobody'.*barkkit voices list"):
         find_preset("nobody", plugins=plugins)
+
+
+def test_a_voices_source_note_round_trips_and_a_bad_one_is_ignored(tmp_path):
+    import numpy as np
+
+    from barkkit.voice import SOURCE_NOTE_KEY, Voice, read_source_note
+
+    note = {"semantic": "hubert.semantic (...) over all 3.00 s of me.wav", "fine": "encodec (bark-small) ü"}
+    voice = Voice(np.arange(10), np.zeros((2, 15), np.int64), np.zeros((8, 15), np.int64), note=note)
+    path = voice.save(tmp_path / "v.npz")
+    loaded = Voice.load(path)
+    assert loaded.note == note and loaded.semantic == voice.semantic and read_source_note(path) == note
+    with np.load(path) as npz:
+        assert npz[SOURCE_NOTE_KEY].dtype.kind == "U"  # a plain unicode array: loads with allow_pickle=False
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, semantic_prompt=np.arange(10), coarse_prompt=np.zeros((2, 15), np.int64),
+             fine_prompt=np.zeros((8, 15), np.int64), **{SOURCE_NOTE_KEY: np.arange(3)})
+    assert Voice.load(odd).note is None and read_source_note(odd) == {}

@@ -1,4 +1,4 @@
-"""The batched engine (barkkit_bark.batch, fast mode's engine): in fp32 it gives the reference's tokens, and a
+"""The row engine (barkkit_bark.engine and the stages' batch loops, fast mode's engine): in fp32 it gives the reference's tokens, and a
 batch gives every row exactly what that row gets alone, in fp32 and in fast mode's int8 + bf16."""
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import torch
 from barkkit.errors import PipelineError
 from barkkit.pipeline import load_pipeline
 from barkkit.voice import Voice
-from barkkit_bark import batch
+from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
+from barkkit_bark.engine import CausalRunner
+from barkkit_bark.fine import FineOptions, generate_fine_batch
+from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
 from barkkit_bark.checkpoints import load_model
 from barkkit_bark.coarse import CoarseStage
 from barkkit_bark.fast import prepare_fast
@@ -52,13 +55,13 @@ def test_fp32_engine_gives_the_reference_tokens(case: str, suno_folder: Path, re
     voice = Voice.from_npz(voice_file) if use_voice else None
     generator = torch.Generator().manual_seed(3)  # one generator through the three stages, as the reference's global one
     semantic, coarse, fine = _stages(suno_folder)  # exact-mode stages: fp32 models, run here through the engine
-    sem = batch.run_semantic_batch(semantic, [TEXT], voices=[voice], generators=[generator],
+    sem = semantic.run_fast_batch([TEXT], voices=[voice], generators=[generator],
                                    **_options_of(semantic, options))[0]
     np.testing.assert_array_equal(sem.array, ref_semantic)
-    codes = batch.run_coarse_batch(coarse, [sem], voices=[voice], generators=[generator],
+    codes = coarse.run_fast_batch([sem], voices=[voice], generators=[generator],
                                    **_options_of(coarse, options))[0]
     np.testing.assert_array_equal(codes.array, ref_coarse)
-    fine_codes = batch.run_fine_batch(fine, [codes], voices=[voice], generators=[generator],
+    fine_codes = fine.run_fast_batch([codes], voices=[voice], generators=[generator],
                                       **_options_of(fine, options))[0]
     np.testing.assert_array_equal(fine_codes.array, ref_fine)
 
@@ -78,22 +81,21 @@ def test_batch_rows_equal_single_runs(fast: bool, suno_folder: Path, voice_file:
     def gens() -> list[torch.Generator]:
         return [torch.Generator().manual_seed(10 + i) for i in range(3)]
 
-    sem = batch.generate_semantic_batch(models["text"], ids, histories, gens(), allow_early_stop=False,
-                                        max_gen_duration_s=0.6)
+    options = SemanticOptions(allow_early_stop=False, max_gen_duration_s=0.6)
+    sem = generate_semantic_batch(models["text"], ids, histories, gens(), options)
     for i in range(3):
-        alone = batch.generate_semantic_batch(models["text"], [ids[i]], [histories[i]], [gens()[i]],
-                                              allow_early_stop=False, max_gen_duration_s=0.6)[0]
+        alone = generate_semantic_batch(models["text"], [ids[i]], [histories[i]], [gens()[i]], options)[0]
         np.testing.assert_array_equal(sem[i], alone)
     sems = [sem[0], sem[1][:20], sem[2][:27]]  # own lengths: 90, 60 and 81 coarse steps
-    coarse = batch.generate_coarse_batch(models["coarse"], sems, voices, gens())
+    coarse = generate_coarse_batch(models["coarse"], sems, voices, gens(), CoarseOptions())
     for i in range(3):
-        alone = batch.generate_coarse_batch(models["coarse"], [sems[i]], [voices[i]], [gens()[i]])[0]
+        alone = generate_coarse_batch(models["coarse"], [sems[i]], [voices[i]], [gens()[i]], CoarseOptions())[0]
         np.testing.assert_array_equal(coarse[i], alone)
     assert [c.shape[1] for c in coarse] == [45, 30, 40]
     for pad_to_window in (True, False):
-        fine = batch.generate_fine_batch(models["fine"], coarse, voices, gens(), pad_to_window=pad_to_window)
+        fine = generate_fine_batch(models["fine"], coarse, voices, gens(), FineOptions(), pad_to_window=pad_to_window)
         for i in range(3):
-            alone = batch.generate_fine_batch(models["fine"], [coarse[i]], [voices[i]], [gens()[i]],
+            alone = generate_fine_batch(models["fine"], [coarse[i]], [voices[i]], [gens()[i]], FineOptions(),
                                               pad_to_window=pad_to_window)[0]
             np.testing.assert_array_equal(fine[i], alone)
             np.testing.assert_array_equal(fine[i][:2], coarse[i])
@@ -144,7 +146,7 @@ def test_fixed_shape_decode_steps_give_the_eager_tokens(device: str, how: str, s
 
     def run(decode: str) -> list[np.ndarray]:
         generators = [torch.Generator(device).manual_seed(5 + i) for i in range(2)]
-        return batch.generate_coarse_batch(model, sems, [voice, None], generators, decode=decode)
+        return generate_coarse_batch(model, sems, [voice, None], generators, CoarseOptions(), decode=decode)
 
     eager = run("eager")
     with warnings.catch_warnings(record=True) as caught:
@@ -191,7 +193,7 @@ def test_decode_logits_of_each_row_are_bit_equal_to_a_one_row_run(monkeypatch: p
     ids = torch.randint(0, 500, (B, L + 8), generator=torch.Generator().manual_seed(1))
 
     def decode_logits(rows: torch.Tensor) -> torch.Tensor:  # (n, L + 8) ids -> logits of the 8 decode steps (n, 8, V)
-        run = batch.CausalRunner(model, rows.shape[0], L + 8)
+        run = CausalRunner(model, rows.shape[0], L + 8)
         run.prefill([model.embed(row[None, :L]) for row in rows], L)
         out = []
         for t in range(L, L + 8):

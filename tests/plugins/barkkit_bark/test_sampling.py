@@ -11,7 +11,7 @@ import torch
 from barkkit.errors import PipelineError
 from barkkit.pipeline import load_pipeline
 from barkkit_bark.sampling import top_p_remove_mask, top_p_remove_mask_reference
-from barkkit_bark.semantic import generate_semantic, semantic_step_limit
+from barkkit_bark.semantic import SemanticOptions, generate_semantic, semantic_step_limit
 
 
 def _reference_top_p(logits: np.ndarray, top_p: float) -> np.ndarray:
@@ -63,8 +63,9 @@ def test_deferred_stop_checks_undo_extra_steps(sync_every: int, models, voice_fi
     lengths = []
     for seed in range(4):
         eager, lazy = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-        a = generate_semantic(text, [10_100, 10_200], history, eager, max_gen_duration_s=3.0)
-        b = generate_semantic(text, [10_100, 10_200], history, lazy, max_gen_duration_s=3.0, sync_every=sync_every)
+        options = SemanticOptions(max_gen_duration_s=3.0)
+        a = generate_semantic(text, [10_100, 10_200], history, eager, options)
+        b = generate_semantic(text, [10_100, 10_200], history, lazy, options, sync_every=sync_every)
         np.testing.assert_array_equal(a, b)
         assert torch.equal(eager.get_state(), lazy.get_state())
         lengths.append(len(a))

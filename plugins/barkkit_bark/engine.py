@@ -1,0 +1,245 @@
+"""The row engine: several inputs through one causal Bark model together, each with its own length, voice and seed.
+
+Fast mode runs every call through here (a single run is a batch of one); the stage modules' ``generate_*_batch``
+loops drive it. Exact mode batches by running the reference-exact loop once per input, so that its tokens stay
+the reference's.
+
+How rows stay independent (a row gets the tokens it gets alone, up to float rounding):
+- prefill runs one row at a time, causal over that row's own cache slots (right-aligned at a common end slot);
+- decode runs all rows together, one token each; each row attends only to its own slots (left padding skipped);
+- each row samples with its own ``torch.Generator`` and draws only while it is still generating, so its generator
+  reaches the next stage in the state a single run leaves it in;
+- int8 activations are quantized per call (prefill: one row) or per token (decode), never across rows.
+
+Shapes: B rows, T new positions, S cache slots, C width, nh heads, hs head size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from barkkit.errors import PipelineError
+from barkkit_bark.kernels import Int8Linear
+from barkkit_bark.model import KVCache
+from barkkit_bark.sampling import filter_logits
+
+__all__ = ["CausalRunner", "head_logits", "static_decode_step", "sample_rows", "check_batch", "check_generator",
+           "DECODE_STEPS", "fixed_shape_decode"]
+
+
+class CausalRunner:
+    """A causal Bark GPT with a static KV cache of ``batch`` rows x ``size`` slots, written in place.
+
+    Prefill runs one row at a time (causal over that row's own slots, right-aligned at a common end slot); decode
+    runs all rows together, one token each, each row attending to its own slots only (left padding skipped). A
+    row's numbers therefore never depend on the other rows (int8 activations are quantized per call or per token).
+    """
+
+    def __init__(self, model: nn.Module, batch: int, size: int, *, decode: str = "eager") -> None:
+        self.model = model
+        self.caches = model.new_caches(batch, size)
+        # decode steps in fixed shapes, compiled or as CUDA graphs (barkkit_bark.fast.fixed_shape_decode)
+        self.static_step = fixed_shape_decode(decode, static_decode_step, self.caches)
+
+    def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, first_slots: Sequence[int] | None,
+                 row: int | None = None, head_rows: slice | None = None) -> torch.Tensor:
+        """Token embeddings (B, T, C) at positions ``pos`` (B, T) into cache ``slots`` -> last logits (B, V).
+
+        ``first_slots``: each decoding row's first slot (its left padding before; None: every row from slot 0).
+        ``head_rows``: compute only these logits (B, len) (the coarse stage samples from one codebook a step).
+        """
+        if self.static_step is not None and row is None and tok_emb.shape[1] == 1:  # a fixed-shape decode step
+            device = tok_emb.device
+            first = torch.tensor(first_slots or [0] * tok_emb.shape[0], device=device)
+            slot = torch.tensor([slots.start], device=device)
+            return self.static_step(self.model, self.caches, tok_emb, pos, slot, first, head_rows)
+        if row is None and first_slots is None and tok_emb.shape[0] > 1:
+            # one attention call per row even without padding: PyTorch's CPU kernel rounds a many-row call
+            # differently from a one-row one, and int8 activations can turn that last bit into a different token
+            first_slots = [0] * tok_emb.shape[0]
+        m = self.model.transformer
+        x = tok_emb + m.wpe(pos)
+        last = len(m.h) - 1
+        for i, (block, cache) in enumerate(zip(m.h, self.caches)):
+            # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
+            x = block(x, cache=cache, slots=slots, row=row, first_slots=first_slots,
+                      first_query=x.shape[1] - 1 if i == last else 0)
+        return head_logits(self.model, m.ln_f(x[:, -1:]), head_rows)
+
+    def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
+        """Each row's embeddings (1, L_i, C) at positions 0..L_i - 1, in slots ending at ``end`` -> logits (B, V)."""
+        out = []
+        for i, emb in enumerate(rows):
+            L = emb.shape[1]
+            out.append(self(emb, torch.arange(L, device=emb.device)[None], slice(end - L, end), None, row=i))
+        return torch.cat(out)
+
+    def shift_rows(self, rows: Sequence[int], pad: Sequence[int], total: int, by: int) -> None:
+        """Move ``rows``' keys/values from slots [pad, total) to [pad + by, total + by) (exact copies)."""
+        for cache in self.caches:
+            for i in rows:
+                for t in (cache.k, cache.v):
+                    t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
+
+
+def head_logits(model: nn.Module, x: torch.Tensor, head_rows: slice | None) -> torch.Tensor:
+    """The last positions (B, 1, C) -> logits (B, V), or only the logits ``head_rows``."""
+    head = model.lm_head
+    if head_rows is None:
+        return head(x)[:, 0]
+    if isinstance(head, Int8Linear):
+        return head(x, head_rows)[:, 0]
+    return F.linear(x, head.weight[head_rows], None if head.bias is None else head.bias[head_rows])[:, 0]
+
+
+def static_decode_step(model: nn.Module, caches: Sequence[KVCache], tok_emb: torch.Tensor, pos: torch.Tensor,
+                       slot: torch.Tensor, first: torch.Tensor, head_rows: slice | None) -> torch.Tensor:
+    """One decode step in fixed shapes, what ``torch.compile`` and CUDA graphs need: token embeddings (B, 1, C) at
+    positions ``pos`` (B, 1) go into cache slot ``slot`` (1,); row i attends to slots first[i]..slot of the whole
+    cache under a mask -> logits (B, V). From step to step only tensor values change, never shapes or addresses."""
+    m = model.transformer
+    x = tok_emb + m.wpe(pos)
+    keys = torch.arange(caches[0].k.shape[2], device=x.device)  # (S,)
+    mask = ((keys >= first[:, None]) & (keys <= slot))[:, None, None]  # (B, 1, 1, S)
+    for block, cache in zip(m.h, caches):
+        x = block(x, cache=cache, slots=slot, attn_mask=mask)
+    return head_logits(model, m.ln_f(x), head_rows)
+
+
+def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,
+                top_k: int | None = None, top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row of ``logits`` (B, V), row i drawn with ``generators[i]``; returns (tokens (B,), probs).
+
+    The reference's filters, with the nucleus cut in torch (no host round trip per step).
+    """
+    logits = filter_logits(logits.float(), top_k=top_k, top_p=top_p, exact_top_p=False)
+    probs = F.softmax(logits / temp, dim=-1)
+    tokens = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+    return tokens, probs
+
+
+def check_batch(stage: Any, values: Sequence[Any], voices: Sequence[Any],
+                 generators: Sequence[torch.Generator]) -> None:
+    """One voice and one generator per input, each generator on the stage's device."""
+    if not (len(values) == len(voices) == len(generators)):
+        raise PipelineError(f"got {len(values)} inputs, {len(voices)} voices and {len(generators)} generators; give one each")
+    for generator in generators:
+        check_generator(generator, stage.device)
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
+    if generator is None:
+        raise PipelineError("a Bark stage needs a torch.Generator: run it through a Pipeline or pass generator=")
+    if generator.device.type != device.type:
+        raise PipelineError(
+            f"the random generator is on {generator.device} but the model is on {device}; create the generator "
+            f"on the model's device (Pipeline(..., device=...))"
+        )
+    return generator
+
+
+# decode steps in fixed shapes (CUDA graphs, torch.compile) ----------------------------------------
+DECODE_STEPS = ("eager", "compile", "cuda_graphs")  # how fast mode can run its decode steps (fixed_shape_decode)
+
+
+def fixed_shape_decode(how: str, step: Callable[..., torch.Tensor],
+                       caches: Sequence[Any]) -> Callable[..., torch.Tensor] | None:
+    """``step`` (``batch.static_decode_step``, one decode step in fixed shapes) made fast for ``caches``.
+
+    - "cuda_graphs": captured as a CUDA graph once per batch shape and head rows, then replayed: a decode step is
+      one graph launch instead of hundreds of kernel launches, at the cost of three steps per shape (two to warm
+      up, one captured; no compiling).
+    - "compile": ``torch.compile``, with CUDA graphs on a GPU (``mode="reduce-overhead"``): fused element-wise
+      kernels, after ~30 s of compiling per shape and process (bark-small on this project's CPU). Compiled once
+      per ``step`` and device type, so a new batch of the same shapes reuses it.
+    - "eager": None (the caller runs its usual steps).
+    Either way each call returns a copy of the logits (a graph's outputs are overwritten by its next replay), and
+    if compiling or capturing fails, steps run eagerly from then on, with a warning.
+    """
+    if how == "eager":
+        return None
+    cuda = caches[0].k.device.type == "cuda"
+    if how == "cuda_graphs":
+        if not cuda:
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        return _falls_back(step, _CUDAGraphStep(step))
+    if cuda:  # the graphs write the caches in place: their addresses must stay fixed
+        for cache in caches:
+            torch._dynamo.mark_static_address(cache.k)
+            torch._dynamo.mark_static_address(cache.v)
+    compiled = _compiled(step, cuda)
+
+    def run(*args: Any) -> torch.Tensor:
+        if cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are no longer read
+        return compiled(*args).clone()
+
+    return _falls_back(step, run)
+
+
+class _CUDAGraphStep:
+    """A decode step captured as one CUDA graph per (input shapes, head rows), replayed with new input values.
+
+    The step reads and writes the KV caches in place (fixed addresses) and takes every other input as a tensor, so
+    that a replay computes exactly what an eager call on the same inputs computes."""
+
+    def __init__(self, step: Callable[..., torch.Tensor]) -> None:
+        self.step = step
+        self.graphs: dict[Any, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
+
+    def __call__(self, model: nn.Module, caches: Sequence[Any], *args: Any) -> torch.Tensor:
+        *tensors, head_rows = args
+        key = (tuple(t.shape for t in tensors), None if head_rows is None else (head_rows.start, head_rows.stop))
+        with torch.cuda.device(tensors[0].device):  # streams of the model's GPU, whichever is current
+            return self._replay(key, model, caches, tensors, head_rows)
+
+    def _replay(self, key: Any, model: nn.Module, caches: Sequence[Any], tensors: list[torch.Tensor],
+                head_rows: slice | None) -> torch.Tensor:
+        if key not in self.graphs:
+            inputs = [t.clone() for t in tensors]  # the graph's own input buffers
+            side = torch.cuda.Stream()  # warm up off the main stream first (lazy cuBLAS set-up), as torch's docs do
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.step(model, caches, *inputs, head_rows)  # writes this step's own cache slot: replayed below
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = self.step(model, caches, *inputs, head_rows)
+            self.graphs[key] = (graph, inputs, output)
+        graph, inputs, output = self.graphs[key]
+        for buffer, value in zip(inputs, tensors):
+            buffer.copy_(value)
+        graph.replay()
+        return output.clone()
+
+
+def _falls_back(step: Callable[..., torch.Tensor], fast: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fast`` until it raises (compile and capture errors surface at a first call), then ``step``, with a warning."""
+    failed = False
+
+    def run(*args: Any) -> torch.Tensor:
+        nonlocal failed
+        if not failed:
+            try:
+                return fast(*args)
+            except Exception as error:
+                failed = True
+                reason = " ".join(str(error).split())[:300]
+                warnings.warn(f"fast decode steps failed ({type(error).__name__}: {reason}); running them eagerly",
+                              RuntimeWarning, stacklevel=2)
+        return step(*args)
+
+    return run
+
+
+@functools.cache
+def _compiled(step: Callable[..., torch.Tensor], cuda: bool) -> Callable[..., torch.Tensor]:
+    return torch.compile(step, mode="reduce-overhead" if cuda else None, fullgraph=True, dynamic=False)
