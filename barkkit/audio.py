@@ -32,7 +32,7 @@ from barkkit.errors import AudioError
 from barkkit.files import atomic_output, check_input_file
 from barkkit.tokens import Audio
 
-__all__ = ["load_audio", "save_audio", "resample", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
+__all__ = ["load_audio", "save_audio", "resample", "mpeg_notes_silenced", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aiff", ".aif", ".au")
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3"}
@@ -56,7 +56,7 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
     Raises ``AudioError`` naming the file when it is missing, empty or not audio.
     """
     path = check_input_file(path, "audio file", AudioError)
-    with _mpeg_notes_silenced(path):
+    with mpeg_notes_silenced(path):
         samples, rate = _decode(path)
     if samples.size == 0:
         raise AudioError(f"{path}: holds no audio samples")
@@ -89,7 +89,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
 
 
 @contextmanager
-def _mpeg_notes_silenced(path: Path) -> Iterator[None]:
+def mpeg_notes_silenced(path: Path) -> Iterator[None]:
     """While an .mp3 decodes, file descriptor 2 goes to /dev/null: libmpg123 (inside libsndfile) prints "Note: ..."
     lines straight to it for a damaged file, which would bury the one line an error is. Other threads' direct
     writes to it are lost for that time too, which is why only MP3s get this."""
