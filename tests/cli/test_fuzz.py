@@ -38,7 +38,9 @@ SEED = int(os.environ.get("BARKKIT_FUZZ_SEED", "0"))
 
 def _limit_memory() -> None:
     limit = ADDRESS_SPACE_GB << 30
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or hard > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit if hard == resource.RLIM_INFINITY else hard))
 
 
 def _environment(root: Path) -> dict[str, str]:
