@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -18,23 +17,10 @@ import click
 from barkkit.allocator import tune_allocator
 from barkkit.cli.signals import Terminated, signals_unwind
 from barkkit.errors import BarkkitError
+from barkkit.cli.state import CliState
 from barkkit.plugins import Plugins, load_plugins
 
 __all__ = ["cli", "main", "CliState"]
-
-
-@dataclass
-class CliState:
-    """What every command receives with ``@click.pass_obj``."""
-
-    quiet: bool = False
-    _plugins: Plugins | None = field(default=None, repr=False)
-
-    @property
-    def plugins(self) -> Plugins:
-        if self._plugins is None:
-            self._plugins = load_plugins()
-        return self._plugins
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,

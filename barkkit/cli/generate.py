@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from barkkit.audio import WRITE_FORMATS, save_audio
-from barkkit.cli import CliState
+from barkkit.cli.state import CliState
 from barkkit.cli.options import (
     OUTPUT_NOTE,
     ProgressBars,

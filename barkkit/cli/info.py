@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import torch
 
-from barkkit.cli import CliState
+from barkkit.cli.state import CliState
 
 # CPU flags that decide kernels (x86: AVX2, AVX-512, VNNI, BF16, AMX; ARM: NEON is 'asimd', SVE, i8mm, bf16)
 _FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from barkkit.cli import CliState
+from barkkit.cli.state import CliState
 from barkkit.tokens import kind_name
 
 

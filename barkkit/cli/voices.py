@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from barkkit.cli import CliState
+from barkkit.cli.state import CliState
 from barkkit.errors import VoiceError
 from barkkit.voice import TOKEN_KEYS, Voice, load_token_file, read_source_note
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from barkkit.cli import CliState
 from barkkit.cli.options import OUTPUT_NOTE, ProgressBars, input_files, seed_callback
+from barkkit.cli.state import CliState
 from barkkit.errors import AudioError, BarkkitError
 from barkkit.files import check_distinct, check_input_file, check_writable
 from barkkit.voice import save_token_file

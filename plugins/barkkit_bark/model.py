@@ -283,7 +283,7 @@ class FineGPT(nn.Module):
         B, T, n_codes = idx.shape
         if not self.config.n_codes_given <= pred_idx < self.config.n_codes_total:
             raise ValueError(f"the fine model predicts codebooks {self.config.n_codes_given}..{self.config.n_codes_total - 1}, not {pred_idx}")
-        if T > self.config.block_size:
+        if self.config.block_size < T:
             raise ValueError(f"{T} frames exceed the block size {self.config.block_size}")
         # Summed over the last dim of one stacked tensor, as Suno's code does, so the sums round alike.
         tok_emb = torch.stack(

@@ -13,16 +13,13 @@ import torch
 from barkkit.errors import PipelineError
 from barkkit.pipeline import load_pipeline
 from barkkit.voice import Voice
-from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
-from barkkit_bark.engine import CausalRunner
-from barkkit_bark.fine import FineOptions, generate_fine_batch
-from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
 from barkkit_bark.checkpoints import load_model
-from barkkit_bark.coarse import CoarseStage
+from barkkit_bark.coarse import CoarseOptions, CoarseStage, generate_coarse_batch
+from barkkit_bark.engine import CausalRunner
 from barkkit_bark.fast import prepare_fast
+from barkkit_bark.fine import FineOptions, FineStage, generate_fine_batch
 from barkkit_bark.kernels import Int8Linear
-from barkkit_bark.fine import FineStage
-from barkkit_bark.semantic import SemanticStage
+from barkkit_bark.semantic import SemanticOptions, SemanticStage, generate_semantic_batch
 
 TEXT = "Hello, my name is Suno. And, uh, I like pizza."
 
@@ -169,7 +166,7 @@ def test_fast_decode_steps_are_cuda_graphs_on_cuda_and_eager_elsewhere(suno_fold
         stage.run(np.arange(20), generator=torch.Generator())
     stage.fast_decode = "jit"
     with pytest.raises(PipelineError, match="unknown fast_decode 'jit'"):
-        stage.decode_steps
+        _ = stage.decode_steps
 
 
 def test_decode_logits_of_each_row_are_bit_equal_to_a_one_row_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from barkkit_bark.fast import prepare_fast, use_bf16_attention
 from barkkit_bark.kernels import (
     DECODE_KERNELS,

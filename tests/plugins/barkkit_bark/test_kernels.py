@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
-from barkkit_bark.fast import prepare_fast
 from click.testing import CliRunner
 
 from barkkit import load_plugins
 from barkkit.cli import cli
 from barkkit_bark.coarse import CoarseStage
+from barkkit_bark.fast import prepare_fast
 from barkkit_bark.kernels import cpu_features, decode_kernel_for, measure
 from barkkit_bark.speculative import draft_model, drafting_pays
 

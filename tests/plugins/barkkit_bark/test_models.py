@@ -66,8 +66,10 @@ def test_fine_logits_match_transformers(hf_bark, transformers_folder: Path) -> N
 @pytest.mark.parametrize("bias", [False, True])
 def test_logits_bit_identical_to_suno_classes(bias: bool) -> None:
     """Same ops in the same order as bark.model / bark.model_fine: equal to the last bit (exact mode's premise)."""
-    from bark.model import GPT as SunoGPT, GPTConfig as SunoConfig
-    from bark.model_fine import FineGPT as SunoFine, FineGPTConfig
+    from bark.model import GPT as SunoGPT
+    from bark.model import GPTConfig as SunoConfig
+    from bark.model_fine import FineGPT as SunoFine
+    from bark.model_fine import FineGPTConfig
 
     text, coarse, fine = tiny_models(seed=5, bias=bias)
     suno = SunoGPT(SunoConfig(**{k: getattr(coarse.config, k) for k in ("block_size", "input_vocab_size", "output_vocab_size", "n_layer", "n_head", "n_embd", "bias")})).eval()

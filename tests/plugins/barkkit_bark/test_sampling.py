@@ -47,8 +47,8 @@ def test_top_p_masks_agree_with_the_reference() -> None:
 def test_step_limit_replays_the_reference_float_sum() -> None:
     assert semantic_step_limit(None) == 768
     for seconds in (0.0, 0.02, 0.5, 1.0, 2.0, 7.3, 100.0):
-        total, n = 0.0, 0
-        for n in range(768):
+        total = 0.0
+        for n in range(768):  # noqa: B007 (n is read after the loop)
             total += 1 / 49.9
             if total > seconds:
                 break
