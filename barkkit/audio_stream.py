@@ -53,8 +53,6 @@ class AudioStream:
         if self._whole is not None:
             yield np.asarray(self._whole.samples)
             return
-        import soundfile
-
         block = max(1, int(self.block_s * self.sample_rate))
         try:
             for data in _silenced_blocks(self.path, block):

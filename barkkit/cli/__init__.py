@@ -16,8 +16,8 @@ import click
 
 from barkkit.allocator import tune_allocator
 from barkkit.cli.signals import Terminated, signals_unwind
-from barkkit.errors import BarkkitError
 from barkkit.cli.state import CliState
+from barkkit.errors import BarkkitError
 from barkkit.plugins import Plugins, load_plugins
 
 __all__ = ["cli", "main", "CliState"]

@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from barkkit.audio import WRITE_FORMATS, save_audio
-from barkkit.cli.state import CliState
 from barkkit.cli.options import (
     OUTPUT_NOTE,
     ProgressBars,
@@ -24,6 +23,7 @@ from barkkit.cli.options import (
     run_options,
     stage_options,
 )
+from barkkit.cli.state import CliState
 from barkkit.errors import BarkkitError, TextError, VoiceError
 from barkkit.files import check_distinct, check_input_file, check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file

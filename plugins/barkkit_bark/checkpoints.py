@@ -27,8 +27,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from barkkit.constants import (
-    CODEBOOK_SIZE,
     COARSE_INFER_TOKEN,
+    CODEBOOK_SIZE,
     CONTEXT_WINDOW_SIZE,
     N_COARSE_CODEBOOKS,
     N_FINE_CODEBOOKS,

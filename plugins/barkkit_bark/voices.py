@@ -16,7 +16,6 @@ import os
 from pathlib import PurePosixPath
 from typing import Any
 
-
 from barkkit.errors import VoiceError
 from barkkit.voice import TOKEN_KEYS, Voice, VoiceSource, load_token_array
 from barkkit.weights import hub_download

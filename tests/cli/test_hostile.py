@@ -19,7 +19,6 @@ from click.testing import CliRunner
 from barkkit import load_plugins
 from barkkit.cli import cli
 from barkkit.files import TEMP_MARK
-
 from tests.core import toy_plugin
 
 TOY = ["--semantic-stage", "toy.semantic", "--coarse-stage", "toy.coarse", "--fine-stage", "toy.fine", "--decoder", "toy.decoder"]

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from barkkit.errors import AudioError, BarkkitError, VoiceError
-from barkkit.files import TEMP_MARK, atomic_output, check_distinct, check_input_file, check_writable, remove_stale_temporaries
+from barkkit.files import (
+    TEMP_MARK,
+    atomic_output,
+    check_distinct,
+    check_input_file,
+    check_writable,
+    remove_stale_temporaries,
+)
 from barkkit.voice import load_token_file, save_token_file
 
 

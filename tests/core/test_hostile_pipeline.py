@@ -7,7 +7,6 @@ from barkkit import Pipeline, SemanticTokens, load_plugins
 from barkkit.errors import PipelineError, PluginError
 from barkkit.pipeline import check_seed
 from barkkit.tokens import FineTokens
-
 from tests.core import toy_plugin
 
 

@@ -100,8 +100,8 @@ def test_a_hub_preset_too_long_to_be_a_voice_is_refused_from_its_header(hub_cach
 
     from barkkit.errors import VoiceError
     from barkkit_bark.voices import HubVoiceSource
-    from tests.plugins.barkkit_bark.test_voices import PRESET, _hub_files
     from tests.hub_cache import add_to_hub_cache
+    from tests.plugins.barkkit_bark.test_voices import PRESET, _hub_files
 
     snapshot = add_to_hub_cache(hub_cache, "suno/bark", _hub_files(voice_file, tmp_path, names=(PRESET,)))
     header = io.BytesIO()
