@@ -20,17 +20,20 @@ path is replaced only by a complete one.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from barkkit.errors import AudioError
-from barkkit.files import atomic_output
+from barkkit.files import atomic_output, check_input_file
 from barkkit.tokens import Audio
 
-__all__ = ["load_audio", "save_audio", "resample", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
+__all__ = ["load_audio", "save_audio", "resample", "mpeg_notes_silenced", "AUDIO_EXTENSIONS", "WRITE_FORMATS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aiff", ".aif", ".au")
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3", ".aac": "AAC"}
@@ -53,35 +56,64 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> Au
 
     Raises ``AudioError`` naming the file when it is missing, empty or not audio.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    try:
-        import soundfile
-
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        samples = samples.mean(axis=1)
-    except Exception as soundfile_error:
-        try:  # formats libsndfile lacks (aac, m4a, ...): FFmpeg through PyAV where installed, else librosa's audioread
-            decoded = _read_with_pyav(path, soundfile_error)
-            if decoded is not None:
-                samples, rate = decoded
-            else:
-                import librosa
-
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    samples, rate = librosa.load(str(path), sr=None, mono=True)
-        except Exception as exc:
-            # audioread's "no backend" error says nothing; libsndfile's own reason then does
-            reason = (str(exc).strip() or str(soundfile_error).strip()).replace(f"'{path}'", "file")
-            raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+    path = check_input_file(path, "audio file", AudioError)
+    with mpeg_notes_silenced(path):
+        samples, rate = _decode(path)
     if samples.size == 0:
         raise AudioError(f"{path}: holds no audio samples")
     if not np.all(np.isfinite(samples)):
         raise AudioError(f"{path}: holds NaN or infinite samples")
     audio = Audio(samples, int(rate))
     return resample(audio, sample_rate) if sample_rate else audio
+
+
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """(mono samples, rate) through soundfile, else librosa; ``AudioError`` with the decoders' reason."""
+    try:
+        import soundfile
+
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        return samples.mean(axis=1), rate
+    except Exception as soundfile_error:
+        try:  # formats libsndfile lacks (aac, m4a, ...): FFmpeg through PyAV where installed, else librosa's audioread
+            decoded = _read_with_pyav(path, soundfile_error)
+            if decoded is not None:
+                return decoded
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return librosa.load(str(path), sr=None, mono=True)
+        except Exception as exc:
+            # audioread's "no backend" error says nothing; libsndfile's own reason then does
+            reason = str(exc).strip() or str(soundfile_error).strip().replace(f"'{path}'", "file")
+            if "does not exist" in reason:  # libsndfile's words for an MP3 it cannot decode; the file is there
+                reason = "neither libsndfile nor librosa can decode it"
+            raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+
+
+@contextmanager
+def mpeg_notes_silenced(path: Path) -> Iterator[None]:
+    """While an .mp3 decodes, file descriptor 2 goes to /dev/null: libmpg123 (inside libsndfile) prints "Note: ..."
+    lines straight to it for a damaged file, which would bury the one line an error is. Other threads' direct
+    writes to it are lost for that time too, which is why only MP3s get this."""
+    try:
+        descriptor = sys.stderr.fileno() if path.suffix.lower() == ".mp3" else None
+    except (AttributeError, OSError, ValueError):  # a stream without a descriptor (a test's capture)
+        descriptor = None
+    if descriptor is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(descriptor)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, descriptor)
+        os.close(saved)
 
 
 def _read_with_pyav(path: Path, soundfile_error: Exception) -> tuple[np.ndarray, int] | None:

@@ -192,7 +192,8 @@ class SemanticOptions:
     top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
     min_eos_p: float | None = option_field(0.2, "Stop the semantic stage once p(end) reaches this.")
     max_gen_duration_s: float | None = option_field(
-        None, "Cap on each sentence's semantic tokens, in seconds (a long text is generated sentence by sentence).")
+        None, "Cap in seconds on each semantic generation. A text within Bark's 256-token window is one generation; a "
+              "longer text is read sentence by sentence, each sentence capped, so the whole may run longer.")
     allow_early_stop: bool = option_field(True, "Let the semantic stage stop at its end token.")
 
     def __post_init__(self) -> None:
