@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from barkkit.audio import load_audio
+from barkkit.audio import load_audio, mpeg_notes_silenced
 from barkkit.errors import AudioError
+from barkkit.files import check_input_file
 from barkkit.tokens import Audio
 
 __all__ = ["AudioStream", "TailKeeper", "BLOCK_S"]
@@ -28,15 +29,14 @@ class AudioStream:
     """A mono recording read in blocks: ``sample_rate``, ``frames`` (samples per channel) and ``blocks()``."""
 
     def __init__(self, path: str | os.PathLike, *, block_s: float = BLOCK_S) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise AudioError(f"{self.path}: no such file")
+        self.path = check_input_file(path, "audio file", AudioError)
         self.block_s = block_s
         self._whole: Audio | None = None
         try:
             import soundfile
 
-            info = soundfile.info(str(self.path))
+            with mpeg_notes_silenced(self.path):
+                info = soundfile.info(str(self.path))
             self.sample_rate, self.frames = int(info.samplerate), int(info.frames)
         except Exception:  # not for libsndfile: read it whole through librosa (or fail with load_audio's message)
             self._whole = load_audio(self.path)
@@ -53,17 +53,31 @@ class AudioStream:
         if self._whole is not None:
             yield np.asarray(self._whole.samples)
             return
-        import soundfile
-
         block = max(1, int(self.block_s * self.sample_rate))
         try:
-            for data in soundfile.blocks(str(self.path), blocksize=block, dtype="float32", always_2d=True):
+            for data in _silenced_blocks(self.path, block):
                 samples = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
                 if not np.all(np.isfinite(samples)):
                     raise AudioError(f"{self.path}: holds NaN or infinite samples")
                 yield samples
         except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError: a damaged file
             raise AudioError(f"{self.path}: not a readable audio file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+
+
+def _silenced_blocks(path: Path, block: int) -> Iterator[np.ndarray]:
+    """``soundfile.blocks``, with libmpg123's notes on a damaged MP3 silenced while each block decodes (never
+    while the caller holds a block)."""
+    import soundfile
+
+    with mpeg_notes_silenced(path):
+        handle = soundfile.SoundFile(str(path))
+    with handle:
+        while True:
+            with mpeg_notes_silenced(path):
+                data = handle.read(block, dtype="float32", always_2d=True)
+            if not len(data):
+                return
+            yield data
 
 
 class TailKeeper:

@@ -16,3 +16,7 @@ TEXT_PAD_TOKEN = 129_595
 SEMANTIC_INFER_TOKEN = 129_599
 COARSE_SEMANTIC_PAD_TOKEN = 12_048
 COARSE_INFER_TOKEN = 12_050
+
+MAX_TOKEN_FRAMES = 270_000
+"""The most time steps a token array read from a file may hold: one hour of codec frames at 75 a second (an hour
+of semantic tokens is 179,640). Checked from the ``.npy`` headers inside an ``.npz`` before any array is read."""

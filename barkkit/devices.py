@@ -19,6 +19,8 @@ def check_device(device: str | torch.device) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise PipelineError(f"unknown device '{device}'; use cpu, cuda, cuda:N (a GPU's index) or mps") from None
+    if resolved.type not in ("cpu", "cuda", "mps", "xpu"):  # "meta" holds no values; others run no Bark
+        raise PipelineError(f"device '{device}' cannot run Bark; use cpu, cuda, cuda:N (a GPU's index) or mps")
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

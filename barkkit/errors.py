@@ -27,3 +27,14 @@ class WeightsError(BarkkitError):
 
 class AudioError(BarkkitError):
     """An audio file cannot be read or written."""
+
+
+class TextError(PipelineError):
+    """Text a stage cannot speak (a sentence too long for its window, no word its tokenizer knows).
+
+    ``text`` is the text the stage was given, so that a caller running many texts can say which one it was.
+    """
+
+    def __init__(self, message: str, text: str | None = None) -> None:
+        super().__init__(message)
+        self.text = text

@@ -23,13 +23,14 @@ import torch
 
 from barkkit.devices import check_device
 from barkkit.errors import PipelineError, PluginError, WeightsError
+from barkkit.files import check_input_file
 from barkkit.plugins import Plugins, load_plugins
 from barkkit.stage import Decoder, Stage
-from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, kind_name
+from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, Tokens, kind_name
 from barkkit.voice import Voice, VoiceLike, save_token_file
 from barkkit.weights import DEFAULT_MODEL
 
-__all__ = ["Pipeline", "Generation", "load_pipeline", "PipelineProgress", "DEFAULT_SPEC", "MODES"]
+__all__ = ["Pipeline", "Generation", "load_pipeline", "PipelineProgress", "DEFAULT_SPEC", "MODES", "check_seed"]
 
 MODES = ("exact", "fast")
 DEFAULT_SPEC: dict[str, str] = {
@@ -96,9 +97,10 @@ def _kind(until: str | type | None) -> type | None:
         raise PipelineError(f"unknown kind '{until}'; use one of {', '.join(_KIND_BY_NAME)}") from None
 
 
-def _check_seed(seed: Any) -> int:
-    """A seed torch's generators take: a whole number from -2**63 to 2**64 - 1."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -(2**63) <= int(seed) < 2**64:
+def check_seed(seed: Any) -> int:
+    """A seed torch's generators take: a whole number from 0 to 2**64 - 1. torch also takes negative numbers, and
+    wraps them (-5 is 2**64 - 5): refused, so that a mistyped seed is not silently another one."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**64:
         raise PipelineError(f"seed must be a whole number from 0 to 2**64 - 1, got {seed!r}")
     return int(seed)
 
@@ -273,10 +275,12 @@ class Pipeline:
         """
         if isinstance(value, str) and not value.strip():
             raise PipelineError("text is empty; give some words to speak")
+        if isinstance(value, Tokens) and len(value) == 0:  # a stage would blame itself ("stopped at once")
+            raise PipelineError(f"the {value.kind} tokens to start from are empty (shape {value.shape}); give at least one step")
         plan = self._plan(value, until)
         step_options = self._route(plan, options)
         resolved_voice = Voice.load(voice, plugins=self.plugins) if voice is not None else None
-        seed = _new_seed() if seed is None else _check_seed(seed)
+        seed = _new_seed() if seed is None else check_seed(seed)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         generation = Generation(seed=seed, voice=resolved_voice)
         setattr(generation, _ATTRIBUTE[type(value)], value)
@@ -332,10 +336,10 @@ class Pipeline:
         n = len(texts)
         voice_list = list(voices) if isinstance(voices, (list, tuple)) else [voices] * n
         if isinstance(seeds, (list, tuple)):
-            seed_list = [(_new_seed() if s is None else _check_seed(s)) for s in seeds]
+            seed_list = [(_new_seed() if s is None else check_seed(s)) for s in seeds]
         else:
-            base = _new_seed() if seeds is None else _check_seed(seeds)
-            seed_list = [_check_seed(base + i) for i in range(n)]
+            base = _new_seed() if seeds is None else check_seed(seeds)
+            seed_list = [check_seed(base + i) for i in range(n)]
         for what, given, one in (("voices", voice_list, "one voice for all"),
                                  ("seeds", seed_list, "one int for all (text i gets seeds + i)")):
             if len(given) != n:
@@ -387,13 +391,15 @@ def _check_output(step: Stage | Decoder, value: Any) -> None:
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
+    path = check_input_file(path, "pipeline spec file", PipelineError)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such pipeline spec file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: not a valid TOML pipeline spec ({exc})") from None
-    return dict(data.get("pipeline", data))
+    table = data.get("pipeline", data)
+    if not isinstance(table, Mapping):
+        raise PipelineError(f"{path}: 'pipeline' must be a table ([pipeline] with keys), got {type(table).__name__}")
+    return dict(table)
 
 
 def load_pipeline(

@@ -10,6 +10,7 @@ environment variables choose what loads (comma-separated entry point names):
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,6 +33,19 @@ def _names_from_env(variable: str) -> set[str] | None:
     if value is None:
         return None
     return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _check_names(names: set[str] | None, installed: set[str], where: str, *, error: bool = False) -> None:
+    """Say which of ``names`` no installed plugin has: an error for a list of the only ones to load (a typo there
+    would load nothing), a warning for a list of ones to block."""
+    unknown = sorted((names or set()) - installed)
+    if not unknown:
+        return
+    message = (f"{where} names no installed plugin called {', '.join(unknown)}; installed plugins: "
+               f"{', '.join(sorted(installed)) or 'none'}")
+    if error:
+        raise PluginError(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 @dataclass
@@ -150,7 +164,10 @@ def load_plugins(
     for name in blocked:
         manager.set_blocked(name)
     if entry_points_group is not None:
-        for entry_point in entry_points(group=entry_points_group):
+        installed = entry_points(group=entry_points_group)
+        _check_names(only_names, {ep.name for ep in installed}, "BARKKIT_PLUGINS" if only is None else "only=", error=True)
+        _check_names(blocked, {ep.name for ep in installed}, "BARKKIT_BLOCK_PLUGINS" if block is None else "block=")
+        for entry_point in installed:
             if entry_point.name in blocked or (only_names is not None and entry_point.name not in only_names):
                 continue
             if manager.get_plugin(entry_point.name) is not None:

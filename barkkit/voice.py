@@ -7,6 +7,7 @@ finished generation; ``Voice.save`` writes the same three keys Bark uses, so eve
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from abc import ABC, abstractmethod
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from barkkit.constants import MAX_TOKEN_FRAMES, N_FINE_CODEBOOKS
 from barkkit.errors import TokenError, VoiceError
+from barkkit.files import check_input_file
 from barkkit.tokens import CoarseTokens, FineTokens, SemanticTokens, Tokens
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ __all__ = [
     "TOKEN_KEYS",
     "SOURCE_NOTE_KEY",
     "load_token_file",
+    "load_token_array",
     "save_token_file",
     "read_source_note",
 ]
@@ -52,38 +56,103 @@ barkkit ignore it; voices without it load as before."""
 def load_token_file(path: str | os.PathLike, *, require: Iterable[str] = ()) -> dict[str, Tokens]:
     """Read the token arrays of an ``.npz`` file (any of ``TOKEN_KEYS``), validated.
 
-    Raises ``VoiceError`` naming the file when it is missing, not an npz, lacks a required key or holds bad tokens.
+    Each array's shape and dtype are read from its ``.npy`` header inside the archive before the array is: an array
+    longer than ``MAX_TOKEN_FRAMES`` steps is refused without being decompressed. Other members are never read.
+    Raises ``VoiceError`` naming the file when it is missing or not a regular file, empty, not an npz, lacks a
+    required key or holds bad tokens.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise VoiceError(f"{path}: no such file")
+    path = check_input_file(path, "token file", VoiceError)
+    if path.stat().st_size == 0:
+        raise VoiceError(f"{path}: is empty (0 bytes), not an .npz token file; write it again (barkkit semantic, "
+                         "coarse, fine or voices make)")
     # np.load reads .npy files and (not here) pickles too: anything but a zip archive is refused up front, so that
     # numpy's advice to unpickle the file never reaches a user
     if not zipfile.is_zipfile(path):
         raise VoiceError(f"{path}: not an .npz token file (not a zip archive); save tokens with numpy.savez")
     try:
+        with zipfile.ZipFile(path) as archive:
+            held = _check_headers(path, archive)
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+            arrays = {key: npz[key] for key in npz.files if key in TOKEN_KEYS}
+    except VoiceError:
+        raise
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise VoiceError(f"{path}: holds object arrays, which would have to be unpickled; token files hold "
-                             "plain integer arrays") from None
         raise VoiceError(f"{path}: not a readable .npz token file ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:
         raise VoiceError(f"{path}: not a readable .npz token file ({exc})") from None
     missing = [key for key in require if key not in arrays]
     if missing:
-        raise VoiceError(f"{path}: missing key(s) {', '.join(missing)} (it holds {', '.join(sorted(arrays)) or 'no arrays'})")
+        raise VoiceError(f"{path}: missing key(s) {', '.join(missing)} (it holds {', '.join(held) or 'no arrays'})")
     tokens: dict[str, Tokens] = {}
     for key, array in arrays.items():
-        if key in TOKEN_KEYS:
-            try:
-                tokens[key] = TOKEN_KEYS[key](array, source=f"{path}: {key}")
-            except TokenError as exc:
-                raise VoiceError(str(exc)) from None
+        try:
+            tokens[key] = TOKEN_KEYS[key](array, source=f"{path}: {key}")
+        except TokenError as exc:
+            raise VoiceError(str(exc)) from None
     if not tokens:
         raise VoiceError(f"{path}: holds none of the token keys {', '.join(TOKEN_KEYS)}")
     return tokens
+
+
+def _check_headers(path: Path, archive: zipfile.ZipFile) -> list[str]:
+    """Check the shape and dtype of every token array from its ``.npy`` header; return the names of all arrays.
+
+    Reading a header decompresses a few hundred bytes, whatever the array's size.
+    """
+    names = []
+    for info in archive.infolist():
+        key = info.filename.removesuffix(".npy")
+        names.append(key)
+        if key not in TOKEN_KEYS:
+            continue
+        if info.filename == key:  # numpy would hand out the raw bytes of a member not named .npy
+            raise VoiceError(f"{path}: member {key} is not an .npy array; save tokens with numpy.savez")
+        try:
+            with archive.open(info) as member:
+                _check_header(path, key, member)
+        except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+            raise VoiceError(f"{path}: {key} is not a readable .npy array ({exc})") from None
+    return sorted(set(names))
+
+
+def _check_header(path: Path, key: str, stream: Any) -> None:
+    """Read an ``.npy`` header from ``stream`` and refuse what no token array can be: an object or non-integer
+    dtype, more than ``MAX_TOKEN_FRAMES`` steps. ``VoiceError`` naming ``path`` and ``key``."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]}")
+    except ValueError as exc:
+        raise VoiceError(f"{path}: {key} is not a readable .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise VoiceError(f"{path}: holds object arrays, which would have to be unpickled; token files hold "
+                         "plain integer arrays")
+    if dtype.kind not in "iu":
+        raise VoiceError(f"{path}: {key}: {key.removesuffix('_prompt')} tokens must be integers, got dtype "
+                         f"{dtype}; convert with .astype(np.int64)")
+    steps = shape[-1] if shape else 1
+    if steps > MAX_TOKEN_FRAMES or math.prod(shape) > N_FINE_CODEBOOKS * MAX_TOKEN_FRAMES:
+        raise VoiceError(f"{path}: {key} has shape {shape}, more than the {MAX_TOKEN_FRAMES:,} steps (one hour "
+                         "of audio) barkkit reads from a token file; cut it to the part you need")
+
+
+def load_token_array(path: str | os.PathLike, key: str) -> np.ndarray:
+    """One token array from an ``.npy`` file (a hub preset's part), checked from its header before it is read.
+
+    ``key`` is the voice key it is read for (for messages and its checks); ``VoiceError`` when the file is not a
+    plain integer array of at most ``MAX_TOKEN_FRAMES`` steps.
+    """
+    path = check_input_file(path, "token array file", VoiceError)
+    try:
+        with open(path, "rb") as stream:
+            _check_header(path, key, stream)
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise VoiceError(f"{path}: not a readable .npy array for {key} ({exc})") from None
 
 
 def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None], *,
@@ -101,16 +170,30 @@ def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None]
     return Path(path)
 
 
+MAX_NOTE_CHARACTERS = 16_384
+"""The longest ``source_note`` read; a longer one is ignored, unread (checked from its ``.npy`` header)."""
+
+
 def read_source_note(path: str | os.PathLike) -> dict[str, str]:
     """The ``source_note`` of a token file (part -> where it came from); empty when it has none or it is unreadable
     (a note is information only: a voice never fails to load because of it)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if SOURCE_NOTE_KEY not in npz.files:
+        path = check_input_file(path, "token file", VoiceError)
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if f"{SOURCE_NOTE_KEY}.npy" not in names:
                 return {}
+            with archive.open(f"{SOURCE_NOTE_KEY}.npy") as member:  # a 0-d unicode array, and a short one
+                version = np.lib.format.read_magic(member)
+                if version != (1, 0):
+                    return {}
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * MAX_NOTE_CHARACTERS:
+            return {}
+        with np.load(path, allow_pickle=False) as npz:
             raw = npz[SOURCE_NOTE_KEY]
-        note = json.loads(str(raw[()])) if raw.dtype.kind == "U" and raw.ndim == 0 else None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        note = json.loads(str(raw[()]))
+    except (VoiceError, OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
         return {}
     if not isinstance(note, dict):
         return {}
@@ -176,10 +259,19 @@ class Voice:
             return spec.to_voice()
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
-        if isinstance(spec, os.PathLike) or (isinstance(spec, str) and (spec.endswith(".npz") or os.path.isfile(spec))):
+        # any path that exists (a FIFO, a broken link...) is read as a file, so that its error says what it is
+        is_path = isinstance(spec, str) and (spec.endswith(".npz") or (os.path.lexists(spec) and not os.path.isdir(spec)))
+        if isinstance(spec, os.PathLike) or is_path:
             return cls.from_npz(spec)
         if isinstance(spec, str):
-            return find_preset(spec, plugins=plugins)
+            if not spec.strip():
+                raise VoiceError("the voice name is empty; give a preset name (see `barkkit voices list`) or an .npz file")
+            try:
+                return find_preset(spec, plugins=plugins)
+            except VoiceError:
+                if os.path.isdir(spec):  # not a preset either: say what the path is
+                    raise VoiceError(f"{spec}: is a folder, not a voice; give an .npz file or a preset name") from None
+                raise
         raise VoiceError(f"cannot make a voice from {type(spec).__name__}; give a preset name, an .npz path or a dict")
 
     # output --------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from barkkit.errors import WeightsError
+from barkkit.files import check_input_file
 
 __all__ = [
     "MODEL_ALIASES",
@@ -189,9 +190,7 @@ def load_torch_file(path: str | os.PathLike, *, allow_numpy_scalars: bool = Fals
     Tensors, containers and plain values load; any other pickled object (a class, a function) is refused without
     being run. ``allow_numpy_scalars`` also admits numpy scalars, which Suno's checkpoints hold.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
+    path = check_input_file(path, "checkpoint file", WeightsError)
     context = _numpy_scalars_allowed() if allow_numpy_scalars else contextlib.nullcontext()
     with context:
         try:
@@ -213,7 +212,7 @@ def load_torch_file(path: str | os.PathLike, *, allow_numpy_scalars: bool = Fals
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object (a config, a checkpoint index); a clear error naming the file otherwise."""
-    path = Path(path)
+    path = check_input_file(path, "JSON file", WeightsError)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -228,7 +227,7 @@ def _read_safetensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {key[len(prefix) :]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+            return {key[len(prefix) :]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}  # noqa: SIM118 (a safetensors handle, not a dict)
     except Exception as exc:  # safetensors raises its own error types for truncated or corrupt files
         raise WeightsError(f"{path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as H  # noqa: E402
@@ -44,8 +45,15 @@ def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
     from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
 
     rec: list = []
-    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], SemanticOptions(min_eos_p=None),
-                            max_steps=len(forced), teacher=[forced], record=rec)
+    options = SemanticOptions(min_eos_p=None)
+
+    def teacher(step, rows, logits):  # feed the forced token, keep the distribution it was scored against
+        logp = F.log_softmax(logits.float() / options.text_temp, dim=-1)
+        rec.append(logp)
+        return torch.tensor([int(forced[step])] * len(rows), device=logits.device), logp.exp()
+
+    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], options, max_steps=len(forced),
+                            choose=teacher)
     return rec
 
 
@@ -53,8 +61,14 @@ def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tens
     from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
 
     rec: list = []
-    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], CoarseOptions(**options), teacher=[forced],
-                          record=rec)
+    opts = CoarseOptions(**options)
+
+    def teacher(step, rows, logits):
+        rec.append(F.log_softmax(logits.float() / opts.waveform_temp, dim=-1))
+        code = int(forced[step % 2, step // 2])
+        return torch.tensor([code] * len(rows), device=logits.device)
+
+    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], opts, choose=teacher)
     return rec
 
 
@@ -63,8 +77,17 @@ def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
     from barkkit_bark.fine import FineOptions, generate_fine_batch
 
     rec: list = []
-    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], FineOptions(), teacher=[forced], record=rec,
-                        **options)
+    opts = FineOptions()
+    truth = torch.from_numpy(np.asarray(forced, np.int64))
+
+    def teacher(row, codebook, frames, logits):
+        keep = (frames >= 0) & (frames < truth.shape[1])
+        rec.append((frames[keep], codebook, F.log_softmax(logits[keep].float() / (opts.fine_temp or 1.0), dim=-1)))
+        preds = logits.argmax(-1)  # padding frames: the model's own most likely code
+        preds[keep] = truth[codebook][frames[keep]]
+        return preds
+
+    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], opts, choose=teacher, **options)
     table: dict[tuple[int, int], torch.Tensor] = {}
     for frames, codebook, logp in rec:
         for frame, row in zip(frames.tolist(), logp):

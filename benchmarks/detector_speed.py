@@ -3,7 +3,7 @@
 Times ``Detector.score(path)`` end to end (reading and decoding the file, resampling to 16 kHz, features, the
 classifier) with every thread pool limited to one thread, over the shared detector clips when present (FLAC at 16,
 22.05 and 24 kHz) plus 44.1 kHz stereo MP3 and Ogg copies written to a temporary folder, and reports audio seconds
-per wall-clock second. The goal is at least 50x real time.
+per wall-clock second. The goal is at least 100x real time.
 
     .venv/bin/python benchmarks/detector_speed.py [--limit 60] [--repeats 3]
 """

@@ -13,11 +13,10 @@ import soundfile
 from click.testing import CliRunner
 
 from barkkit import Voice, load_pipeline
-from barkkit.errors import WeightsError
 from barkkit.cli import cli
+from barkkit.errors import WeightsError
 from barkkit_bark.checkpoints import save_suno_checkpoint
 from barkkit_encodec.checkpoints import write_encodec_checkpoint
-
 from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
 
 

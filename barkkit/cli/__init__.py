@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from barkkit.allocator import tune_allocator
+from barkkit.cli.signals import Terminated, signals_unwind
 from barkkit.cli.state import CliState
 from barkkit.errors import BarkkitError
 from barkkit.plugins import Plugins, load_plugins
@@ -89,7 +90,7 @@ class BarkkitGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:  # noqa: D401
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), signals_unwind():
                 warnings.showwarning = _show_warning
                 result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
@@ -110,6 +111,9 @@ class BarkkitGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             sys.exit(130)
+        except Terminated as exc:  # SIGTERM, SIGHUP: unwound like Ctrl-C, so no temporary file stays
+            click.echo(f"Error: terminated by {exc}", err=True)
+            sys.exit(128 + exc.signum)
         except Exception as exc:
             if os.environ.get("BARKKIT_DEBUG"):
                 raise
@@ -153,11 +157,12 @@ def _add_builtin_commands() -> None:
     from barkkit.cli.generate import coarse, decode, fine, generate, semantic
     from barkkit.cli.info import info
     from barkkit.cli.plugins import plugins
+    from barkkit.cli.serve import serve
     from barkkit.cli.voices import voices
     from barkkit.cli.voices_make import make
 
     voices.add_command(make)
-    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect, info):
+    for command in (generate, semantic, coarse, fine, decode, voices, plugins, detect, info, serve):
         cli.add_command(command)
 
 

@@ -15,22 +15,25 @@ import click
 
 from barkkit.audio import WRITE_FORMATS, save_audio
 from barkkit.cli.options import (
+    OUTPUT_NOTE,
     ProgressBars,
     audio_output_options,
     collect_stage_options,
+    input_files,
     model_options,
     run_options,
     stage_options,
 )
 from barkkit.cli.scale import check_scale_options, generate_scale_options, report_generation, set_threads
 from barkkit.cli.state import CliState
-from barkkit.errors import BarkkitError, VoiceError
-from barkkit.files import check_writable
+from barkkit.errors import BarkkitError, TextError, VoiceError
+from barkkit.files import check_distinct, check_input_file, check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file
-from barkkit.scale.rows import read_batch_file
-from barkkit.voice import load_token_file, save_token_file
+from barkkit.scale.rows import BatchRow, batch_rows
+from barkkit.voice import TOKEN_KEYS, load_token_file, save_token_file
 
 SLOTS = ("semantic", "coarse", "fine", "decoder")
+MAX_BATCH_LINE = 100_000  # characters: far beyond any sentence Bark speaks (256 tokens), and cheap to refuse
 
 
 def _build(state: CliState, params: dict[str, Any], keep: tuple[str, ...], names: dict[str, str | None]) -> Pipeline:
@@ -68,10 +71,40 @@ def _note(state: CliState, quiet: bool, message: str) -> None:
 
 def _read_text(text: str | None) -> str:
     if text == "-":
-        text = sys.stdin.read()
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise BarkkitError(f"standard input is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                               f"{exc.start}); give text") from None
     if text is None or not text.strip():
         raise BarkkitError("text is empty; give some words to speak")
+    if "\0" in text:
+        raise BarkkitError("text holds NUL bytes: it is binary data, not text; give some words to speak")
     return text
+
+
+def _read_batch(path: Path) -> tuple[list[str], list[int]]:
+    """The non-empty lines of a batch file, stripped, and their line numbers (from 1)."""
+    data = check_input_file(path, "batch file").read_bytes()
+    if b"\0" in data:
+        raise BarkkitError(f"{path}: holds NUL bytes: a binary file, not a batch file (one text per line)")
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BarkkitError(f"{path}: line {line} is not UTF-8 text (byte {data[exc.start]:#04x}); a batch file holds "
+                           "one text per line, in UTF-8") from None
+    texts, numbers = [], []
+    for number, line in enumerate(content.splitlines(), 1):
+        if len(line) > MAX_BATCH_LINE:
+            raise BarkkitError(f"{path}: line {number} is {len(line):,} characters long, more than {MAX_BATCH_LINE:,}; "
+                               "split it into several lines")
+        if line.strip():
+            texts.append(line.strip())
+            numbers.append(number)
+    if not texts:
+        raise BarkkitError(f"{path}: holds no text lines")
+    return texts, numbers
 
 
 def _batch_outputs(output: Path, count: int) -> list[Path]:
@@ -80,12 +113,42 @@ def _batch_outputs(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i + 1}{output.suffix}") for i in range(count)]
 
 
+def _check_generate_outputs(outputs: list[Path], token_outputs: list[Path], line_numbers: list[int] | None,
+                            inputs: dict[str, Any]) -> None:
+    """Before any work: every output writable, no two the same file, none an input (the voice excepted for
+    --save-tokens: a voice is read whole before anything is written, and --save-tokens writes a voice too)."""
+    for path in outputs:
+        _check_audio_output(path)
+    for path in token_outputs:
+        check_writable(path)
+    where = [f" (line {n})" for n in line_numbers] if line_numbers is not None else [""]
+    audio_outputs = {f"-o{w}": path for w, path in zip(where, outputs)}
+    all_outputs = audio_outputs | {f"--save-tokens{w}": path for w, path in zip(where, token_outputs)}
+    voice = {label: inputs.pop(label) for label in ["--voice file"] if label in inputs}
+    check_distinct(all_outputs, inputs)
+    check_distinct(audio_outputs, voice)
+
+
+def _generate_on_ray(state: CliState, quiet: bool, rows: list[BatchRow], params: dict[str, Any],
+                     names: dict[str, str | None], options: dict[str, Any], scale: dict[str, Any], *, pcm16: bool,
+                     peak: str) -> None:
+    """``--ray``: the batch as a Ray Data job (``barkkit.scale``); exits 1 when a row failed."""
+    from barkkit.scale.generation import run_generation_job
+
+    results = run_generation_job(
+        rows, _spec(params, SLOTS, names), options, address=scale["ray_address"], actors=scale["actors"],
+        threads=scale["threads"] or 1, rows_per_call=scale["rows_per_call"], pcm16=pcm16, peak=peak,
+        manifest=scale["manifest"], quiet=state.quiet or quiet)
+    click.get_current_context().exit(report_generation(results, quiet=state.quiet or quiet))
+
+
 @click.command()
 @click.argument("text", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. With --batch, a pattern with {n} (or _N is added).")
+              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. With --batch, a pattern with {n} (or _N is added). " + OUTPUT_NOTE)
 @click.option("--save-tokens", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt).")
+              help="Also write the tokens as a voice .npz (semantic_prompt, coarse_prompt, fine_prompt); it may be the "
+                   "--voice file. " + OUTPUT_NOTE)
 @click.option("--batch", "batch_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Generate every non-empty line of this file (text, or JSONL with text, voice, seed, out), batched.")
 @click.option("--semantic-stage", default=None, help="Semantic stage by name.  [default: bark.semantic]")
@@ -118,36 +181,33 @@ def generate(state: CliState, text: str | None, output: Path, save_tokens: Path 
     if batch_file is not None:
         if text is not None:
             raise BarkkitError("give TEXT or --batch FILE, not both")
+        texts, line_numbers = _read_batch(batch_file)
         base_seed = params["seed"] if params["seed"] is not None else secrets.randbelow(2**31)
-        rows = read_batch_file(batch_file, output, seed=base_seed, voice=params["voice"])
+        rows = batch_rows(batch_file, list(zip(line_numbers, texts)), output, seed=base_seed, voice=params["voice"])
         texts, outputs = [row.text for row in rows], [Path(row.path) for row in rows]
     else:
-        texts, outputs = [_read_text(text)], [output]
+        texts, line_numbers, outputs = [_read_text(text)], [1], [output]
     scale = {name: params.pop(name) for name in ("ray_address", "actors", "threads", "manifest", "rows_per_call")}
     check_scale_options(batch=batch_file is not None, address=scale["ray_address"], actors=scale["actors"],
                         manifest=scale["manifest"], rows_per_call=scale["rows_per_call"], save_tokens=save_tokens)
     token_outputs = (_batch_outputs(save_tokens, len(texts)) if batch_file is not None else [save_tokens]) if save_tokens else []
-    for path in outputs:
-        _check_audio_output(path)
-    for path in token_outputs:
-        check_writable(path)
-
+    _check_generate_outputs(outputs, token_outputs, line_numbers if batch_file is not None else None,
+                            input_files(params, **{"--batch file": batch_file}))
     if scale["ray_address"] is not None:
-        from barkkit.scale.generation import run_generation_job
-
-        results = run_generation_job(
-            rows, _spec(params, SLOTS, names), options, address=scale["ray_address"], actors=scale["actors"],
-            threads=scale["threads"] or 1, rows_per_call=scale["rows_per_call"], pcm16=pcm16, peak=peak,
-            manifest=scale["manifest"], quiet=state.quiet or quiet)
-        click.get_current_context().exit(report_generation(results, quiet=state.quiet or quiet))
+        _generate_on_ray(state, quiet, rows, params, names, options, scale, pcm16=pcm16, peak=peak)
     set_threads(scale["threads"])
     pipeline = _build(state, params, SLOTS, names)
     with ProgressBars(state.quiet or quiet) as progress:
-        if batch_file is not None:
-            generations = pipeline.generate_batch(texts, voices=[row.voice for row in rows], seeds=[row.seed for row in rows],
-                                                  progress=progress, **options)
-        else:
-            generations = [pipeline.generate(texts[0], voice=params["voice"], seed=params["seed"], progress=progress, **options)]
+        try:
+            if batch_file is not None:
+                generations = pipeline.generate_batch(texts, voices=[row.voice for row in rows], seeds=[row.seed for row in rows],
+                                                      progress=progress, **options)
+            else:
+                generations = [pipeline.generate(texts[0], voice=params["voice"], seed=params["seed"], progress=progress, **options)]
+        except TextError as exc:  # say which line of a batch file it was
+            if batch_file is None or exc.text not in texts:
+                raise
+            raise BarkkitError(f"{batch_file}: line {line_numbers[texts.index(exc.text)]}: {exc}") from None
     for i, generation in enumerate(generations):
         if generation.audio is None:
             raise BarkkitError("the pipeline has no decoder, so it made no audio; name one with --decoder")
@@ -161,33 +221,46 @@ _MADE_BY = {"semantic_prompt": "barkkit semantic", "coarse_prompt": "barkkit coa
 
 
 def _load_input_tokens(path: str | Path, key: str) -> dict[str, Any]:
-    """A token file that must hold ``key``; when it does not, the error says which command makes it."""
+    """A token file that must hold ``key``, with at least one step; the error says which command makes it."""
     tokens = load_token_file(path)
     if key not in tokens:
         held = ", ".join(sorted(tokens)) or "no token arrays"
         raise VoiceError(f"{path}: missing {key} (it holds {held}); `{_MADE_BY[key]}` writes it")
+    if len(tokens[key]) == 0:
+        raise VoiceError(f"{path}: {key} is empty (shape {tuple(tokens[key].shape)}): there is nothing to go on from; "
+                         f"write it again with `{_MADE_BY[key]}`")
     return tokens
 
 
 def _stage_command(slot: str, input_key: str | None) -> Any:
     """Build the command that runs one stage on a token file (or on text, for the semantic stage)."""
+    order = list(TOKEN_KEYS)
+    output_key = f"{slot}_prompt"
 
     def command(state: CliState, source: str, output: Path, stage: str | None, quiet: bool, **params: Any) -> None:
         options = collect_stage_options(params)
         check_writable(output)
+        # the output may be the input (the same kind of file): it is read whole first, so only other inputs clash
+        check_distinct({"-o": output}, input_files(params))
+        carried: dict[str, Any] = {}
+        dropped: list[str] = []
         if input_key is None:
             value: Any = _read_text(source)
-            carried: dict[str, Any] = {}
         else:
-            carried = _load_input_tokens(source, input_key)
-            value = carried[input_key]
+            tokens = _load_input_tokens(source, input_key)
+            value = tokens[input_key]
+            # the arrays of this stage and the later ones were made from other tokens: carrying them on would pair
+            # the new tokens with stale ones (a later `decode` would play the old audio)
+            carried = {key: array for key, array in tokens.items() if order.index(key) < order.index(output_key)}
+            dropped = [key for key in tokens if key not in carried and key != output_key]
         pipeline = _build(state, params, (slot,), {slot: stage})
         with ProgressBars(state.quiet or quiet) as progress:
             generation: Generation = pipeline.run(value, voice=params["voice"], seed=params["seed"], progress=progress, **options)
         produced = getattr(generation, slot)
-        carried[f"{slot}_prompt"] = produced
+        carried[output_key] = produced
         save_token_file(output, carried)
-        _note(state, quiet, f"wrote {output} ({slot} tokens {tuple(produced.shape)}, seed {generation.seed})")
+        note = f"; left out {', '.join(dropped)} of {source}, made from the old tokens" if dropped else ""
+        _note(state, quiet, f"wrote {output} ({slot} tokens {tuple(produced.shape)}, seed {generation.seed}){note}")
 
     return command
 
@@ -203,7 +276,7 @@ def _make_stage_command(slot: str, input_key: str | None, doc: str) -> click.Com
     decorated = model_options(decorated)
     decorated = click.option("--stage", default=None, help=f"{slot.capitalize()} stage by name.  [default: bark.{slot}]")(decorated)
     decorated = click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                             help="Token file (.npz) to write.")(decorated)
+                             help="Token file (.npz) to write; it may be the input TOKENS file. " + OUTPUT_NOTE)(decorated)
     decorated = click.argument("source", metavar=argument.upper())(decorated)
     return click.command(name=slot)(decorated)
 
@@ -240,7 +313,7 @@ fine = _make_stage_command("fine", "coarse_prompt", """Coarse codebooks to all e
 @click.command()
 @click.argument("tokens", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3.")
+              help="Audio file to write: .wav, .flac, .ogg, .opus or .mp3. " + OUTPUT_NOTE)
 @click.option("--decoder", default=None, help="Decoder by name (encodec, vocos).  [default: encodec]")
 @model_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")
@@ -257,8 +330,9 @@ def decode(state: CliState, tokens: Path, output: Path, decoder: str | None, qui
       barkkit decode voice.npz -o voice.wav
       barkkit decode tokens.npz -o out.flac --model ./bark-small --decoder vocos
     """
-    fine_tokens = _load_input_tokens(tokens, "fine_prompt")["fine_prompt"]
     _check_audio_output(output)
+    check_distinct({"-o": output}, input_files(params, TOKENS=tokens))
+    fine_tokens = _load_input_tokens(tokens, "fine_prompt")["fine_prompt"]
     pipeline = _build(state, params, ("decoder",), {"decoder": decoder})
     with ProgressBars(state.quiet or quiet) as progress:
         generation = pipeline.run(fine_tokens, progress=progress)

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
 from barkkit.errors import BarkkitError
-from barkkit.pipeline import MODES
+from barkkit.pipeline import MODES, check_seed
 
 __all__ = ["model_options", "run_options", "quiet_option", "stage_options", "stage_flags", "StageOption",
-           "audio_output_options", "collect_stage_options", "ProgressBars"]
+           "audio_output_options", "collect_stage_options", "ProgressBars", "seed_callback", "input_files", "OUTPUT_NOTE"]
+
+
+OUTPUT_NOTE = ("Written whole or not at all. A link is written through to its target; a device, FIFO or folder is "
+               "refused.")
+"""The end of every output option's help: what barkkit writes to (``barkkit.files``)."""
+
+
+def seed_callback(_ctx: click.Context, _param: click.Parameter, seed: int | None) -> int | None:
+    """Check a seed when the command line is read, before any work: the pipeline's own rule (0 to 2**64 - 1)."""
+    if seed is None:
+        return None
+    try:
+        return check_seed(seed)
+    except BarkkitError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _compose(*decorators: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -42,7 +58,7 @@ model_options = _compose(
 
 run_options = _compose(
     click.option("-v", "--voice", default=None, help="Voice: a preset name (v2/en_speaker_6) or an .npz file."),
-    click.option("-s", "--seed", type=int, default=None, help="Seed for a repeatable run (random, and reported, when left out)."),
+    click.option("-s", "--seed", type=int, default=None, callback=seed_callback, help="Seed for a repeatable run (random, and reported, when left out)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes."),
 )
 
@@ -125,6 +141,22 @@ def collect_stage_options(params: dict[str, Any]) -> dict[str, Any]:
             value = raw
         options[name.strip().replace("-", "_")] = value
     return options
+
+
+def input_files(params: dict[str, Any], **named: Any) -> dict[str, Path]:
+    """The files a command reads, by how messages name them: the ``named`` ones, a --voice or --spec file, and each
+    file of a local --model folder (an output must replace none of them)."""
+    inputs = {label: Path(path) for label, path in named.items() if path is not None}
+    voice = params.get("voice")
+    if voice and Path(voice).is_file():
+        inputs["--voice file"] = Path(voice)
+    if params.get("spec_file"):
+        inputs["--spec file"] = Path(params["spec_file"])
+    model = params.get("model")
+    if model and Path(model).is_dir():
+        for path in Path(model).iterdir():
+            inputs[f"model file {path.name}"] = path
+    return inputs
 
 
 class ProgressBars:

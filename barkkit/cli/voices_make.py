@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from barkkit.cli.options import ProgressBars
+from barkkit.cli.options import OUTPUT_NOTE, ProgressBars, input_files, seed_callback
 from barkkit.cli.state import CliState
-from barkkit.errors import BarkkitError
-from barkkit.files import check_writable
+from barkkit.errors import AudioError, BarkkitError
+from barkkit.files import check_distinct, check_input_file, check_writable
 from barkkit.voice import save_token_file
 from barkkit.voice_making import CODEC_SECONDS, DEFAULT_ENCODER, encode_recording, make_voice
 from barkkit.weights import DEFAULT_MODEL
@@ -17,7 +17,7 @@ from barkkit.weights import DEFAULT_MODEL
 
 @click.command(name="make")
 @click.argument("audio", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The voice file to write (.npz).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The voice file to write (.npz). " + OUTPUT_NOTE)
 @click.option("-m", "--model", default=None, help="Where the codec weights come from: a model name (bark, bark-small), hub id or local folder.  [default: bark-small]")
 @click.option("--device", default="cpu", show_default=True, help="Torch device.")
 @click.option("--semantic-stage", default=None, help="The audio-to-semantic stage to use, by name (needed only when several are installed).")
@@ -25,7 +25,7 @@ from barkkit.weights import DEFAULT_MODEL
 @click.option("--quantizer", default=None, help="hubert.semantic: the quantizer, a local file or hub-id:filename.  [default: GitMylo/bark-voice-cloning:quantifier_hubert_base_ls960_14.pth]")
 @click.option("--codes-only", is_flag=True, help="Write only coarse_prompt and fine_prompt (no audio-to-semantic stage needed). Not a complete voice: `barkkit decode` reads it, generation does not.")
 @click.option("--encoder", default=DEFAULT_ENCODER, show_default=True, help="The codec that encodes the audio (a decoder that can encode).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for a semantic stage that samples.")
+@click.option("--seed", type=int, default=0, show_default=True, callback=seed_callback, help="Seed for a semantic stage that samples.")
 @click.option("-q", "--quiet", is_flag=True, help="No notes.")
 @click.pass_obj
 def make(state: CliState, audio: Path, output: Path, model: str | None, device: str, semantic_stage: str | None,
@@ -49,7 +49,12 @@ def make(state: CliState, audio: Path, output: Path, model: str | None, device: 
     """
     if output.suffix.lower() != ".npz":
         raise BarkkitError(f"{output}: a voice file must end in .npz")
+    check_input_file(audio, "audio file", AudioError)  # before the codec loads
     check_writable(output)
+    inputs = input_files({"model": model}, AUDIO=audio, **{"--quantizer file": quantizer})
+    if hubert and Path(hubert).is_dir():
+        inputs |= {f"--hubert file {path.name}": path for path in Path(hubert).iterdir()}
+    check_distinct({"-o": output}, inputs)
     weights = {key: value for key, value in (("hubert", hubert), ("quantizer", quantizer)) if value is not None}
     if weights and codes_only:
         raise BarkkitError("--hubert and --quantizer choose the semantic stage's weights; --codes-only makes no semantic part")

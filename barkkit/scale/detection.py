@@ -1,6 +1,6 @@
 """``barkkit detect --ray``: files scored by a pool of actors, each holding one loaded detector.
 
-Each actor runs the local command's own per-file step (``barkkit.detection.score_record``) in the driver's
+Each actor runs the local command's own per-file step (``barkkit.detection.detect_one``) in the driver's
 current folder where that folder exists (always on a one-machine cluster), so every line, an unreadable file's
 message included, is the one the local command prints. Lines come back in the order of the files given. A file
 named by URL (``s3://bucket/clip.wav``, ``file:///...``) is copied from its store by the actor that scores it
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from barkkit.detection import score_record
+from barkkit.detection import detect_one
 from barkkit.scale.cluster import connect, default_actors
 from barkkit.scale.pool import JsonRowsWorker, one_line, run_pool
 from barkkit.scale.remote_files import fetched, is_uri
@@ -42,10 +42,10 @@ class DetectionWorker(JsonRowsWorker):
 
     def _record(self, path: str) -> dict[str, Any]:
         if not is_uri(path):
-            return score_record(self.detector, path, self.cut)
+            return detect_one(self.detector, path, self.cut)
         try:
             with fetched(path) as local:
-                record = score_record(self.detector, local, self.cut)
+                record = detect_one(self.detector, local, self.cut)
         except Exception as exc:  # the store refused or lost it: reported like an unreadable file
             return {"path": path, "error": f"{path}: cannot read it from its store ({one_line(exc)})"}
         if "error" in record:
@@ -54,7 +54,7 @@ class DetectionWorker(JsonRowsWorker):
 
 
 def run_detection_job(
-    files: Sequence[Path | str],
+    listed: Sequence[tuple[str, str | None]],
     detector_name: str,
     model: Path | None,
     cut: float,
@@ -62,19 +62,25 @@ def run_detection_job(
     address: str,
     actors: int | None = None,
     quiet: bool = False,
-) -> Iterator[dict[str, Any]]:
-    """Yield each file's record (``score_record``'s dict) in the order of ``files``, scored on the cluster."""
-    ray = connect(address)
-    pool_size = actors if actors is not None else default_actors(ray, 1)
-    kwargs = {"detector_name": detector_name, "model": str(Path(model).resolve()) if model else None, "cut": cut,
-              "cwd": os.getcwd()}
-    rows = [{"n": i, "path": str(path)} for i, path in enumerate(files)]
-    waiting: dict[int, dict[str, Any]] = {}
+) -> Iterator[tuple[dict[str, Any], bool]]:
+    """Yield (result, True) for each file of ``listed`` (``detect_one``'s dict, scored on the cluster), and
+    ({path, error}, False) for each entry that came with a problem (an unreadable folder), in ``listed``'s order."""
+    rows = [{"n": i, "path": path} for i, (path, problem) in enumerate(listed) if problem is None]
+    waiting: dict[int, tuple[dict[str, Any], bool]] = {
+        i: ({"path": path, "error": f"{path}: {problem}"}, False) for i, (path, problem) in enumerate(listed) if problem}
     next_n = 0
     with RowProgress(len(rows), quiet=quiet, unit="file") as progress:
-        for result in run_pool(ray, rows, DetectionWorker, kwargs, actors=pool_size, threads=1, rows_per_call=4):
-            progress.add("failed" if "error" in result["record"] else "done")
-            waiting[result["n"]] = result["record"]
-            while next_n in waiting:  # print in the order given, as soon as the next one is in
-                yield waiting.pop(next_n)
-                next_n += 1
+        if rows:
+            ray = connect(address)
+            pool_size = actors if actors is not None else default_actors(ray, 1)
+            kwargs = {"detector_name": detector_name, "model": str(Path(model).resolve()) if model else None,
+                      "cut": cut, "cwd": os.getcwd()}
+            for result in run_pool(ray, rows, DetectionWorker, kwargs, actors=pool_size, threads=1, rows_per_call=4):
+                progress.add("failed" if "error" in result["record"] else "done")
+                waiting[result["n"]] = (result["record"], True)
+                while next_n in waiting:  # print in the order given, as soon as the next one is in
+                    yield waiting.pop(next_n)
+                    next_n += 1
+    while next_n in waiting:  # problems after the last file, or a job of problems only
+        yield waiting.pop(next_n)
+        next_n += 1

@@ -16,7 +16,7 @@ from typing import Any
 
 from barkkit.errors import BarkkitError
 
-__all__ = ["BatchRow", "read_batch_file", "batch_output", "JSONL_SUFFIXES"]
+__all__ = ["BatchRow", "read_batch_file", "batch_rows", "batch_output", "JSONL_SUFFIXES"]
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _ROW_KEYS = {"text", "voice", "seed", "out"}
@@ -87,6 +87,7 @@ def read_batch_file(path: Path, output: Path, *, seed: int, voice: str | None) -
 
     Outputs are absolute paths (workers do not share the driver's current folder). Raises ``BarkkitError`` for a
     missing or empty file, a line that is not a JSON object with ``text``, or two rows writing one file.
+    (``barkkit generate`` reads the lines itself, refusing binary files and huge lines, then calls ``batch_rows``.)
     """
     if not path.is_file():
         raise BarkkitError(f"{path}: no such batch file")
@@ -96,6 +97,11 @@ def read_batch_file(path: Path, output: Path, *, seed: int, voice: str | None) -
         raise BarkkitError(f"{path}: not UTF-8 text; give one text per line, or JSONL") from None
     if not lines:
         raise BarkkitError(f"{path}: holds no text lines")
+    return batch_rows(path, lines, output, seed=seed, voice=voice)
+
+
+def batch_rows(path: Path, lines: list[tuple[int, str]], output: Path, *, seed: int, voice: str | None) -> list[BatchRow]:
+    """The rows of a batch file's non-empty ``lines`` (line number, text), as ``read_batch_file`` describes."""
     jsonl = _is_jsonl(path, [line for _, line in lines])
     rows = []
     for n, (number, line) in enumerate(lines, start=1):

@@ -1,6 +1,6 @@
 """Random degradations applied at training time, so the detector learns Bark's traces and not the recording chain.
 
-Each call draws one chain: crop, resampling through a random rate, a lossy codec (MP3, Vorbis, Opus), noise, a
+Each call draws one chain: a speed change of up to +-5%, crop, resampling through a random rate, a lossy codec (MP3, Vorbis, Opus), noise, a
 band limit, clipping, and for human speech mains hum, buzz or another periodic interference (whose harmonics
 include every multiple of 600 Hz, the frequencies of EnCodec's comb). All labels get the same chains except hum,
 so none of them can tell the labels apart.
@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-__all__ = ["augment", "CODEC_RATES"]
+__all__ = ["augment", "CODEC_RATES", "SPEED"]
 
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 CODEC_RATES = {"MP3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000), "VORBIS": RATES, "OPUS": (8000, 12000, 16000, 24000, 48000)}
@@ -59,8 +59,17 @@ def _hum(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     return (signal / (np.sqrt(np.mean(signal**2)) + 1e-9)).astype(np.float32)
 
 
-def augment(samples: np.ndarray, rate: int, rng: np.random.Generator, *, human: bool, crop_s: tuple[float, float] = (1.0, 12.0)) -> tuple[np.ndarray, int]:
-    """One random degradation of ``samples`` (float32 (n,) at ``rate``). Returns (samples, rate)."""
+SPEED = 0.05  # played up to 5% fast or slow (or written with a rate that far off): every line moves by that factor
+
+
+def augment(samples: np.ndarray, rate: int, rng: np.random.Generator, *, human: bool, crop_s: tuple[float, float] = (1.0, 12.0), speed_p: float = 0.5) -> tuple[np.ndarray, int]:
+    """One random degradation of ``samples`` (float32 (n,) at ``rate``). Returns (samples, rate).
+
+    With probability ``speed_p`` the audio is first played at a random speed within +-``SPEED`` (its samples read
+    at a rate that far off, as a wrong header or a sped-up copy would), then degraded as usual.
+    """
+    if rng.random() < speed_p:
+        rate = int(round(rate * (1.0 + rng.uniform(-SPEED, SPEED))))
     from scipy.signal import butter, sosfilt
 
     samples = np.asarray(samples, dtype=np.float32)

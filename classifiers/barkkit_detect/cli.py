@@ -46,48 +46,61 @@ def detector() -> None:
 
 
 @detector.command("train")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Labelled clips: manifest.csv (path,label[,source]) or bark/ real/ other_tts/ subfolders.")
+@click.option("--data", "data_dirs", required=True, multiple=True, type=click.Path(file_okay=False, path_type=Path), help="Labelled clips: manifest.csv (path,label[,source]) or bark/ real/ other_tts/ subfolders. Repeat for several folders.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Model file to write (.skops; a .json sidecar is written beside it).")
 @click.option("--features", "feature_name", type=click.Choice(["encodec-comb", "hubert-l6"]), default="encodec-comb", show_default=True, help="Feature set.")
 @click.option("--hubert", default=None, help="For hubert-l6: a local HuBERT folder or a hub id in the local cache.  [default: facebook/hubert-base-ls960]")
 @click.option("--augment", "n_augment", type=click.IntRange(0, 50), default=4, show_default=True, help="Random degradations per clip (resampling, codecs, noise, hum, band limits).")
-@click.option("--max-fpr", type=click.FloatRange(0.0, 0.5), default=0.01, show_default=True, help="Threshold: flag at most this share of non-Bark clips (leave-one-source-out).")
+@click.option("--max-fpr", type=click.FloatRange(0.0, 0.5), default=0.005, show_default=True, help="Threshold: flag at most this share of clips without the trace (leave-one-source-out).")
+@click.option("--synthetic", "n_synthetic", type=click.IntRange(0, 1000), default=0, show_default=True, help="Also train on this many generated non-speech signals of each kind (tones, harmonic tones, clicks, DTMF, metronome, noise, music) as negatives.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Keep extracted features in this folder and reuse them (keyed by file, feature version and augmentation).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Worker processes for feature extraction.  [default: up to 2]")
 @quiet_option
 @click.pass_obj
-def train_command(state: Any, data_dir: Path, out: Path, feature_name: str, hubert: str | None, n_augment: int, max_fpr: float, seed: int, jobs: int | None) -> None:
+def train_command(state: Any, data_dirs: tuple[Path, ...], out: Path, feature_name: str, hubert: str | None, n_augment: int, max_fpr: float, n_synthetic: int, cache_dir: Path | None, seed: int, jobs: int | None) -> None:
     """Train a detector model on labelled clips and report leave-one-source-out metrics.
 
     \b
     Example:
-      barkkit detector train --data ../shared/data/detector --out model.skops
+      barkkit detector train --data ../shared/data/detector --data ../shared/data/detector_extra --synthetic 20 --out model.skops
     """
+    import tempfile
+
     from barkkit_detect.dataset import read_clips
     from barkkit_detect.features import make_feature_set
     from barkkit_detect.metrics import Report, format_report
     from barkkit_detect.model import Detector
+    from barkkit_detect.synthetic import write_synthetic_clips
     from barkkit_detect.training import train
 
     if out.suffix != ".skops":
         raise BarkkitError(f"{out}: the model file must end in .skops")
     check_writable(out)
-    clips = read_clips(data_dir)
+    clips = [clip for data_dir in data_dirs for clip in read_clips(data_dir)]
     if not any(c.is_bark for c in clips) or all(c.is_bark for c in clips):
-        raise BarkkitError(f"{data_dir}: training needs both Bark clips and non-Bark clips")
+        raise BarkkitError(f"{', '.join(map(str, data_dirs))}: training needs both Bark clips and non-Bark clips")
+    scratch = tempfile.TemporaryDirectory(prefix="barkkit-synthetic-")
+    clips += write_synthetic_clips(scratch.name, n_synthetic, seed) if n_synthetic else []
     features = make_feature_set(feature_name, **({"model": hubert} if hubert else {}))
     # HuBERT is a torch model: one process, torch's own threads
     workers = 1 if feature_name == "hubert-l6" else (jobs or _default_jobs())
     update, close = _progress(state, f"features of {len(clips)} clips")
     try:
-        pipeline, threshold, metadata = train(clips, features, n_augment=n_augment, seed=seed, jobs=workers, max_fpr=max_fpr, progress=update)
+        models, threshold, metadata = train(clips, features, n_augment=n_augment, seed=seed, jobs=workers, max_fpr=max_fpr, progress=update, cache_dir=cache_dir)
     finally:
         close()
-    model = Detector(pipeline, features, threshold, metadata)
+        scratch.cleanup()
+    metadata["training"]["synthetic_per_kind"] = n_synthetic
+    model = Detector(models, features, threshold, metadata)
     model.save(out)
     for name, report in metadata["leave_one_source_out"].items():
-        click.echo(format_report(Report(**report), f"== leave-one-source-out, {name} clips =="))
+        trace = report.pop("encodec_trace", {})
+        click.echo(format_report(Report(**report), f"== leave-one-source-out, {name} clips: bark_probability =="))
+        click.echo("encodec_trace flagged: " + ", ".join(f"{label} {100 * v['flagged']:.1f}% of {v['n']}" for label, v in trace.items()))
+        report["encodec_trace"] = trace
         click.echo("")
+    click.echo(f"second stage (Bark among EnCodec-decoded audio): weight {metadata['bark_weight']:.2f} (0: cannot tell them apart)")
     click.echo(f"wrote {out} and {out.with_suffix('.json')} (threshold {threshold:.3f})")
 
 

@@ -31,6 +31,8 @@ import numpy as np
 from barkkit.audio import load_audio, resample
 from barkkit.errors import AudioError, BarkkitError, WeightsError
 from barkkit.tokens import Audio
+from barkkit_detect.comb import COMB_FEATURE_NAMES, comb_features
+from barkkit_detect.spectra import long_term_spectra
 
 __all__ = [
     "SAMPLE_RATE",
@@ -87,90 +89,25 @@ class FeatureSet(ABC):
 
 
 class CombFeatures(FeatureSet):
-    """Prominence of EnCodec's 600 Hz line comb in the long-term spectrum, with hum and tonality controls.
+    """EnCodec's line comb (spacing searched around 600 Hz) in four long-term spectra, with its rivals.
 
-    The long-term spectrum is the mean power of Hann-windowed frames of ``N_FFT`` samples (2 s; shorter clips are
-    zero-padded), 0.5 Hz per bin so that every multiple of 600 Hz (and of 50, 60 and 75 Hz) falls exactly on a bin.
-    Its log, minus a running median over ``FLOOR_BINS`` (about 100 Hz), is the "residual": how far each bin stands
-    above its neighbourhood. A line's prominence is the largest residual within +-1 bin (0.5 Hz) of its frequency.
-    Long frames matter: a line keeps its power in one bin while speech spreads over many, so its prominence grows
-    with the frame (leave-one-source-out EER 3.1% with 0.4 s frames, 0.3% with 2 s frames).
+    See ``spectra`` for the views (mean and log-mean power, frame-to-frame phase coherence, the squared signal's
+    power; 2 s frames, 0.5 Hz bins) and ``comb`` for what is measured on them. Long frames matter: a line keeps its
+    power in one bin while speech spreads over many. The vector's last value is the comb spacing found (Hz), which
+    results report as ``comb_spacing_hz``.
     """
 
     name = "encodec-comb"
-    version = 2  # 2: clips shorter than one frame are windowed at their own length
-
-    N_FFT = 32_000  # 16000 / 32000 = 0.5 Hz bins; 600 Hz = bin 1200
-    HOP = 8_000
-    FLOOR_BINS = 201
-    TOLERANCE_BINS = 1
-    MAX_HZ = 7000.0  # below every source's band edge (16 kHz audio ends at 8 kHz)
-    COMB_HZ = 600.0
-    N_TEETH = 11  # 600 ... 6600 Hz
-    SUB_COMBS_HZ = (50.0, 60.0, 75.0, 100.0, 120.0, 150.0, 200.0, 300.0)
+    version = 3  # 3: spacing searched over 540-660 Hz (known wrong-rate spacings first); log-mean, coherence and squared-signal views; line statistics
 
     def __init__(self) -> None:
-        self.bin_hz = SAMPLE_RATE / self.N_FFT
-        self.window = np.hanning(self.N_FFT).astype(np.float32)
-        comb = [self.COMB_HZ * k for k in range(1, self.N_TEETH + 1)]
-        self._comb = self._bins(comb)
-
-        def off_comb(step: float, start: float) -> np.ndarray:
-            # harmonics of `step` that stay clear of every comb tooth, so they measure something else
-            freqs = np.arange(start, self.MAX_HZ, step)
-            distance = np.abs(freqs - self.COMB_HZ * np.round(freqs / self.COMB_HZ))
-            return self._bins(freqs[distance > 5.0])
-
-        self._half = self._bins([self.COMB_HZ * (k + 0.5) for k in range(0, self.N_TEETH)])
-        # Any sound that repeats every 1/f s, with f dividing 600 Hz, also has lines at every multiple of 600 Hz:
-        # mains hum (50, 60 Hz), codec frames (Opus 20 ms = 50 Hz, speech-codec 5 ms subframes = 200 Hz), EnCodec's
-        # own 75 Hz frames. Their harmonics *off* the comb tell such sounds apart from a pure 600 Hz period.
-        self._sub_combs = {int(f): off_comb(f, 2 * f) for f in self.SUB_COMBS_HZ}
-        self.dim = len(self.feature_names())
-
-    def _bins(self, freqs: Any) -> np.ndarray:
-        return np.round(np.asarray(freqs, dtype=np.float64) / self.bin_hz).astype(np.int64)
+        self.dim = len(COMB_FEATURE_NAMES)
 
     def feature_names(self) -> list[str]:
-        teeth = [f"comb_{int(self.COMB_HZ * k)}hz" for k in range(1, self.N_TEETH + 1)]
-        subs = [f"off_comb_{int(f)}hz_mean" for f in self.SUB_COMBS_HZ]
-        summary = ["comb_mean", "comb_median", "comb_low_mean", "comb_high_mean", "half_comb_mean"]
-        return teeth + summary + subs + ["comb_excess"]
-
-    def long_term_residual(self, samples: np.ndarray) -> np.ndarray:
-        """Log long-term spectrum minus its running median: (N_FFT // 2 + 1,) float64."""
-        from scipy.ndimage import median_filter
-
-        if samples.shape[0] < self.N_FFT:
-            # one frame: the clip under a window of its own length, zero-padded to keep the bins on whole Hz
-            windowed = samples * np.hanning(samples.shape[0]).astype(np.float32)
-            spectrum = np.fft.rfft(windowed, n=self.N_FFT)
-            log_power = np.log(spectrum.real**2 + spectrum.imag**2 + 1e-12)
-            return log_power - median_filter(log_power, size=self.FLOOR_BINS, mode="nearest")
-        n_frames = 1 + (samples.shape[0] - self.N_FFT) // self.HOP
-        frames = np.lib.stride_tricks.sliding_window_view(samples, self.N_FFT)[:: self.HOP][:n_frames]  # (F, N_FFT)
-        power = np.zeros(self.N_FFT // 2 + 1, dtype=np.float64)
-        for start in range(0, n_frames, 64):  # chunks bound the memory of long files
-            spectrum = np.fft.rfft(frames[start : start + 64] * self.window, axis=1)  # (f, N_FFT/2+1)
-            power += np.sum(spectrum.real**2 + spectrum.imag**2, axis=0)
-        log_power = np.log(power / n_frames + 1e-12)
-        return log_power - median_filter(log_power, size=self.FLOOR_BINS, mode="nearest")
-
-    def _prominence(self, residual: np.ndarray, bins: np.ndarray) -> np.ndarray:
-        offsets = np.arange(-self.TOLERANCE_BINS, self.TOLERANCE_BINS + 1)
-        return residual[bins[:, None] + offsets[None, :]].max(axis=1)
+        return list(COMB_FEATURE_NAMES)
 
     def extract(self, samples: np.ndarray) -> np.ndarray:
-        residual = self.long_term_residual(samples)
-        teeth = self._prominence(residual, self._comb)  # (N_TEETH,)
-        half = self._prominence(residual, self._half).mean()
-        subs = {f: self._prominence(residual, bins).mean() for f, bins in self._sub_combs.items()}
-        # how far the comb stands above the strongest rival explanation (EnCodec's own 75 Hz lines excluded)
-        excess = teeth.mean() - max(half, *(v for f, v in subs.items() if f != 75))
-        return np.array(
-            [*teeth, teeth.mean(), np.median(teeth), teeth[:5].mean(), teeth[5:].mean(), half, *subs.values(), excess],
-            dtype=np.float64,
-        )
+        return comb_features(long_term_spectra(samples))
 
 
 class HubertFeatures(FeatureSet):

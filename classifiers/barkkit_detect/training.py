@@ -1,31 +1,45 @@
-"""Training the detector: features of clean and augmented clips, leave-one-source-out evaluation, a threshold.
+"""Training the detector: features of clean and augmented clips, leave-one-source-out evaluation, thresholds.
 
-The data come from few sources, each with its own rate, bandwidth, loudness and speakers, so the figures that
-count are the grouped ones: for every source, a model trained on all the *other* sources scores that source's
-clips (clean and degraded). The threshold is chosen on those out-of-source scores, and the shipped model is then
-fitted on everything.
+Two stages, both on the same feature vector:
+
+1. ``trace``: did the audio go through EnCodec 24 kHz's decoder? Bark and ``encodec_family`` positive, everything
+   else (human speech, other TTS, Vocos-decoded tokens) negative: a logistic regression on natural audio, and,
+   when synthetic non-speech is in the data, a ``veto`` (gradient-boosted trees fitted on everything, synthetic
+   signals included): ``encodec_trace`` is the smaller of the two, so a tone or a click train whose exact lines
+   fool the linear model is vetoed, and natural audio keeps the linear model's recall.
+2. ``bark``: given the trace, is it Bark rather than another EnCodec-decoded source? Fitted on the trace-positive
+   clips only. It can only be as good as the few non-Bark EnCodec sources allow, so its out-of-source ROC-AUC
+   shrinks it towards "cannot tell" (see ``Detector``): ``bark_probability`` never claims more than that.
+
+The data come from few sources, each with its own rate, bandwidth, loudness and speakers, so the figures that count
+are the grouped ones: for every source, models fitted on all the *other* sources score that source's clips (clean
+and degraded). Thresholds are chosen on those out-of-source scores, and the shipped models are then fitted on
+everything trainable. Evaluation-only clips (``Clip.trainable`` False) are scored, never fitted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from barkkit.audio import load_audio
-
+from barkkit.tokens import Audio
 from barkkit_detect.augment import augment
 from barkkit_detect.dataset import Clip
 from barkkit_detect.features import SAMPLE_RATE, FeatureSet, prepare_audio
 from barkkit_detect.metrics import compute_report
-from barkkit.tokens import Audio
 
-__all__ = ["FeatureTable", "extract_table", "make_classifier", "leave_one_source_out", "choose_threshold", "train"]
+__all__ = ["FeatureTable", "extract_table", "make_classifier", "leave_one_source_out", "choose_threshold", "train", "AUGMENT_VERSION"]
 
 Progress = Callable[[int, int], None]
+AUGMENT_VERSION = 2  # part of the feature cache's key: 2 added the speed change
 
 
 @dataclass
@@ -42,8 +56,24 @@ def _clip_rows(feature_set: FeatureSet, clip: Clip, n_augment: int, seed: int) -
     rows = [feature_set.extract(prepare_audio(audio))]
     rng = np.random.default_rng(seed)
     for _ in range(n_augment):
-        samples, rate = augment(np.asarray(audio.samples), audio.sample_rate, rng, human=not clip.is_bark)
+        samples, rate = augment(np.asarray(audio.samples), audio.sample_rate, rng, human=not clip.has_trace)
         rows.append(feature_set.extract(prepare_audio(Audio(samples, rate))))
+    return rows
+
+
+def _cached_rows(feature_set: FeatureSet, clip: Clip, n_augment: int, seed: int, cache_dir: str | None) -> list[np.ndarray]:
+    """``_clip_rows``, kept in ``cache_dir`` (keyed by feature set, file, size, mtime, augmentation and seed)."""
+    if cache_dir is None:
+        return _clip_rows(feature_set, clip, n_augment, seed)
+    stat = os.stat(clip.path)
+    key = f"{feature_set.name}/{feature_set.version}/{os.path.abspath(clip.path)}/{stat.st_size}/{stat.st_mtime_ns}/{n_augment}/{seed}/{AUGMENT_VERSION}/{clip.has_trace}"
+    path = Path(cache_dir) / (hashlib.sha1(key.encode()).hexdigest() + ".npy")
+    if path.is_file():
+        return list(np.load(path, allow_pickle=False))
+    rows = _clip_rows(feature_set, clip, n_augment, seed)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, np.asarray(rows), allow_pickle=False)
+    os.replace(tmp, path)
     return rows
 
 
@@ -55,16 +85,20 @@ def extract_table(
     seed: int = 0,
     jobs: int = 1,
     progress: Progress | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> FeatureTable:
     """Features of each clip as it is, plus ``n_augment`` random degradations of it (seeded per clip)."""
     seeds = np.random.SeedSequence(seed).spawn(len(clips))
+    cache = None if cache_dir is None else str(cache_dir)
+    if cache is not None:
+        Path(cache).mkdir(parents=True, exist_ok=True)
     tasks = [(clip, int(s.generate_state(1)[0])) for clip, s in zip(clips, seeds)]
     if jobs == 1:
-        results = (_clip_rows(feature_set, clip, n_augment, s) for clip, s in tasks)
+        results = (_cached_rows(feature_set, clip, n_augment, s, cache) for clip, s in tasks)
     else:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_clip_rows)(feature_set, clip, n_augment, s) for clip, s in tasks)
+        results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_cached_rows)(feature_set, clip, n_augment, s, cache) for clip, s in tasks)
     X, index, augmented = [], [], []
     for i, rows in enumerate(results):
         for j, row in enumerate(rows):
@@ -84,7 +118,7 @@ def make_classifier(kind: str = "logistic") -> Any:
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
 
-        classifier = LogisticRegression(C=0.3, class_weight="balanced", max_iter=2000)
+        classifier = LogisticRegression(C=0.3, class_weight="balanced", max_iter=5000)
     elif kind == "boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -94,31 +128,47 @@ def make_classifier(kind: str = "logistic") -> Any:
     return Pipeline([("scale", StandardScaler()), ("classify", classifier)])
 
 
-def leave_one_source_out(table: FeatureTable, clips: Sequence[Clip], kind: str = "logistic") -> np.ndarray:
-    """Out-of-source Bark probabilities (rows,): each source scored by a model fitted on all other sources."""
-    y = np.array([clips[i].is_bark for i in table.clip])
-    groups = np.array([clips[i].source for i in table.clip])
+def leave_one_source_out(X: np.ndarray, y: np.ndarray, groups: np.ndarray, fit: np.ndarray, kind: str = "logistic") -> np.ndarray:
+    """Out-of-source probabilities (rows,): each source's rows scored by a model fitted on the other sources' rows
+    that ``fit`` allows (nan where the rest holds one class only)."""
     scores = np.full(len(y), np.nan)
     for source in sorted(set(groups.tolist())):
         held = groups == source
-        if len(set(y[~held].tolist())) < 2:  # the rest has one class only: nothing to learn from
+        train_rows = ~held & fit
+        if len(set(y[train_rows].tolist())) < 2:  # the rest has one class only: nothing to learn from
             continue
-        model = make_classifier(kind).fit(table.X[~held], y[~held])
-        scores[held] = model.predict_proba(table.X[held])[:, 1]
+        model = make_classifier(kind).fit(X[train_rows], y[train_rows])
+        scores[held] = model.predict_proba(X[held])[:, 1]
     return scores
 
 
-def choose_threshold(is_bark: np.ndarray, scores: np.ndarray, max_fpr: float = 0.01) -> float:
-    """The lowest threshold that flags at most ``max_fpr`` of the non-Bark scores (leaning to few false positives).
+def choose_threshold(is_bark: np.ndarray, scores: np.ndarray, max_fpr: float = 0.005, floor: float = 0.5) -> float:
+    """The lowest threshold that flags at most ``max_fpr`` of the negative scores (leaning to few false positives).
 
-    Never below 0.5: the classifier's probabilities are class-balanced, so 0.5 is its own even-odds point.
+    Never below ``floor``: the classifier's probabilities are class-balanced, so 0.5 is its own even-odds point.
     """
     negatives = np.sort(scores[~is_bark & np.isfinite(scores)])
     if negatives.size == 0:
         return 0.5
     allowed = int(np.floor(max_fpr * negatives.size))  # how many negatives may sit at or above the threshold
     edge = negatives[negatives.size - allowed - 1]  # the highest negative that must stay below
-    return float(min(max(np.nextafter(edge, 1.0), 0.5), 0.99))
+    return float(min(max(np.nextafter(edge, 1.0), floor), 0.99))
+
+
+def _stage_two(X: np.ndarray, is_bark: np.ndarray, groups: np.ndarray, fit: np.ndarray, clean: np.ndarray, kind: str) -> tuple[np.ndarray, float]:
+    """Out-of-source P(Bark | trace) of the trace rows, and the weight it earns: ``max(0, 2 * AUC - 1)`` of its clean
+    out-of-source ROC-AUC (0 when a source of either class is missing, or the scores are no better than chance)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = leave_one_source_out(X, is_bark, groups, fit, kind)
+    judged = clean & np.isfinite(scores)
+    if len(set(is_bark[judged].tolist())) < 2:
+        return scores, 0.0
+    return scores, max(0.0, 2.0 * float(roc_auc_score(is_bark[judged], scores[judged])) - 1.0)
+
+
+def _flag_rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, dict[str, float]]:
+    return {label: {"n": int(np.sum(labels == label)), "flagged": float(np.mean(scores[labels == label] >= threshold))} for label in sorted(set(labels.tolist()))}
 
 
 def train(
@@ -129,42 +179,76 @@ def train(
     seed: int = 0,
     jobs: int = 1,
     kind: str = "logistic",
-    max_fpr: float = 0.01,
+    max_fpr: float = 0.005,
     progress: Progress | None = None,
-) -> tuple[Any, float, dict[str, Any]]:
-    """Fit the detector on ``clips``. Returns (fitted pipeline, threshold, metadata with grouped metrics)."""
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict[str, Any], float, dict[str, Any]]:
+    """Fit both stages on ``clips``. Returns ({"trace": pipeline[, "bark": pipeline]}, threshold, metadata).
+
+    The threshold flags at most ``max_fpr`` of the clean out-of-source scores of speech that never went through
+    EnCodec (``real``, ``other_tts``); the other labels and the degraded copies are reported, not used for it.
+    """
+    table = extract_table(clips, feature_set, n_augment=n_augment, seed=seed, jobs=jobs, progress=progress, cache_dir=cache_dir)
+    labels = np.array([clips[i].label for i in table.clip])
+    sources = np.array([clips[i].source for i in table.clip])
+    fit = np.array([clips[i].trainable for i in table.clip])
+    has_trace = np.array([clips[i].has_trace for i in table.clip])
+    is_bark = labels == "bark"
+    natural = labels != "synthetic"
+    n_sources = len({c.source for c in clips})
+    veto_kind = "boosting" if (~natural & fit).any() else None
+    if n_sources > 2:
+        trace = leave_one_source_out(table.X, has_trace, sources, fit & natural, kind)
+        if veto_kind:  # the trace model never sees synthetic signals; the veto, a nonlinear model, sees everything
+            trace = np.minimum(trace, leave_one_source_out(table.X, has_trace, sources, fit, veto_kind))
+    else:
+        trace = np.full(len(labels), np.nan)
+    given, weight = _stage_two(table.X, is_bark, sources, fit & has_trace, ~table.augmented & has_trace, kind)
+    given = np.where(np.isfinite(given), 0.5 + weight * (given - 0.5), 0.5 + weight * 0.5)
+    two_stages = len(set(is_bark[fit & has_trace].tolist())) == 2
+    bark = trace * given if two_stages else trace
+    scored = np.isfinite(bark)
+    floor = 0.5 * (0.5 + weight / 2) if two_stages else 0.5  # even odds of the most bark_probability can say
+    # the threshold: at most max_fpr of the clean out-of-source scores of speech that never went through EnCodec
+    calibrate = scored & ~table.augmented & np.isin(labels, ("real", "other_tts"))
+    evaluation: dict[str, Any] = {}
+    if calibrate.any() and (scored & is_bark).any():
+        threshold = choose_threshold(np.zeros(int(calibrate.sum()), bool), bark[calibrate], max_fpr, floor=floor)
+        trace_threshold = choose_threshold(np.zeros(int(calibrate.sum()), bool), trace[calibrate], max_fpr)
+        for name, mask in (("clean", scored & ~table.augmented), ("degraded", scored & table.augmented)):
+            if mask.any():
+                evaluation[name] = compute_report(labels[mask].tolist(), sources[mask].tolist(), bark[mask], threshold).as_dict()
+                evaluation[name]["encodec_trace"] = _flag_rates(labels[mask], trace[mask], trace_threshold)
+    else:  # too few sources to hold one out: in-sample thresholds below
+        threshold = trace_threshold = float("nan")
+    models = {"trace": make_classifier(kind).fit(table.X[fit & natural], has_trace[fit & natural])}
+    if veto_kind:
+        models["veto"] = make_classifier(veto_kind).fit(table.X[fit], has_trace[fit])
+    if two_stages:
+        models["bark"] = make_classifier(kind).fit(table.X[fit & has_trace], is_bark[fit & has_trace])
+    if not evaluation:
+        in_sample = models["trace"].predict_proba(table.X)[:, 1]
+        threshold = trace_threshold = choose_threshold(has_trace, in_sample, max_fpr)
+    metadata = _metadata(clips, kind, trace_threshold, weight if two_stages else 0.0, n_augment, seed, max_fpr, evaluation)
+    return models, threshold, metadata
+
+
+def _metadata(clips: Sequence[Clip], kind: str, trace_threshold: float, weight: float, n_augment: int, seed: int, max_fpr: float, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar's record of how a model was trained and what it scored out of source."""
     import sklearn
 
-    table = extract_table(clips, feature_set, n_augment=n_augment, seed=seed, jobs=jobs, progress=progress)
-    y = np.array([clips[i].is_bark for i in table.clip])
-    labels = [clips[i].label for i in table.clip]
-    sources = [clips[i].source for i in table.clip]
-    n_sources = len({c.source for c in clips})
-    loso = leave_one_source_out(table, clips, kind) if n_sources > 2 else np.full(len(y), np.nan)
-    scored = np.isfinite(loso)
-    if scored.any() and len(set(y[scored].tolist())) == 2:
-        threshold = choose_threshold(y[scored], loso[scored], max_fpr)
-        clean = scored & ~table.augmented
-        degraded = scored & table.augmented
-
-        def pick(mask: np.ndarray) -> dict[str, Any]:
-            return compute_report([l for l, m in zip(labels, mask) if m], [s for s, m in zip(sources, mask) if m], loso[mask], threshold).as_dict()
-
-        evaluation = {"clean": pick(clean), "degraded": pick(degraded)} if degraded.any() else {"clean": pick(clean)}
-    else:  # too few sources to hold one out: fall back to in-sample scores
-        threshold, evaluation = 0.5, {}
-    pipeline = make_classifier(kind).fit(table.X, y)
-    if not evaluation:
-        threshold = choose_threshold(y, pipeline.predict_proba(table.X)[:, 1], max_fpr)
     counts: dict[str, dict[str, int]] = {}
     for clip in clips:
         counts.setdefault(clip.label, {}).setdefault(clip.source, 0)
         counts[clip.label][clip.source] += 1
-    metadata = {
+    return {
         "sample_rate": SAMPLE_RATE,
         "classifier": kind,
+        "trace_threshold": trace_threshold,
+        "bark_weight": weight,
         "training": {
             "clips": counts,
+            "evaluation_only": sorted({str(c.path.name) for c in clips if not c.trainable}),
             "n_augment": n_augment,
             "seed": seed,
             "max_fpr": max_fpr,
@@ -173,4 +257,3 @@ def train(
         },
         "leave_one_source_out": evaluation,
     }
-    return pipeline, threshold, metadata

@@ -26,6 +26,16 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from barkkit.constants import (
+    COARSE_INFER_TOKEN,
+    CODEBOOK_SIZE,
+    CONTEXT_WINDOW_SIZE,
+    N_COARSE_CODEBOOKS,
+    N_FINE_CODEBOOKS,
+    SEMANTIC_INFER_TOKEN,
+    SEMANTIC_PAD_TOKEN,
+    SEMANTIC_VOCAB_SIZE,
+)
 from barkkit.errors import WeightsError
 from barkkit.weights import (
     DEFAULT_MODEL,
@@ -141,10 +151,49 @@ def _config_from_suno_args(model_args: Any, kind: Kind, source: str) -> GPTConfi
     if missing:
         raise WeightsError(f"{source}: model_args lacks {', '.join(missing)}; not a complete Bark {kind} checkpoint")
     try:
-        values = {name: (bool(args[name]) if name == "bias" else int(args[name])) for name in fields if name in args}
-    except (TypeError, ValueError):
-        raise WeightsError(f"{source}: model_args holds a non-numeric size; not a valid Bark checkpoint") from None
-    return GPTConfig(**values)
+        values = {name: (bool(args[name]) if name == "bias" else _whole(args[name])) for name in fields if name in args}
+    except (TypeError, ValueError, OverflowError):
+        raise WeightsError(f"{source}: model_args holds a size that is not a whole number; not a valid Bark checkpoint") from None
+    config = GPTConfig(**values)
+    _check_config(config, kind, source)
+    return config
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or float(value) != int(value):
+        raise ValueError(value)
+    return int(value)
+
+
+# What the engine indexes in each model: ids it feeds in (input) and logits it reads (output), at least.
+_MIN_VOCAB = {"text": (SEMANTIC_INFER_TOKEN + 1, SEMANTIC_PAD_TOKEN + 1),
+              "coarse": (COARSE_INFER_TOKEN + 1, SEMANTIC_VOCAB_SIZE + N_COARSE_CODEBOOKS * CODEBOOK_SIZE),
+              "fine": (CODEBOOK_SIZE + 1, CODEBOOK_SIZE)}
+_BARK_VOCAB = {(129_600, 10_048): "text (semantic)", (12_096, 12_096): "coarse", (1_056, 1_056): "fine"}
+
+
+def _check_config(config: GPTConfig, kind: Kind, source: str) -> None:
+    """One-line errors for a config Bark's engine cannot run: sizes that do not fit together, vocabularies too
+    small for the ids the ``kind`` model is given (another model's file, such as text.pt and coarse.pt swapped)."""
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "input_vocab_size", "output_vocab_size"):
+        if getattr(config, name) < 1:
+            raise WeightsError(f"{source}: {name} is {getattr(config, name)}; it must be at least 1")
+    if config.n_embd % config.n_head:
+        raise WeightsError(f"{source}: n_embd {config.n_embd} is not a multiple of n_head {config.n_head}; the "
+                           "attention heads must split the width evenly")
+    if config.block_size < CONTEXT_WINDOW_SIZE:
+        raise WeightsError(f"{source}: block_size {config.block_size} is less than the {CONTEXT_WINDOW_SIZE} positions "
+                           "Bark's windows use")
+    vocab = (config.input_vocab_size, config.output_vocab_size)
+    needed = _MIN_VOCAB[kind]
+    if vocab[0] < needed[0] or vocab[1] < needed[1]:
+        other = _BARK_VOCAB.get(vocab)
+        hint = f"; these are the sizes of Bark's {other} model: is the file in the wrong place?" if other else ""
+        raise WeightsError(f"{source}: vocabularies of {vocab[0]:,} in and {vocab[1]:,} out, but Bark's {kind} model "
+                           f"needs at least {needed[0]:,} and {needed[1]:,}{hint}")
+    if kind == "fine" and not (config.n_codes_total == N_FINE_CODEBOOKS and 1 <= config.n_codes_given < N_FINE_CODEBOOKS):
+        raise WeightsError(f"{source}: n_codes_total {config.n_codes_total} and n_codes_given {config.n_codes_given}; "
+                           f"Bark's fine model has {N_FINE_CODEBOOKS} codebooks, of which 1 to 7 are given")
 
 
 def _config_from_transformers(sub: Any, kind: Kind, source: str) -> GPTConfig:
@@ -179,6 +228,10 @@ def _check_and_fill(
     state: dict[str, torch.Tensor], config: GPTConfig, kind: Kind, source: str
 ) -> dict[str, torch.Tensor]:
     """Check names and shapes against the model ``config`` describes; fill tied fine weights. One-line errors."""
+    layers = {int(found.group(1)) for name in state if (found := re.match(r"transformer\.h\.(\d+)\.", name))}
+    if len(layers) != config.n_layer:  # before building the model: a config may claim a million layers
+        raise WeightsError(f"{source}: the config says {config.n_layer} layers but the file holds weights of "
+                           f"{len(layers)}; the file does not match its own model_args/config")
     expected = build_model(config, kind, "meta").state_dict()
     if kind == "fine":
         # Suno's FineGPT ties head i to embedding i + 1; a file may hold either name (transformers keeps one).

@@ -10,7 +10,7 @@ aligned as the reference does, including its last-two-tokens cut ("[:-2]"), and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -342,11 +342,12 @@ class CoarseRows:
 @torch.inference_mode()
 def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
                           generators: Sequence[torch.Generator], options: CoarseOptions, *,
-                          teacher: Sequence[np.ndarray] | None = None, record: list | None = None,
+                          choose: Callable[[int, list[int], torch.Tensor], torch.Tensor] | None = None,
                           progress: Progress | None = None, decode: str = "eager") -> list[np.ndarray]:
     """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
 
-    ``teacher`` (benchmarks): codes (2, T) to feed instead of sampling; each step's log-probabilities go to ``record``.
+    ``choose(step, rows, logits)`` picks the codes (len(rows),) of ``rows`` from the sampled codebook's logits
+    (len(rows), 1024); by default each row samples with its own generator (benchmarks feed known codes instead).
     ``decode``: "eager", "compile" or "cuda_graphs" (``barkkit_bark.engine.fixed_shape_decode``).
 
     A window whose input (semantic context, infer token, coarse history) only extends what the cache already holds
@@ -365,10 +366,8 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
             if not now:
                 break
             logits = state.logits[now]
-            if teacher is not None:
-                record.append(F.log_softmax(logits.float() / options.waveform_temp, dim=-1))
-                sampled = torch.tensor([int(teacher[i][n_step % N_COARSE_CODEBOOKS, n_step // N_COARSE_CODEBOOKS])
-                                        for i in now], device=state.device)
+            if choose is not None:
+                sampled = choose(n_step, now, logits)
             else:
                 sampled, _ = sample_rows(logits, [generators[i] for i in now], options.waveform_temp, options.top_k,
                                          options.top_p)

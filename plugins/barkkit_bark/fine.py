@@ -8,7 +8,7 @@ one forward pass, at temperature ``fine_temp`` (argmax where it is None) for eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -146,12 +146,14 @@ class FineStage(BarkStage):
 @torch.inference_mode()
 def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices: Sequence[Voice | None],
                         generators: Sequence[torch.Generator], options: FineOptions, *, pad_to_window: bool = True,
-                  max_history: int = 512, teacher: Sequence[np.ndarray] | None = None,
-                  record: list | None = None, progress: Progress | None = None) -> list[np.ndarray]:
+                        max_history: int = 512,
+                        choose: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                        progress: Progress | None = None) -> list[np.ndarray]:
     """Fine codes (8, T) for each row, the reference's 1024-frame windows at stride 512 (or unpadded, fast).
 
-    ``teacher`` (benchmarks): codes (8, T) to feed instead of sampling; log-probabilities of the frames each pass
-    fills go to ``record`` as (frame index in the clip, codebook, log-probs).
+    ``choose(row, codebook, frames, logits)`` picks the codes of one pass: ``frames`` (F,) are the clip's frame index
+    of each logits row (F, 1024) (negative: the voice's history; from T on: padding); by default sampled at
+    ``fine_temp`` with the row's generator, or argmax (benchmarks feed known codes instead).
     """
     temp = options.fine_temp
     device = model.transformer.wpe.weight.device
@@ -185,13 +187,9 @@ def generate_fine_batch(model: nn.Module, coarses: Sequence[np.ndarray], voices:
             buf = arr[start : start + W][None].clone()  # (1, W, 8)
             for nn_ in range(n_coarse, N_FINE_CODEBOOKS):
                 logits = model(nn_, buf, first_row=rel, trim_last_layer=True)[0, :, :CODEBOOK_SIZE]  # (W - rel, 1024)
-                if teacher is not None:
+                if choose is not None:
                     frames = torch.arange(start + rel, start + W, device=device) - r["n_history"]
-                    keep = (frames >= 0) & (frames < r["T"])
-                    record.append((frames[keep], nn_, F.log_softmax(logits[keep].float() / (temp or 1.0), dim=-1)))
-                    truth = torch.from_numpy(np.asarray(teacher[row_index], np.int64)[nn_]).to(device)
-                    preds = logits.argmax(-1)  # padding frames: the model's own most likely code
-                    preds[keep] = truth[frames[keep]]
+                    preds = choose(row_index, nn_, frames, logits)
                 elif temp is None:
                     preds = logits.argmax(-1)
                 else:

@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from barkkit.constants import (
     SEMANTIC_INFER_TOKEN,
@@ -177,6 +176,10 @@ def decode_plainly(model: GPT, caches: list, logits: torch.Tensor, max_steps: in
     return tokens[:n_kept].cpu().numpy()
 
 
+RowSampler = Callable[[int, list[int], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``choose(step, rows, logits)``: the tokens (len(rows),) of these rows at this step, and their probabilities."""
+
+
 @dataclass(frozen=True)
 class SemanticOptions:
     """The semantic stage's options: the reference's ``generate_text_semantic`` arguments, with its defaults.
@@ -189,7 +192,8 @@ class SemanticOptions:
     top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
     min_eos_p: float | None = option_field(0.2, "Stop the semantic stage once p(end) reaches this.")
     max_gen_duration_s: float | None = option_field(
-        None, "Cap on each sentence's semantic tokens, in seconds (a long text is generated sentence by sentence).")
+        None, "Cap in seconds on each semantic generation. A text within Bark's 256-token window is one generation; a "
+              "longer text is read sentence by sentence, each sentence capped, so the whole may run longer.")
     allow_early_stop: bool = option_field(True, "Let the semantic stage stop at its end token.")
 
     def __post_init__(self) -> None:
@@ -296,12 +300,13 @@ class SemanticStage(BarkStage):
 def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], histories: Sequence[np.ndarray | None],
                             generators: Sequence[torch.Generator], options: SemanticOptions, *,
                             max_steps: int = MAX_SEMANTIC_STEPS,
-                      teacher: Sequence[np.ndarray] | None = None, record: list | None = None,
+                      choose: RowSampler | None = None,
                       progress: Progress | None = None, decode: str = "eager") -> list[np.ndarray]:
     """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
 
-    ``teacher`` (benchmarks): feed these tokens instead of sampling and append each step's log-probabilities
-    (the sampled distribution, after temperature) per row to ``record``. ``decode``: "eager", "compile" or
+    ``choose(step, rows, logits)`` picks the tokens of ``rows`` from their logits (len(rows), V) and returns them with
+    the probabilities they were drawn from; by default each row samples with its own generator (``sample_rows``;
+    benchmarks feed known tokens instead). ``decode``: "eager", "compile" or
     "cuda_graphs" (``barkkit_bark.fast.fixed_shape_decode``).
     """
     B = len(texts_ids)
@@ -331,10 +336,8 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
         if allow_early_stop:
             relevant = torch.cat([relevant, logits[:, SEMANTIC_PAD_TOKEN : SEMANTIC_PAD_TOKEN + 1]], dim=1)
         live = [i for i in range(B) if not done[i]]
-        if teacher is not None:
-            record.append(F.log_softmax(relevant[live].float() / temp, dim=-1))
-            sampled = torch.tensor([int(teacher[i][n]) for i in live], device=device)
-            probs = F.softmax(relevant[live].float() / temp, dim=-1)
+        if choose is not None:
+            sampled, probs = choose(n, live, relevant[live])
         else:
             sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
         tokens = torch.zeros(B, dtype=torch.long, device=device)  # rows that are done feed token 0; ignored

@@ -16,10 +16,8 @@ import os
 from pathlib import PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from barkkit.errors import VoiceError
-from barkkit.voice import TOKEN_KEYS, Voice, VoiceSource
+from barkkit.voice import TOKEN_KEYS, Voice, VoiceSource, load_token_array
 from barkkit.weights import hub_download
 
 __all__ = ["HubVoiceSource", "DEFAULT_VOICE_REPO"]
@@ -85,8 +83,5 @@ class HubVoiceSource(VoiceSource):
             if not parts or relative.startswith("/") or ".." in parts:  # the list may only name files of the repo
                 raise VoiceError(f"hub {self.repo_id}: voice '{name}' has no valid {key} path in {INDEX_FILE}")
             path = self._download(relative, f"voice '{name}'")
-            try:
-                arrays[key] = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise VoiceError(f"{path}: not a readable .npy array for voice '{name}' ({exc})") from None
+            arrays[key] = load_token_array(path, key)  # checked from its header first: a repository may be hostile
         return Voice.from_dict(arrays, source=f"hub {self.repo_id}: {name}")

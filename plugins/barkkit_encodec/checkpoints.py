@@ -27,7 +27,6 @@ import torch
 
 from barkkit.errors import WeightsError
 from barkkit.weights import DEFAULT_MODEL, load_state_dict, load_torch_file, read_json, resolve_file
-
 from barkkit_encodec.model import Codec, CodecConfig
 
 __all__ = [

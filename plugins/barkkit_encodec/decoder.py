@@ -12,7 +12,6 @@ from barkkit.constants import N_FINE_CODEBOOKS, SAMPLE_RATE
 from barkkit.errors import AudioError
 from barkkit.stage import Decoder, ModelRef, Progress
 from barkkit.tokens import Audio, FineTokens
-
 from barkkit_encodec.checkpoints import load_codec
 from barkkit_encodec.model import Codec
 

@@ -23,7 +23,6 @@ from barkkit.errors import AudioError, WeightsError
 from barkkit.stage import ModelRef, Progress, Stage
 from barkkit.tokens import Audio, SemanticTokens
 from barkkit.weights import MODEL_ALIASES
-
 from barkkit_hubert.hubert import DEFAULT_HUBERT, SAMPLE_RATE, load_hubert
 from barkkit_hubert.quantizer import DEFAULT_QUANTIZER, Quantizer, load_quantizer
 from barkkit_hubert.windows import WindowedTokenizer

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from barkkit.errors import AudioError
-
 from barkkit_hubert.hubert import SAMPLE_RATE
 from barkkit_hubert.quantizer import Quantizer
 

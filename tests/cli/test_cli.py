@@ -7,7 +7,6 @@ from click.testing import CliRunner
 
 from barkkit import Voice, load_plugins
 from barkkit.cli import cli
-
 from tests.core import toy_plugin
 
 TOY = ["--semantic-stage", "toy.semantic", "--coarse-stage", "toy.coarse", "--fine-stage", "toy.fine", "--decoder", "toy.decoder"]

@@ -3,7 +3,6 @@ import pytest
 
 from barkkit import CoarseTokens, FineTokens, Generation, Pipeline, SemanticTokens, Voice, load_plugins
 from barkkit.errors import PipelineError, PluginError
-
 from tests.core import toy_plugin
 from tests.core.toy_plugin import TOY_SPEC, ToyCoarse, ToyDecoder, ToyFine, ToySemantic
 

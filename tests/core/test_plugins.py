@@ -11,7 +11,6 @@ from barkkit import AudioDetector, hookimpl, hookspecs, load_plugins
 from barkkit.cli import cli
 from barkkit.errors import PluginError
 from barkkit.plugins import Registry
-
 from tests.core import toy_plugin
 
 
@@ -33,7 +32,7 @@ def test_two_plugins_registering_one_stage_name_is_an_error():
 
     plugins = load_plugins(entry_points_group=None, extra=[toy_plugin, Copycat])
     with pytest.raises(PluginError, match="'toy.semantic' is registered twice"):
-        plugins.stages
+        _ = plugins.stages
 
 
 def test_built_in_plugins_load_from_entry_points():

@@ -4,7 +4,6 @@ import pytest
 from barkkit import Voice, load_plugins
 from barkkit.errors import VoiceError
 from barkkit.voice import FolderVoiceSource, find_preset, load_token_file
-
 from tests.core import toy_plugin
 
 

@@ -8,7 +8,6 @@ import torch
 
 from barkkit.errors import WeightsError
 from barkkit.weights import hub_id, load_torch_file, resolve_file
-
 from tests.hub_cache import add_to_hub_cache
 
 

@@ -12,10 +12,8 @@ from barkkit.errors import WeightsError
 from barkkit.pipeline import Pipeline
 from barkkit.plugins import load_plugins
 from barkkit.tokens import Audio, FineTokens
-
 from barkkit_encodec.checkpoints import ORIGINAL_CHECKPOINT, load_codec
 from barkkit_encodec.decoder import EncodecDecoder
-
 from tests.hub_cache import add_to_hub_cache
 from tests.plugins.barkkit_encodec.conftest import PROMPTS
 

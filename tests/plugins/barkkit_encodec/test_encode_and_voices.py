@@ -17,7 +17,6 @@ from barkkit.plugins import load_plugins
 from barkkit.tokens import Audio, SemanticTokens
 from barkkit.voice import Voice, load_token_file
 from barkkit.voice_making import encode_recording, make_voice, semantic_stage_names
-
 from barkkit_encodec.decoder import EncodecDecoder
 
 

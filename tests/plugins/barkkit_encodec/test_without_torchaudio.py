@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from barkkit.tokens import FineTokens
-
 from barkkit_encodec.decoder import EncodecDecoder
 
 BLOCKERS = {

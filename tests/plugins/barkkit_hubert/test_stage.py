@@ -10,7 +10,6 @@ from transformers import HubertModel
 from barkkit.errors import AudioError
 from barkkit.plugins import load_plugins
 from barkkit.tokens import Audio, SemanticTokens
-
 from barkkit_hubert import windows
 from barkkit_hubert.stage import HubertSemantic
 from barkkit_hubert.windows import frame_count

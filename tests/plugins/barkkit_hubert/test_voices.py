@@ -15,10 +15,8 @@ from barkkit.errors import AudioError, PluginError
 from barkkit.plugins import load_plugins
 from barkkit.voice import SOURCE_NOTE_KEY, Voice, read_source_note
 from barkkit.voice_making import CODEC_SECONDS, make_voice, semantic_stage_names
-
 from barkkit_encodec.decoder import EncodecDecoder
 from barkkit_hubert.stage import HubertSemantic
-
 from tests.core import toy_plugin
 
 from .conftest import speechy

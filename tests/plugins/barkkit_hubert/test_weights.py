@@ -10,11 +10,9 @@ import pytest
 import torch
 
 from barkkit.errors import WeightsError
-
 from barkkit_hubert.hubert import load_hubert
 from barkkit_hubert.quantizer import DEFAULT_QUANTIZER, Quantizer, QuantizerInfo, load_quantizer, write_quantizer
 from barkkit_hubert.stage import HubertSemantic
-
 from tests.hub_cache import add_to_hub_cache
 
 from .conftest import HIDDEN

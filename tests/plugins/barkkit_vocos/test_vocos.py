@@ -13,7 +13,6 @@ from barkkit.errors import PluginError, WeightsError
 from barkkit.pipeline import Pipeline
 from barkkit.plugins import load_plugins
 from barkkit.tokens import FineTokens
-
 from tests.hub_cache import add_to_hub_cache
 
 pytest.importorskip("vocos", exc_type=ImportError)

@@ -1,0 +1,116 @@
+"""Long-term spectra of a clip: where narrow, steady spectral lines stand out of the sound around them.
+
+Everything is computed from Hann-windowed frames of ``N_FFT`` samples (2 s at 16 kHz: 0.5 Hz per bin) hopped by
+``HOP`` (0.5 s), kept up to ``MAX_BIN`` (7.5 kHz). Four views of the same frames, each as a per-bin array:
+
+- ``residual``: log of the mean power minus its running median over ``FLOOR_BINS`` (about 100 Hz): how far each bin
+  stands above its neighbourhood. Loud frames dominate the mean.
+- ``log_residual``: the same for the mean of the *log* power (a geometric mean): every frame counts alike, so a line
+  that is steady through quiet passages stands out even when loud vowels swamp it in the arithmetic mean.
+- ``coherence``: ``|sum X_t conj(X_t-L)| / sum |X_t| |X_t-L|`` over frames ``L = N_FFT / HOP`` apart (2 s, sharing
+  no sample). A steady line advances its phase by the same angle every 2 s, so its coherence is near 1; noise and
+  speech give about ``1/sqrt(pairs)``.
+  Power alone cannot tell a steady line from a loud narrow burst; phase can (a cyclostationary measure).
+- ``square_residual``: the residual of the *squared* signal. A decoder whose upsampling gain varies with the output
+  sample's phase modulates the signal's variance with the period 1/600 s without adding a line of its own; the
+  square turns that periodic variance into lines (the second-order, cyclostationary trace).
+
+Clips shorter than one frame are windowed at their own length and zero-padded (one frame); coherence is all zero for clips under 4 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LongTermSpectra", "long_term_spectra", "N_FFT", "HOP", "BIN_HZ", "MAX_BIN"]
+
+RATE = 16_000
+N_FFT = 32_000
+HOP = 8_000
+BIN_HZ = RATE / N_FFT  # 0.5 Hz
+MAX_BIN = 15_000  # 7.5 kHz: every comb tooth searched (11 x 660 Hz = 7.26 kHz) with room for the floor's median
+FLOOR_BINS = 201
+COHERENCE_LAG = N_FFT // HOP  # frames that share no sample: overlapping frames would look coherent at every bin
+_CHUNK = 32  # frames per FFT call: bounds the memory of long files
+
+
+@dataclass
+class LongTermSpectra:
+    """Per-bin arrays (MAX_BIN,) float64 of one clip; bin i is i * BIN_HZ Hz."""
+
+    power: np.ndarray
+    residual: np.ndarray
+    log_residual: np.ndarray
+    coherence: np.ndarray
+    square_residual: np.ndarray
+    n_frames: int
+
+
+def _floor(values: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import median_filter
+
+    return median_filter(values, size=FLOOR_BINS, mode="nearest")
+
+
+class _Accumulator:
+    """Sums over frames of one signal: power, log power, and the consecutive-frame cross spectrum."""
+
+    def __init__(self) -> None:
+        self.power = np.zeros(MAX_BIN)
+        self.log_power = np.zeros(MAX_BIN)
+        self.cross = np.zeros(MAX_BIN, dtype=np.complex128)
+        self.cross_norm = np.zeros(MAX_BIN)
+        self.last: np.ndarray | None = None
+        self.n = 0
+
+    def add(self, frames: np.ndarray, *, phase: bool) -> None:
+        """frames: windowed (f, N_FFT) float32."""
+        import scipy.fft
+
+        spectrum = scipy.fft.rfft(frames, axis=1, workers=1)[:, :MAX_BIN]  # (f, MAX_BIN) complex64
+        power = spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2
+        self.power += power.sum(axis=0)
+        self.log_power += np.log(power + 1e-12).sum(axis=0)
+        self.n += frames.shape[0]
+        if phase:
+            joined = spectrum if self.last is None else np.concatenate([self.last, spectrum])
+            current, previous = joined[COHERENCE_LAG:], joined[:-COHERENCE_LAG]
+            self.cross += np.sum(current * np.conj(previous), axis=0)
+            self.cross_norm += np.sum(np.abs(current) * np.abs(previous), axis=0)
+            self.last = joined[-COHERENCE_LAG:]
+
+
+def _frames(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed frames as a strided view (F, N_FFT) and the window (the clip's own length when shorter)."""
+    if samples.shape[0] < N_FFT:
+        window = np.hanning(samples.shape[0]).astype(np.float32)
+        padded = np.zeros(N_FFT, dtype=np.float32)
+        padded[: samples.shape[0]] = samples * window
+        return padded[None], np.ones(N_FFT, dtype=np.float32)
+    n_frames = 1 + (samples.shape[0] - N_FFT) // HOP
+    return np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP][:n_frames], np.hanning(N_FFT).astype(np.float32)
+
+
+def long_term_spectra(samples: np.ndarray) -> LongTermSpectra:
+    """The four long-term views of ``samples`` (float32 (n,) at 16 kHz, as ``prepare_audio`` gives)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    squared = np.square(samples) - np.float32(np.mean(np.square(samples))) if samples.size else samples
+    direct, square = _Accumulator(), _Accumulator()
+    for signal, acc, phase in ((samples, direct, True), (squared, square, False)):
+        frames, window = _frames(signal)
+        for start in range(0, frames.shape[0], _CHUNK):
+            acc.add(frames[start : start + _CHUNK] * window, phase=phase)
+    log_power = np.log(direct.power / direct.n + 1e-12)
+    mean_log = direct.log_power / direct.n
+    square_log = np.log(square.power / square.n + 1e-12)
+    coherence = np.abs(direct.cross) / (direct.cross_norm + 1e-20) if direct.n > COHERENCE_LAG else np.zeros(MAX_BIN)
+    return LongTermSpectra(
+        power=direct.power / direct.n,
+        residual=log_power - _floor(log_power),
+        log_residual=mean_log - _floor(mean_log),
+        coherence=coherence,
+        square_residual=square_log - _floor(square_log),
+        n_frames=direct.n,
+    )
