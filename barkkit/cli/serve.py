@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from barkkit.cli.scale import ray_option, set_threads, threads_option
 from barkkit.cli.state import CliState
 from barkkit.errors import BarkkitError
 from barkkit.pipeline import MODES
@@ -58,12 +59,16 @@ def _server(uvicorn: Any, config: Any) -> Any:
 @click.option("--hubert", default=None, help="POST /v1/voices with hubert.semantic: HuBERT, a hub id or local transformers folder.")
 @click.option("--quantizer", default=None, help="POST /v1/voices with hubert.semantic: the quantizer, a local file or hub-id:filename.")
 @click.option("--shutdown-timeout", type=click.FloatRange(0), default=30, show_default=True, help="Seconds SIGTERM waits for requests in flight.")
+@ray_option
+@click.option("--replicas", type=click.IntRange(min=1), default=None, help="With --ray: copies of the server behind Ray Serve's HTTP proxy.  [default: 1]")
+@threads_option
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 @click.pass_obj
 def serve(state: CliState, model: str | None, mode: str | None, spec_file: str | None, device: str, host: str, port: int,
           api_key: str | None, max_batch: int, max_wait_ms: float, max_queue: int, max_input_chars: int,
           max_upload_mb: float, data_dir: Path, semantic_stage: str | None, hubert: str | None, quantizer: str | None,
-          shutdown_timeout: float, log_level: str) -> None:
+          shutdown_timeout: float, log_level: str, ray_address: str | None = None, replicas: int | None = None,
+          threads: int | None = None) -> None:
     """Serve speech over HTTP: OpenAI's POST /v1/audio/speech, voices, detection, metrics and a web page at /.
 
     Concurrent requests are batched through the engine; each answer equals its request run alone. GET /health
@@ -76,6 +81,8 @@ def serve(state: CliState, model: str | None, mode: str | None, spec_file: str |
       curl -s localhost:8000/v1/audio/speech -H 'Content-Type: application/json' \\
            -d '{"model": "bark", "input": "Hello there.", "voice": "v2/en_speaker_6", "response_format": "wav"}' -o hello.wav
     """
+    if ray_address is None and replicas is not None:
+        raise BarkkitError("--replicas only works with --ray ADDRESS (Ray Serve replicas on a cluster)")
     uvicorn = _uvicorn()
     from barkkit.serve import PipelineHolder, ServeSettings, create_app
 
@@ -84,6 +91,13 @@ def serve(state: CliState, model: str | None, mode: str | None, spec_file: str |
                              max_input_chars=max_input_chars, max_upload_mb=max_upload_mb, data_dir=data_dir,
                              semantic_stage=semantic_stage, hubert=hubert, quantizer=quantizer,
                              shutdown_timeout_s=shutdown_timeout)
+    if ray_address is not None:
+        from barkkit.scale.serving import serve_until_stopped
+
+        serve_until_stopped(settings, address=ray_address, replicas=replicas or 1, threads=threads or 1,
+                            announce=lambda line: click.echo(line, err=True))
+        return
+    set_threads(threads)
     holder = PipelineHolder.from_settings(settings, plugins=state.plugins)
     config = uvicorn.Config(create_app(holder, settings), host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=shutdown_timeout, lifespan="on")

@@ -8,6 +8,7 @@ format, with a random-weight EnCodec, load through the code users run, on each a
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ pytest.importorskip("ray", reason="the Ray tests need barkkit[ray]")
 
 BARKKIT = str(BIN / "barkkit")
 KILLER = Path(__file__).with_name("kill_an_actor.py")
+SERVE_CLIENT = Path(__file__).with_name("serve_client.py")
 TEXTS = ["Hello there.", "A second line, a bit longer.", "Third one.", "Fourth.", "Fifth line here.", "Six."]
 
 
@@ -220,3 +222,37 @@ def test_detection_on_the_cluster_prints_the_local_lines(cluster, exact_job, mon
     assert [r["path"] for r in by_url] == [f"{url}/{Path(line['path']).name}" for line in by_path]
     assert [r.get("bark_probability") for r in by_url] == [line.get("bark_probability") for line in by_path]
     assert url in by_url[0]["error"] and "/tmp" not in by_url[0]["error"].replace(url, "")
+
+
+def test_serve_on_ray_answers_as_the_local_server_from_two_replicas(cluster, model_folder, tmp_path):
+    """`barkkit serve --ray --replicas 2` behind Ray Serve's proxy, and a plain `barkkit serve`: same answers."""
+    body = json.dumps({"model": "bark", "input": "Hello there.", "response_format": "wav", "seed": 5,
+                       "max_gen_duration_s": 0.5})
+    common = ["--model", str(model_folder), "--mode", "fast", "--log-level", "warning"]
+    local = subprocess.Popen(cluster.command([BARKKIT, "serve", *common, "--port", "8001", "--data-dir", "local"],
+                                             tmp_path), env={**cluster.env, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ray = subprocess.Popen(cluster.command([BARKKIT, "serve", *common, "--port", "8000", "--data-dir", "ray",
+                                            "--ray", cluster.address, "--replicas", "2", "--threads", "1"], tmp_path),
+                           env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        answers = {}
+        for name, port, requests in (("local", 8001, 1), ("ray", 8000, 4)):
+            client = cluster.run([sys.executable, str(SERVE_CLIENT), f"http://127.0.0.1:{port}", cluster.address,
+                                  str(tmp_path / name), body, str(requests), "yes" if name == "ray" else "no"],
+                                 cwd=tmp_path, timeout=300)
+            assert client.returncode == 0, client.stdout + client.stderr + (ray.stderr.read() if ray.poll() else "")
+            answers[name] = json.loads(client.stdout.strip().splitlines()[-1])
+        assert answers["local"]["statuses"] == [200] and answers["ray"]["statuses"] == [200] * 4
+        assert answers["ray"]["replicas"] == 2
+        expected = (tmp_path / "local_0").read_bytes()
+        assert expected[:4] == b"RIFF" and len(expected) > 1000
+        assert all((tmp_path / f"ray_{i}").read_bytes() == expected for i in range(4))
+    finally:
+        for process in (ray, local):
+            process.send_signal(signal.SIGTERM)
+        for process in (ray, local):
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
