@@ -125,6 +125,8 @@ def test_a_local_jsonl_batch_gives_each_row_its_seed_and_output(run, tmp_path):
     (["generate", "--batch", "{batch}", "-o", "{tmp}/c.wav", "--threads", "0"], "--threads"),
     (["detect", "{tmp}", "--actors", "2"], "--actors only works with --ray"),
     (["detect", "s3://bucket/clips"], "files named by URL (s3://...) are read by --ray jobs"),
+    (["detect", "{tmp}", "--segments", "--ray", "local"], "--segments is not available with --ray"),
+    (["serve", "--replicas", "2"], "--replicas only works with --ray"),
 ])
 def test_cluster_options_in_the_wrong_place_are_one_error_line(run, tmp_path, args, message):
     batch = tmp_path / "lines.txt"
