@@ -290,9 +290,9 @@ async function detect(file) {
     $("verdict").textContent = result.warning || "";
     $("verdict").className = "verdict-not";
   } else {
-    const trace = result.encodec_trace == null ? "" : `; EnCodec trace ${(100 * result.encodec_trace).toFixed(1)}%`;
-    $("probability").textContent = `p(Bark) = ${(100 * result.bark_probability).toFixed(1)}%${trace}`;
-    $("verdict").textContent = result.is_bark ? "Bark" : "not Bark";
+    const trace = result.encodec_trace == null ? "" : ` (EnCodec trace ${(100 * result.encodec_trace).toFixed(1)}%)`;
+    $("probability").textContent = `p(Bark) = ${(100 * result.bark_probability).toFixed(1)}%`;
+    $("verdict").textContent = (result.is_bark ? "Bark" : "not Bark") + trace;
     $("verdict").className = result.is_bark ? "verdict-bark" : "verdict-not";
   }
   $("detect-name").textContent = result.path;
