@@ -137,6 +137,8 @@ def main() -> None:
                         help="scale only the output heads (keeps the random body non-chaotic; see harness)")
     parser.add_argument("--tiny", action="store_true", help="2-layer 64-wide models (smoke test)")
     parser.add_argument("--only", default="semantic,coarse,fine")
+    parser.add_argument("--fast-only", action="store_true",
+                        help="only the 'fast mode' row of each stage (not each change alone, nor the changes not taken)")
     parser.add_argument("--isa", choices=sorted(H.ISA_CAPS), default=None,
                         help="measure as on a CPU with only this instruction set (a child process with ISA caps)")
     args = parser.parse_args()
@@ -175,11 +177,15 @@ def main() -> None:
     print(f"{'stage':<9} {'fast-mode change':<34} {'KL nats':>9} {'top-1':>7} {'exact p_max':>11} {'entropy':>8} {'steps':>6}")
     rows = []
     only = args.only.split(",")
+
+    def chosen(variants: list) -> list:
+        return variants[:1] if args.fast_only else variants
+
     with torch.inference_mode():
         if "semantic" in only:
             base = semantic_records(fp32["text"], ids, history_dict["semantic_prompt"], sem)
-            for label, models_ in (("fast mode", fast), ("  int8 linears only", int8), ("  bf16 attention only", bf16),
-                                   ("  bf16 KV cache only", bf16_cache)):
+            for label, models_ in chosen([("fast mode", fast), ("  int8 linears only", int8),
+                                          ("  bf16 attention only", bf16), ("  bf16 KV cache only", bf16_cache)]):
                 records = semantic_records(models_["text"], ids, history_dict["semantic_prompt"], sem)
                 rows.append(("semantic", label, compare(base, records)))
         if "coarse" in only:
@@ -193,7 +199,7 @@ def main() -> None:
                 ("window 60 -> 120", fp32["coarse"], {"sliding_window_len": 120}),
                 ("int8 + window 120", int8["coarse"], {"sliding_window_len": 120}),
             ]
-            for label, model, opts in variants:
+            for label, model, opts in chosen(variants):
                 rows.append(("coarse", label, compare(base, coarse_records(model, sem, history, coarse, **opts))))
         if "fine" in only:
             base = fine_records(fp32["fine"], coarse, history, fine)
@@ -205,7 +211,7 @@ def main() -> None:
                 ("fine history 512 -> 256", fp32["fine"], {"max_history": 256}),
                 ("int8 + no padding", int8["fine"], {"pad_to_window": False}),
             ]
-            for label, model, opts in variants:
+            for label, model, opts in chosen(variants):
                 rows.append(("fine", label, compare(base, fine_records(model, coarse, history, fine, **opts))))
     for stage, label, r in rows:
         print(f"{stage:<9} {label:<34} {r['kl']:9.4f} {r['top1']:7.3f} {r['p_max']:11.3f} {r['entropy']:8.2f} {r['steps']:6d}")

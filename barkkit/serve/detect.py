@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from barkkit.audio import load_audio
+from barkkit.detection import detect_one
 from barkkit.errors import BarkkitError
 from barkkit.serve.errors import ApiError, from_exception
 from barkkit.serve.holder import PipelineHolder
@@ -43,11 +44,12 @@ def _detect_one(detector: Any, folder: Path, index: int, filename: str, data: by
     tmp.write_bytes(data)
     try:
         audio = load_audio(tmp)
-        probability = float(detector.score(audio))
     except Exception as exc:  # one unreadable file does not stop the others
         return {"path": filename, "error": _one_line(exc, tmp, filename)}
-    result: dict[str, Any] = {"path": filename, "bark_probability": round(probability, 6),
-                              "is_bark": bool(probability >= detector.threshold)}
+    # the detector's own result, as `barkkit detect --json` prints it (a clip too short or silent to judge: a warning)
+    result: dict[str, Any] = {**detect_one(detector, audio), "path": filename}
+    if "error" in result:
+        return {"path": filename, "error": result["error"].replace(str(tmp), filename)}
     if spectrum:
         result["spectrum"] = long_term_spectrum(audio)
     return result

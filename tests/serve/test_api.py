@@ -111,6 +111,10 @@ def test_voices_list_upload_use_and_refuse(server, client, tmp_path):
 def test_detect_files_raw_bodies_and_unreadable_audio(server, client):
     speech = client.audio.speech.create(model="bark", voice="test/beta", input="Detect me.", response_format="wav",
                                         extra_body={"seed": 9, **FAST}).content
+    samples, rate = soundfile.read(io.BytesIO(speech))
+    buffer = io.BytesIO()  # the tiny model's clip, repeated past the detector's 1 s minimum
+    soundfile.write(buffer, np.tile(samples, int(np.ceil(1.5 * rate / len(samples)))), rate, format="WAV")
+    speech = buffer.getvalue()
     body, headers = multipart([("speech.wav", speech), ("broken.mp3", b"\x00garbage" * 50)])
     status, _, answer = call(f"{server.url}/v1/audio/detect?spectrum=true", body, headers=headers)
     assert status == 200, answer
@@ -122,6 +126,11 @@ def test_detect_files_raw_bodies_and_unreadable_audio(server, client):
     assert status == 200 and json.loads(answer)["data"][0]["bark_probability"] == good["bark_probability"]
     status, _, answer = call(f"{server.url}/v1/audio/detect", b"\x00" * 100, headers={"Content-Type": "audio/wav"})
     assert status == 400 and error_of(status, answer)["code"] == "invalid_audio"
+    short = io.BytesIO()  # too short to judge: a result without a verdict, as `barkkit detect --json` prints it
+    soundfile.write(short, samples[: rate // 2], rate, format="WAV")
+    status, _, answer = call(f"{server.url}/v1/audio/detect", short.getvalue(), headers={"Content-Type": "audio/wav"})
+    result = json.loads(answer)["data"][0]
+    assert status == 200 and result["bark_probability"] is None and "too short" in result["warning"]
 
 
 def test_uploads_over_the_limit_are_413(server):

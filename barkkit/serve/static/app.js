@@ -285,9 +285,16 @@ async function detect(file) {
   if (!response.ok) { showError($("detect-error"), await errorMessage(response)); $("detect-result").hidden = true; return; }
   const result = (await response.json()).data[0];
   if (result.error) { showError($("detect-error"), result.error); $("detect-result").hidden = true; return; }
-  $("probability").textContent = `p(Bark) = ${(100 * result.bark_probability).toFixed(1)}%`;
-  $("verdict").textContent = result.is_bark ? "Bark" : "not Bark";
-  $("verdict").className = result.is_bark ? "verdict-bark" : "verdict-not";
+  if (result.bark_probability === null) {  // too short or too silent to judge: the detector says why
+    $("probability").textContent = "no verdict";
+    $("verdict").textContent = result.warning || "";
+    $("verdict").className = "verdict-not";
+  } else {
+    const trace = result.encodec_trace == null ? "" : ` (EnCodec trace ${(100 * result.encodec_trace).toFixed(1)}%)`;
+    $("probability").textContent = `p(Bark) = ${(100 * result.bark_probability).toFixed(1)}%`;
+    $("verdict").textContent = (result.is_bark ? "Bark" : "not Bark") + trace;
+    $("verdict").className = result.is_bark ? "verdict-bark" : "verdict-not";
+  }
   $("detect-name").textContent = result.path;
   $("detect-result").hidden = false;
   drawSpectrum($("spectrum"), result.spectrum);
