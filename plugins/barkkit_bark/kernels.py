@@ -123,9 +123,12 @@ class Int8Linear(nn.Module):
     - "fbgemm_u8" / "fbgemm_u7": each row divided by its largest magnitude and quantized with one fixed scale to
       8 bits (VNNI: int32 sums) or 7 (no VNNI: int16 pair sums that 8 bits could saturate), the output multiplied
       back. One weight read for all the batch's rows.
-    - "int_mm": ``torch._int_mm``, exact int32 sums (also a coarse head read one codebook at a time: ``rows``).
+    - "int_mm": ``torch._int_mm``, exact int32 sums where the CPU has VNNI or no fbgemm (ARM). Without VNNI, x86's
+      oneDNN kernel saturates int16 pair sums (measured: errors of 10^5 on full-range int8), so fbgemm machines
+      never decode through it: a head read one codebook at a time (``rows``) gets its own packed rows instead.
     - "fp32": the original fp32 weight (a machine where no int8 kernel beats it; prefills stay int8).
-    ``packed=False``: no fbgemm copy of the weights unless the decode kernel is fbgemm's (a decode-only twin).
+    ``packed=False``: no fbgemm copy of the weights unless the decode kernel is fbgemm's (a decode-only twin). A bias
+    is added after fbgemm's per-row rescale, in every path.
     """
 
     def __init__(self, linear: nn.Linear, *, decode_kernel: str = "int_mm", packed: bool = True) -> None:
@@ -145,10 +148,11 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else linear.bias.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         fbgemm = decode_kernel.startswith("fbgemm")
-        self.packed = _prepack(qweight, self.bias) if packed or fbgemm else None
-        # fbgemm adds the bias before the per-row rescale: layers with a bias decode through torch._int_mm
-        self.decode_kernel = "int_mm" if fbgemm and self.bias is not None else decode_kernel
+        # packed without the bias: fbgemm would add it before the per-row rescale, so it is added after, here
+        self.packed = _prepack(qweight, None) if packed or fbgemm else None
+        self.decode_kernel = decode_kernel
         self.weight_fp32 = weight if decode_kernel == "fp32" else None
+        self._row_packs: dict[tuple[int, int], object] = {}  # fbgemm packs of output rows (a coarse head's codebook)
 
     def forward(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
         """x (..., K) -> (..., N), or only the outputs ``rows`` (a head read one codebook at a time)."""
@@ -158,12 +162,13 @@ class Int8Linear(nn.Module):
                 y = dynamic(x, self.packed, reduce_range=True)
             else:
                 y = torch.stack([dynamic(row, self.packed, reduce_range=True) for row in x])
+            y = y if self.bias is None else y + self.bias
             return y if rows is None else y[..., rows]
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])  # (M, K), one token per row
         kernel = self.decode_kernel
-        if kernel.startswith("fbgemm") and (rows is not None or torch.compiler.is_compiling()):
-            kernel = "int_mm"  # (packed weights neither slice by output rows nor trace)
+        if kernel.startswith("fbgemm") and torch.compiler.is_compiling():
+            kernel = "int_mm"  # (packed weights do not trace)
         if kernel == "fp32":
             w, b = self.weight_fp32, self.bias
             if rows is not None:
@@ -174,10 +179,23 @@ class Int8Linear(nn.Module):
             # a microsecond of dispatch on top of the weight read.
             peak = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (M, 1)
             levels = 127 if kernel == "fbgemm_u8" else 63  # rows in [-1, 1] -> u8 1..255, or u7 1..127
-            y = _fbgemm_fixed_scale(x2 / peak, 1 / levels, levels + 1, self.packed).mul_(peak)
+            packed = self.packed if rows is None else self._packed_rows(rows)
+            y = _fbgemm_fixed_scale(x2 / peak, 1 / levels, levels + 1, packed).mul_(peak)
+            if self.bias is not None:
+                y += self.bias if rows is None else self.bias[rows]
         else:
             y = self._int_mm(x2, rows)
         return y.view(*shape[:-1], y.shape[-1])
+
+    def _packed_rows(self, rows: slice) -> object:
+        """fbgemm's packed weights of the output rows ``rows`` alone (made once per slice, then kept)."""
+        key = (rows.start, rows.stop)
+        if key not in self._row_packs:
+            weight = self.w_int8[:, rows].t().contiguous()  # (n, K)
+            zero = torch.zeros(weight.shape[0], dtype=torch.long)
+            qweight = torch._make_per_channel_quantized_tensor(weight, self.w_scale[rows].double(), zero, 0)
+            self._row_packs[key] = _prepack(qweight, None)
+        return self._row_packs[key]
 
     def _int_mm(self, x2: torch.Tensor, rows: slice | None) -> torch.Tensor:
         """(M, K) -> (M, N or len(rows)) through ``torch._int_mm``: exact int32 sums, scaled back."""
@@ -204,12 +222,14 @@ def _prepack(qweight: torch.Tensor, bias: torch.Tensor | None) -> object | None:
 
 @functools.cache
 def int_mm_works() -> bool:
-    """Whether this torch has a CPU kernel for ``torch._int_mm`` (int8 x int8 -> int32)."""
+    """Whether this torch's CPU kernel for ``torch._int_mm`` (int8 x int8 -> int32) exists and sums exactly: x86's
+    oneDNN kernel without VNNI saturates 16-bit pair sums on full-range values."""
+    a = torch.full((17, 64), 127, dtype=torch.int8)
     try:
-        torch._int_mm(torch.ones(17, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
+        product = torch._int_mm(a, torch.full((64, 8), -128, dtype=torch.int8))
     except (RuntimeError, NotImplementedError):
         return False
-    return True
+    return bool((product == 64 * 127 * -128).all())
 
 
 def quantize_int8(model: nn.Module, *, decode_kernel: str = "int_mm", packed: bool = True) -> nn.Module:
