@@ -26,6 +26,7 @@ from barkkit.files import check_input_file
 
 __all__ = [
     "MODEL_ALIASES",
+    "load_exactly",
     "DEFAULT_MODEL",
     "hub_id",
     "hub_download",
@@ -263,3 +264,14 @@ def load_state_dict(
     if not isinstance(loaded, Mapping):
         raise WeightsError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(loaded).__name__}")
     return {key[len(prefix) :]: value for key, value in loaded.items() if key.startswith(prefix) and torch.is_tensor(value)}
+
+
+def load_exactly(module: torch.nn.Module, state: Mapping[str, torch.Tensor], fault: str) -> None:
+    """``module.load_state_dict(state, strict=True)`` with the tensors as float32; a size mismatch, or a missing or
+    unexpected tensor, is a WeightsError: ``fault`` (which file, what it should fit) and torch's first reason."""
+    try:
+        module.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        detail = lines[0] if lines else str(exc).splitlines()[0]
+        raise WeightsError(f"{fault} ({detail})") from None

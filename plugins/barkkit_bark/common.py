@@ -63,6 +63,7 @@ class BarkStage(Stage):
     @classmethod
     def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> dict[str, str]:
         """The kernels ``__init__`` will choose here (``barkkit_bark.kernels``), without loading weights."""
+        from barkkit_bark.fast import fast_kernels, forced_decode_kernel
         from barkkit_bark.kernels import cpu_features, decode_kernel_for
 
         check_mode(mode)
@@ -72,16 +73,12 @@ class BarkStage(Stage):
         features = cpu_features()
         causal = cls.kind != "fine"
         int8 = decode_kernel_for(features)
-        plan: dict[str, str] = {}
-        if mode == "exact":
-            plan.update(linears="fp32", attention="fp32")
-            if causal:
-                plan["decode"] = f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at load"
-            return plan
-        plan.update(linears=f"int8 (fbgemm {features.fbgemm})" if features.fbgemm else "int8 (torch._int_mm)",
-                    attention="bf16 blocks" if features.bf16_matmul else "fp32")
+        if mode == "fast":
+            decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
+            return fast_kernels(features, decode if causal else None)
+        plan = {"linears": "fp32", "attention": "fp32"}
         if causal:
-            plan.update(decode=int8 or "int_mm or fp32, whichever is timed faster at load", kv_cache="bf16")
+            plan["decode"] = f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at load"
         return plan
 
     @classmethod

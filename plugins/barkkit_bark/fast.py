@@ -51,6 +51,7 @@ import torch.nn as nn
 
 from barkkit_bark.kernels import (
     DECODE_KERNELS,
+    CpuFeatures,
     Int8Linear,
     cpu_features,
     decode_kernel_for,
@@ -61,7 +62,7 @@ from barkkit_bark.kernels import (
 )
 from barkkit_bark.model import SelfAttention
 
-__all__ = ["use_bf16_attention", "prepare_fast"]
+__all__ = ["use_bf16_attention", "prepare_fast", "fast_kernels", "forced_decode_kernel"]
 
 
 def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
@@ -85,19 +86,26 @@ def prepare_fast(model: nn.Module) -> nn.Module:
     causal = hasattr(model, "new_caches")
     if causal:  # bf16 keys and values, upcast per step (see GPT.cache_dtype): a step reads half the bytes
         model.cache_dtype = torch.bfloat16
-    kernel = _forced_decode_kernel() or decode_kernel_for(features)
+    kernel = forced_decode_kernel() or decode_kernel_for(features)
     quantize_int8(model, decode_kernel=kernel or "fp32")  # "fp32" keeps both weights until measured
     if kernel is None and causal:
         kernel = _faster_decode_kernel(model)
     use_bf16_attention(model, features.bf16_matmul)
-    model.kernels = {"linears": f"int8 (fbgemm {features.fbgemm})" if features.fbgemm else "int8 (torch._int_mm)",
-                     "attention": "bf16 blocks" if features.bf16_matmul else "fp32"}
-    if causal:
-        model.kernels.update(decode=kernel, kv_cache="bf16")
+    model.kernels = fast_kernels(features, kernel if causal else None)
     return model
 
 
-def _forced_decode_kernel() -> str | None:
+def fast_kernels(features: CpuFeatures, decode: str | None) -> dict[str, str]:
+    """What fast mode computes with on a CPU with ``features`` (``barkkit info``); ``decode``: a causal model's
+    one-token kernel (None: the fine model, which never decodes one token)."""
+    kernels = {"linears": f"int8 (fbgemm {features.fbgemm})" if features.fbgemm else "int8 (torch._int_mm)",
+               "attention": "bf16 blocks" if features.bf16_matmul else "fp32"}
+    if decode is not None:
+        kernels.update(decode=decode, kv_cache="bf16")
+    return kernels
+
+
+def forced_decode_kernel() -> str | None:
     """``BARKKIT_DECODE_KERNEL``: pin the one-token kernel (one of ``DECODE_KERNELS``) instead of choosing it."""
     forced = os.environ.get("BARKKIT_DECODE_KERNEL")
     if forced and forced not in DECODE_KERNELS:

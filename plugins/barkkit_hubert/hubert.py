@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from barkkit.errors import WeightsError
-from barkkit.weights import load_state_dict, read_json, resolve_file
+from barkkit.weights import load_exactly, load_state_dict, read_json, resolve_file
 
 __all__ = ["DEFAULT_HUBERT", "OUTPUT_LAYER", "SAMPLE_RATE", "WEIGHT_FILES", "load_hubert", "hubert_state_dict", "write_hubert"]
 
@@ -83,12 +83,7 @@ def load_hubert(model: str | os.PathLike = DEFAULT_HUBERT, *, device: str | torc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # weight_norm's deprecation notes
         hubert = HubertModel(config)
-    try:
-        hubert.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
-    except RuntimeError as exc:  # size mismatches, missing or unexpected tensors
-        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        detail = lines[0] if lines else str(exc).splitlines()[0]
-        raise WeightsError(f"{weights}: the weights do not fit the HuBERT model of its config.json ({detail})") from None
+    load_exactly(hubert, state, f"{weights}: the weights do not fit the HuBERT model of its config.json")
     hubert.encoder.layers = hubert.encoder.layers[:OUTPUT_LAYER]
     return hubert.eval().to(device)
 

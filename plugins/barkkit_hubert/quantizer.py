@@ -31,7 +31,7 @@ from torch import nn
 
 from barkkit.constants import SEMANTIC_VOCAB_SIZE
 from barkkit.errors import WeightsError
-from barkkit.weights import is_local, load_torch_file, resolve_file
+from barkkit.weights import is_local, load_exactly, load_torch_file, resolve_file
 
 __all__ = [
     "DEFAULT_QUANTIZER",
@@ -183,12 +183,7 @@ def load_quantizer(reference: str | os.PathLike = DEFAULT_QUANTIZER, *, device: 
             f"{path}: the quantizer outputs {found.output_size} tokens; Bark's semantic vocabulary has {SEMANTIC_VOCAB_SIZE}"
         )
     quantizer = Quantizer(found)
-    try:
-        quantizer.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
-    except RuntimeError as exc:  # size mismatches, missing or unexpected tensors
-        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        detail = lines[0] if lines else str(exc).splitlines()[0]
-        raise WeightsError(f"{path}: tensors do not fit a {LSTM_LAYERS}-layer LSTM quantizer ({detail})") from None
+    load_exactly(quantizer, state, f"{path}: tensors do not fit a {LSTM_LAYERS}-layer LSTM quantizer")
     return quantizer.eval().to(device)
 
 

@@ -39,14 +39,9 @@ def run():
 @pytest.fixture(scope="module")
 def bark_folder(tmp_path_factory) -> Path:
     """Tiny random Bark checkpoints in Suno's format with the real vocabulary (or a small one); no codec."""
-    from barkkit_bark.checkpoints import save_suno_checkpoint
-    from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
+    from tests.plugins.barkkit_bark.conftest import tiny_models, write_suno_folder
 
-    folder = tmp_path_factory.mktemp("bark")
-    for name, model in zip(("text.pt", "coarse.pt", "fine.pt"), tiny_models()):
-        save_suno_checkpoint(folder / name, model)
-    write_vocab(folder)
-    return folder
+    return write_suno_folder(tmp_path_factory.mktemp("bark"), tiny_models())
 
 
 def error_line(result, *needles):

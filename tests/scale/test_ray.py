@@ -43,14 +43,10 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
-    from barkkit_bark.checkpoints import save_suno_checkpoint
     from barkkit_encodec.checkpoints import write_encodec_checkpoint
-    from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
+    from tests.plugins.barkkit_bark.conftest import tiny_models, write_suno_folder
 
-    folder = tmp_path_factory.mktemp("bark-tiny")
-    for name, model in zip(("text.pt", "coarse.pt", "fine.pt"), tiny_models(seed=3)):
-        save_suno_checkpoint(folder / name, model)
-    write_vocab(folder)
+    folder = write_suno_folder(tmp_path_factory.mktemp("bark-tiny"), tiny_models(seed=3))
     write_encodec_checkpoint(folder)
     return folder
 

@@ -19,9 +19,8 @@ import pytest
 import torch
 
 from barkkit import load_pipeline, load_plugins
-from barkkit_bark.checkpoints import save_suno_checkpoint
 from barkkit_encodec.checkpoints import write_encodec_checkpoint
-from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
+from tests.plugins.barkkit_bark.conftest import tiny_models, write_suno_folder
 from tests.serve import recording_plugin
 
 VOICES = ("test/alpha", "test/beta")
@@ -37,10 +36,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Suno's checkpoint names, the vocabulary and a random EnCodec of the real architecture: a folder users have."""
-    folder = tmp_path_factory.mktemp("bark-tiny")
-    for name, model in zip(("text.pt", "coarse.pt", "fine.pt"), tiny_models(seed=3)):
-        save_suno_checkpoint(folder / name, model)
-    write_vocab(folder)
+    folder = write_suno_folder(tmp_path_factory.mktemp("bark-tiny"), tiny_models(seed=3))
     write_encodec_checkpoint(folder)
     return folder
 

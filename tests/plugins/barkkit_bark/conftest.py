@@ -82,14 +82,19 @@ def models() -> tuple[GPT, GPT, FineGPT]:
     return tiny_models()
 
 
+def write_suno_folder(folder: Path, models: tuple[GPT, GPT, FineGPT], **save_options: Any) -> Path:
+    """``models`` in Suno's format (text.pt, coarse.pt, fine.pt: the small-model names) and vocab.txt, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, model in zip(("text.pt", "coarse.pt", "fine.pt"), models, strict=True):
+        save_suno_checkpoint(folder / name, model, **save_options)
+    write_vocab(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def suno_folder(tmp_path_factory: pytest.TempPathFactory, models: tuple[GPT, GPT, FineGPT]) -> Path:
     """Suno's format: text.pt, coarse.pt, fine.pt (the small-model names) and vocab.txt."""
-    folder = tmp_path_factory.mktemp("suno")
-    for name, model in zip(("text.pt", "coarse.pt", "fine.pt"), models):
-        save_suno_checkpoint(folder / name, model, best_val_loss=2.5)
-    write_vocab(folder)
-    return folder
+    return write_suno_folder(tmp_path_factory.mktemp("suno"), models, best_val_loss=2.5)
 
 
 @pytest.fixture(scope="session")

@@ -143,15 +143,10 @@ def test_too_short_recording_is_refused_in_python(hubert_folder, quantizers, cod
 
 def test_bark_generates_with_the_made_voice(run, recording, hubert_folder, quantizers, tmp_path):
     """One folder with tiny random Bark checkpoints and EnCodec's: the voice made from it drives a real generation."""
-    from barkkit_bark.checkpoints import save_suno_checkpoint
     from barkkit_encodec.checkpoints import write_encodec_checkpoint
-    from tests.plugins.barkkit_bark.conftest import tiny_models, write_vocab
+    from tests.plugins.barkkit_bark.conftest import tiny_models, write_suno_folder
 
-    bark = tmp_path / "bark"
-    bark.mkdir()
-    for name, model in zip(("text.pt", "coarse.pt", "fine.pt"), tiny_models(seed=11)):
-        save_suno_checkpoint(bark / name, model, best_val_loss=2.5)
-    write_vocab(bark)
+    bark = write_suno_folder(tmp_path / "bark", tiny_models(seed=11), best_val_loss=2.5)
     write_encodec_checkpoint(bark, seed=5)
     voice_path = tmp_path / "me.npz"
     made = run("voices", "make", recording, "-o", voice_path, "-m", bark, "--hubert", hubert_folder, "--quantizer", quantizers["v1"])
