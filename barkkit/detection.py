@@ -59,6 +59,11 @@ class AudioDetector(ABC):
             results.append({"start": start / rate, "end": (start + piece.shape[0]) / rate, **result})
         return results
 
+    def segments(self, audio: Audio, windows: list[dict[str, Any]], threshold: float, window: float, hop: float) -> list[dict[str, Any]]:
+        """The flagged time ranges ``[{start, end, bark_probability}]`` of ``audio`` scored as ``windows``;
+        ``trace_ranges`` unless a detector refines the edges."""
+        return trace_ranges(windows, threshold, hop)
+
 
 def trace_ranges(windows: list[dict[str, Any]], threshold: float, hop: float) -> list[dict[str, Any]]:
     """Time ranges whose windows are flagged, merged: ``[{start, end, bark_probability}]`` (seconds; the range's

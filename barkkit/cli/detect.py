@@ -13,7 +13,7 @@ import click
 from barkkit.audio import AUDIO_EXTENSIONS, load_audio
 from barkkit.cli.options import quiet_option
 from barkkit.cli.scale import ray_option
-from barkkit.detection import AudioDetector, detect_one, error_result, trace_ranges
+from barkkit.detection import AudioDetector, detect_one, error_result
 from barkkit.errors import BarkkitError
 from barkkit.scale.remote_files import is_uri, list_audio_uris
 
@@ -52,7 +52,9 @@ def _with_segments(detector: AudioDetector, path: Path, threshold: float, window
     if "error" in result:
         return result
     try:
-        windows = detector.windows(load_audio(path), window, hop)
+        audio = load_audio(path)
+        windows = detector.windows(audio, window, hop)
+        ranges = detector.segments(audio, windows, threshold, window, hop)
     except Exception as exc:  # reported like any unreadable file
         return error_result(path, exc)
     scored = [w for w in windows if w.get("bark_probability") is not None]
@@ -61,7 +63,7 @@ def _with_segments(detector: AudioDetector, path: Path, threshold: float, window
         result.update({k: best[k] for k in ("bark_probability", "encodec_trace", "comb_spacing_hz") if k in best})
         result["is_bark"] = best["bark_probability"] >= threshold
         result.pop("warning", None)
-    result["segments"] = trace_ranges(windows, threshold, hop)
+    result["segments"] = ranges
     return result
 
 

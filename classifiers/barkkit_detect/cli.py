@@ -52,13 +52,14 @@ def detector() -> None:
 @click.option("--hubert", default=None, help="For hubert-l6: a local HuBERT folder or a hub id in the local cache.  [default: facebook/hubert-base-ls960]")
 @click.option("--augment", "n_augment", type=click.IntRange(0, 50), default=4, show_default=True, help="Random degradations per clip (resampling, codecs, noise, hum, band limits).")
 @click.option("--max-fpr", type=click.FloatRange(0.0, 0.5), default=0.005, show_default=True, help="Threshold: flag at most this share of clips without the trace (leave-one-source-out).")
+@click.option("--max-degraded-fpr", type=click.FloatRange(0.0, 0.5), default=0.02, show_default=True, help="Threshold: also flag at most this share of the degraded copies of clips without the trace.")
 @click.option("--synthetic", "n_synthetic", type=click.IntRange(0, 1000), default=0, show_default=True, help="Also train on this many generated non-speech signals of each kind (tones, harmonic tones, clicks, DTMF, metronome, noise, music) as negatives.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Keep extracted features in this folder and reuse them (keyed by file, feature version and augmentation).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(1, 64), default=None, help="Worker processes for feature extraction.  [default: up to 2]")
 @quiet_option
 @click.pass_obj
-def train_command(state: Any, data_dirs: tuple[Path, ...], out: Path, feature_name: str, hubert: str | None, n_augment: int, max_fpr: float, n_synthetic: int, cache_dir: Path | None, seed: int, jobs: int | None) -> None:
+def train_command(state: Any, data_dirs: tuple[Path, ...], out: Path, feature_name: str, hubert: str | None, n_augment: int, max_fpr: float, max_degraded_fpr: float, n_synthetic: int, cache_dir: Path | None, seed: int, jobs: int | None) -> None:
     """Train a detector model on labelled clips and report leave-one-source-out metrics.
 
     \b
@@ -87,7 +88,7 @@ def train_command(state: Any, data_dirs: tuple[Path, ...], out: Path, feature_na
     workers = 1 if feature_name == "hubert-l6" else (jobs or _default_jobs())
     update, close = _progress(state, f"features of {len(clips)} clips")
     try:
-        models, threshold, metadata = train(clips, features, n_augment=n_augment, seed=seed, jobs=workers, max_fpr=max_fpr, progress=update, cache_dir=cache_dir)
+        models, threshold, metadata = train(clips, features, n_augment=n_augment, seed=seed, jobs=workers, max_fpr=max_fpr, max_degraded_fpr=max_degraded_fpr, progress=update, cache_dir=cache_dir)
     finally:
         close()
         scratch.cleanup()

@@ -33,6 +33,7 @@ from barkkit.errors import AudioError, BarkkitError, WeightsError
 from barkkit.tokens import Audio
 from barkkit_detect.comb import COMB_FEATURE_NAMES, comb_features
 from barkkit_detect.spectra import long_term_spectra
+from barkkit_detect.teeth import TEETH_FEATURE_NAMES, teeth_features
 
 __all__ = [
     "SAMPLE_RATE",
@@ -92,22 +93,24 @@ class CombFeatures(FeatureSet):
     """EnCodec's line comb (spacing searched around 600 Hz) in four long-term spectra, with its rivals.
 
     See ``spectra`` for the views (mean and log-mean power, frame-to-frame phase coherence, the squared signal's
-    power; 2 s frames, 0.5 Hz bins) and ``comb`` for what is measured on them. Long frames matter: a line keeps its
+    power; 2 s frames, 0.5 Hz bins), ``comb`` for what is measured on them, and ``teeth`` for the band-aware
+    statistics (only the teeth where the audio has sound; 2 s and 1 s frames; over 4 s stretches). Long frames matter: a line keeps its
     power in one bin while speech spreads over many. The vector's last value is the comb spacing found (Hz), which
     results report as ``comb_spacing_hz``.
     """
 
     name = "encodec-comb"
-    version = 3  # 3: spacing searched over 540-660 Hz (known wrong-rate spacings first); log-mean, coherence and squared-signal views; line statistics
+    version = 4  # 3: spacing searched, log-mean, coherence and squared-signal views; 4: band-aware teeth at 2 s and 1 s frames and over time
 
     def __init__(self) -> None:
-        self.dim = len(COMB_FEATURE_NAMES)
+        self.dim = len(COMB_FEATURE_NAMES) + len(TEETH_FEATURE_NAMES)
 
     def feature_names(self) -> list[str]:
-        return list(COMB_FEATURE_NAMES)
+        return list(COMB_FEATURE_NAMES) + list(TEETH_FEATURE_NAMES)
 
     def extract(self, samples: np.ndarray) -> np.ndarray:
-        return comb_features(long_term_spectra(samples))
+        spectra = long_term_spectra(samples)
+        return np.concatenate([comb_features(spectra), teeth_features(samples, spectra)])
 
 
 class HubertFeatures(FeatureSet):

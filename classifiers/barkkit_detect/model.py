@@ -183,6 +183,18 @@ class Detector(AudioDetector):
         """``AudioDetector.windows`` on the audio brought to ``SAMPLE_RATE`` once (not once per window)."""
         return super().windows(resample(audio, SAMPLE_RATE), window, hop)
 
+    def segments(self, audio: Audio, windows: list[dict[str, Any]], threshold: float, window: float, hop: float) -> list[dict[str, Any]]:
+        """The flagged time ranges of ``audio`` (scored as ``windows``), each edge refined with shorter pieces
+        (``segments.refine_segments``)."""
+        from barkkit_detect.segments import refine_segments
+
+        audio = resample(audio, SAMPLE_RATE)
+
+        def score(piece: np.ndarray) -> float | None:
+            return self.detect(Audio(piece, SAMPLE_RATE), threshold)["bark_probability"]
+
+        return refine_segments(np.asarray(audio.samples), SAMPLE_RATE, windows, threshold, window, hop, score)
+
     def verdict(self, features: np.ndarray, threshold: float | None = None) -> dict[str, Any]:
         """``detect``'s dict from one feature vector (dim,)."""
         trace, bark = (float(v[0]) for v in self.stage_scores(features))

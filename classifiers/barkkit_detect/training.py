@@ -167,6 +167,14 @@ def _stage_two(X: np.ndarray, is_bark: np.ndarray, groups: np.ndarray, fit: np.n
     return scores, max(0.0, 2.0 * float(roc_auc_score(is_bark[judged], scores[judged])) - 1.0)
 
 
+def _threshold(scores: np.ndarray, clean: np.ndarray, degraded: np.ndarray, max_fpr: float, max_degraded_fpr: float, floor: float) -> float:
+    """The lowest threshold flagging at most ``max_fpr`` of ``scores[clean]`` and ``max_degraded_fpr`` of ``scores[degraded]``."""
+    cut = choose_threshold(np.zeros(int(clean.sum()), bool), scores[clean], max_fpr, floor=floor)
+    if degraded.any():
+        cut = max(cut, choose_threshold(np.zeros(int(degraded.sum()), bool), scores[degraded], max_degraded_fpr, floor=floor))
+    return cut
+
+
 def _flag_rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, dict[str, float]]:
     return {label: {"n": int(np.sum(labels == label)), "flagged": float(np.mean(scores[labels == label] >= threshold))} for label in sorted(set(labels.tolist()))}
 
@@ -180,13 +188,15 @@ def train(
     jobs: int = 1,
     kind: str = "logistic",
     max_fpr: float = 0.005,
+    max_degraded_fpr: float = 0.02,
     progress: Progress | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], float, dict[str, Any]]:
     """Fit both stages on ``clips``. Returns ({"trace": pipeline[, "bark": pipeline]}, threshold, metadata).
 
     The threshold flags at most ``max_fpr`` of the clean out-of-source scores of speech that never went through
-    EnCodec (``real``, ``other_tts``); the other labels and the degraded copies are reported, not used for it.
+    EnCodec (``real``, ``other_tts``) and at most ``max_degraded_fpr`` of their degraded copies; the other labels are
+    reported, not used for it.
     """
     table = extract_table(clips, feature_set, n_augment=n_augment, seed=seed, jobs=jobs, progress=progress, cache_dir=cache_dir)
     labels = np.array([clips[i].label for i in table.clip])
@@ -209,12 +219,14 @@ def train(
     bark = trace * given if two_stages else trace
     scored = np.isfinite(bark)
     floor = 0.5 * (0.5 + weight / 2) if two_stages else 0.5  # even odds of the most bark_probability can say
-    # the threshold: at most max_fpr of the clean out-of-source scores of speech that never went through EnCodec
-    calibrate = scored & ~table.augmented & np.isin(labels, ("real", "other_tts"))
+    # the threshold: at most max_fpr of the clean out-of-source scores of speech that never went through EnCodec,
+    # and at most max_degraded_fpr of their degraded copies (hum, buzz and codecs must not make a human voice Bark)
+    human = scored & np.isin(labels, ("real", "other_tts"))
+    calibrate, degraded = human & ~table.augmented, human & table.augmented
     evaluation: dict[str, Any] = {}
     if calibrate.any() and (scored & is_bark).any():
-        threshold = choose_threshold(np.zeros(int(calibrate.sum()), bool), bark[calibrate], max_fpr, floor=floor)
-        trace_threshold = choose_threshold(np.zeros(int(calibrate.sum()), bool), trace[calibrate], max_fpr)
+        threshold = _threshold(bark, calibrate, degraded, max_fpr, max_degraded_fpr, floor)
+        trace_threshold = _threshold(trace, calibrate, degraded, max_fpr, max_degraded_fpr, 0.5)
         for name, mask in (("clean", scored & ~table.augmented), ("degraded", scored & table.augmented)):
             if mask.any():
                 evaluation[name] = compute_report(labels[mask].tolist(), sources[mask].tolist(), bark[mask], threshold).as_dict()
@@ -230,6 +242,7 @@ def train(
         in_sample = models["trace"].predict_proba(table.X)[:, 1]
         threshold = trace_threshold = choose_threshold(has_trace, in_sample, max_fpr)
     metadata = _metadata(clips, kind, trace_threshold, weight if two_stages else 0.0, n_augment, seed, max_fpr, evaluation)
+    metadata["training"]["max_degraded_fpr"] = max_degraded_fpr
     return models, threshold, metadata
 
 

@@ -557,7 +557,50 @@ def test_segments_find_bark_spliced_into_human_speech(run, detector_data, tmp_pa
         truth = (at + sounding[0] * 0.05, at + (sounding[-1] + 1) * 0.05)
         assert line["is_bark"] is True and line["segments"], line
         best = max(line["segments"], key=lambda s: s["end"] - s["start"])
-        # the issue asks for +-1 s; 4 s windows 1 s apart reach +-1.5 s (measured on these splices: up to 1.4 s off)
+        # the issue asks for +-1 s. Edges refined with 2 s pieces are within 1 s on about three splices in four
+        # (model-card.md: 48 splices measured), within 1.5 s on these; the coarse 4 s windows alone reach 2 s off
         assert abs(best["start"] - truth[0]) <= 1.5 and abs(best["end"] - truth[1]) <= 1.5, (line["segments"], truth)
         checked += 1
     assert checked == 3
+
+
+def test_band_aware_teeth_count_only_where_the_audio_has_sound():
+    features = CombFeatures()
+    names = features.feature_names()
+    traced = Audio(speech_like(6.0, 24_000, 41, comb_db=22), 24_000)
+    phone = resample(traced, 8_000)  # a telephone rate: nothing above 4 kHz, teeth 3-6 left
+    plain = resample(Audio(speech_like(6.0, 24_000, 41), 24_000), 8_000)
+    wide, narrow, none = features(traced), features(phone), features(plain)
+    n_avail, s_avail, s_all = (names.index(n) for n in ("L_n_avail", "L_s_avail", "L_s_all"))
+    assert wide[n_avail] == 9 and narrow[n_avail] == none[n_avail] == 4
+    # the empty band's teeth dilute the eleven-tooth mean; the audible teeth keep the trace's height
+    assert narrow[s_avail] > narrow[s_all] + 1.0 and narrow[s_avail] > none[s_avail] + 2.0
+    for name in ("C_max", "C_med", "C_min", "M_s_avail"):  # 4 s stretches and 1 s frames see it too
+        assert narrow[names.index(name)] > none[names.index(name)] + 1.5, name
+
+
+def test_segment_edges_are_refined_with_short_pieces():
+    from barkkit_detect.segments import refine_segments
+
+    rate, seconds, truth = 100, 30.0, (11.3, 17.6)  # a toy signal: each sample says whether it carries the trace
+    samples = np.zeros(int(seconds * rate), np.float32)
+    samples[int(truth[0] * rate) : int(truth[1] * rate)] = 1.0
+
+    def score(piece):  # flagged once a quarter of the piece carries the trace, as the detector's pieces are
+        return float(piece.mean() >= 0.25)
+
+    window, hop = 4.0, 1.0
+    windows = [{"start": s, "end": s + window, "bark_probability": score(samples[int(s * rate) : int((s + window) * rate)])}
+               for s in np.arange(0.0, seconds - window + 1e-9, hop)]  # fmt: skip
+    ranges = refine_segments(samples, rate, windows, 0.5, window, hop, score)
+    assert len(ranges) == 1
+    assert abs(ranges[0]["start"] - truth[0]) <= 0.25 and abs(ranges[0]["end"] - truth[1]) <= 0.25, ranges
+    # a stray flagged piece outside (a marker at 9.6-9.9 s flags the piece centred on it) does not drag an edge out
+    marked = samples.copy()
+    marked[960:990] = 0.5
+
+    def stray(piece):
+        middle = piece[piece.size // 2 - 5 : piece.size // 2 + 5]
+        return 1.0 if piece.size < window * rate and (middle == 0.5).any() else score(np.where(piece == 1.0, 1.0, 0.0))
+
+    assert refine_segments(marked, rate, windows, 0.5, window, hop, stray) == ranges

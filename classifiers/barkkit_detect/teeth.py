@@ -1,0 +1,145 @@
+"""Band-aware comb statistics: the comb's teeth counted only where the audio has sound, at two resolutions and
+over time.
+
+``comb`` measures eleven teeth whatever the audio holds. A clip band-limited to 3.4 kHz (a telephone line, an 8 kHz
+resampling, a low-bitrate MP3) has no sound above its cut-off, and the residual of an empty band is noise: averaging
+its teeth with the audible ones dilutes the trace. Here a tooth counts only where the local spectral floor is within
+``BAND_DROP`` nepers (about 30 dB) of the floor at 0.3-3 kHz, and the spacing is searched on those teeth alone.
+
+Three views of the same statistic (a tooth's height: residual plus log residual, read at the tooth):
+
+- ``L_*``: the 2 s frames of ``spectra`` (0.5 Hz bins): sharp lines, few frames.
+- ``M_*``: 1 s frames 0.25 s apart (1 Hz bins): half the line height over the floor, but four times the frames, so
+  the floor of a 1-2 s clip is estimated from a dozen frames instead of one.
+- ``C_*``: the ``M`` statistic over 4 s stretches 2 s apart (max, median, min over time), so a trace that holds
+  through part of a clip only (a Bark sentence in a longer recording) still counts.
+
+Each view also reads controls (the same statistic at a third, a half and two thirds of the way between teeth), so
+a sound with lines everywhere (hum, buzz, a tone) does not read as a comb. A clip with no audible tooth above
+1.2 kHz is read on teeth 3-4 anyway (the statistic stays defined; such a clip gets a low ``n_avail``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from barkkit_detect.comb import KNOWN_SPACINGS, SEARCH_MARGIN, SEARCH_STEP, SPACING_RANGE
+from barkkit_detect.spectra import BIN_HZ, RATE, LongTermSpectra
+
+__all__ = ["TEETH_FEATURE_NAMES", "teeth_features", "comb_statistics", "BAND_DROP"]
+
+BAND_DROP = 7.0  # nepers (about 30 dB) under the 0.3-3 kHz floor: above that the band is taken as empty
+SHORT_N = RATE  # 1 s frames (1 Hz bins) ...
+SHORT_HOP = RATE // 4  # ... 0.25 s apart
+CHUNK_FRAMES = 13  # 4 s of short frames ...
+CHUNK_STEP = 8  # ... every 2 s
+SHORT_MAX_HZ = 7_600.0
+_TEETH = np.arange(1, 12)
+_SPACINGS = np.arange(SPACING_RANGE[0], SPACING_RANGE[1] + SEARCH_STEP / 2, SEARCH_STEP)
+_CONTROL_OFFSETS = (-0.5, -1 / 3, 1 / 3)
+_STATS = ("n_avail", "s_all", "s_avail", "se_avail", "s_med", "ctrl_mean", "ctrl_p90", "s_excess", "s_z")
+
+TEETH_FEATURE_NAMES: list[str] = (
+    ["L_zpk"] + [f"L_{s}" for s in _STATS] + [f"M_{s}" for s in _STATS[1:]] + ["C_max", "C_med", "C_min"]
+)
+
+
+def _exact(values: np.ndarray, freqs: np.ndarray, bin_hz: float) -> np.ndarray:
+    """``values`` read at exact frequencies (linear interpolation between bins)."""
+    position = freqs / bin_hz
+    low = np.floor(position).astype(np.int64)
+    frac = position - low
+    return values[low] * (1 - frac) + values[low + 1] * frac
+
+
+def _peak(values: np.ndarray, freqs: np.ndarray, bin_hz: float) -> np.ndarray:
+    """Largest value within +-1 bin of each frequency."""
+    bins = np.round(freqs / bin_hz).astype(np.int64)
+    return np.maximum(np.maximum(values[bins - 1], values[bins]), values[bins + 1])
+
+
+def _median_floor(values: np.ndarray, bin_hz: float) -> np.ndarray:
+    from scipy.ndimage import median_filter
+
+    return median_filter(values, size=int(100 / bin_hz) | 1, mode="nearest")
+
+
+def _audible(floor: np.ndarray, bin_hz: float) -> np.ndarray:
+    """Which teeth (at 600 Hz spacing, (11,) bool) lie where the band holds sound; teeth 1-2 never count."""
+    reference = float(np.median(floor[int(300 / bin_hz) : int(3000 / bin_hz)]))
+    use = floor[np.round(600.0 * _TEETH / bin_hz).astype(np.int64)] > reference - BAND_DROP
+    use[:2] = False
+    if use.sum() < 2:
+        use[2:4] = True
+    return use
+
+
+def _search(residual: np.ndarray, log_residual: np.ndarray, teeth: np.ndarray, bin_hz: float) -> tuple[float, float]:
+    """The spacing read on ``teeth`` (as ``comb.search_spacing``, known spacings first) and how sharply it peaks."""
+    freqs = _SPACINGS[:, None] * teeth[None]
+    score = _exact(residual, freqs, bin_hz).mean(axis=1) + _exact(log_residual, freqs, bin_hz).mean(axis=1)
+    known = [_exact(residual, k * teeth, bin_hz).mean() + _exact(log_residual, k * teeth, bin_hz).mean() for k in KNOWN_SPACINGS]
+    best_known, best = int(np.argmax(known)), int(np.argmax(score))
+    spacing = float(_SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
+    return spacing, float((score.max() - np.median(score)) / (score.std() + 1e-9))
+
+
+def comb_statistics(residual: np.ndarray, log_residual: np.ndarray, floor: np.ndarray, bin_hz: float, spacing: float | None = None) -> dict[str, float]:
+    """The band-aware statistics (``_STATS``, plus ``spacing`` and ``zpk`` when the spacing is searched) of one view."""
+    use = _audible(floor, bin_hz)
+    zpk = float("nan")
+    if spacing is None:
+        spacing, zpk = _search(residual, log_residual, _TEETH[use], bin_hz)
+    heights = _peak(residual, spacing * _TEETH, bin_hz) + _peak(log_residual, spacing * _TEETH, bin_hz)
+    exact = _exact(residual, spacing * _TEETH, bin_hz) + _exact(log_residual, spacing * _TEETH, bin_hz)
+    between = np.concatenate([spacing * (_TEETH[use] + o) for o in _CONTROL_OFFSETS])
+    control = _peak(residual, between, bin_hz) + _peak(log_residual, between, bin_hz)
+    audible = heights[use]
+    return {
+        "spacing": spacing, "zpk": zpk, "n_avail": float(use.sum()), "s_all": float(heights[2:].mean()),
+        "s_avail": float(audible.mean()), "se_avail": float(exact[use].mean()), "s_med": float(np.median(audible)),
+        "ctrl_mean": float(control.mean()), "ctrl_p90": float(np.quantile(control, 0.9)),
+        "s_excess": float(audible.mean() - control.mean()),
+        "s_z": float((audible - control.mean()).sum() / (control.std() + 1e-6) / np.sqrt(audible.size)),
+    }  # fmt: skip
+
+
+def _short_log_power(samples: np.ndarray) -> np.ndarray:
+    """Log power of 1 s Hann frames 0.25 s apart: (frames, bins) float64 up to ``SHORT_MAX_HZ``."""
+    import scipy.fft
+
+    n_bins = int(SHORT_MAX_HZ * SHORT_N / RATE)
+    if samples.shape[0] < SHORT_N:
+        frames = np.zeros((1, SHORT_N), dtype=np.float32)
+        frames[0, : samples.shape[0]] = samples * np.hanning(samples.shape[0]).astype(np.float32)
+    else:
+        count = 1 + (samples.shape[0] - SHORT_N) // SHORT_HOP
+        frames = np.lib.stride_tricks.sliding_window_view(samples, SHORT_N)[::SHORT_HOP][:count] * np.hanning(SHORT_N).astype(np.float32)
+    spectrum = scipy.fft.rfft(frames, axis=1, workers=1)[:, :n_bins]
+    return np.log(spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2 + 1e-12)
+
+
+def _short_view(log_power: np.ndarray, spacing: float) -> dict[str, float]:
+    """``comb_statistics`` of a stack of short frames' log power (frames, bins), at ``spacing``."""
+    bin_hz = RATE / SHORT_N
+    mean_log = np.log(np.exp(log_power).mean(axis=0) + 1e-12)
+    log_mean = log_power.mean(axis=0)
+    floor = _median_floor(mean_log, bin_hz)
+    return comb_statistics(mean_log - floor, log_mean - _median_floor(log_mean, bin_hz), floor, bin_hz, spacing)
+
+
+def teeth_features(samples: np.ndarray, spectra: LongTermSpectra) -> np.ndarray:
+    """The values named by ``TEETH_FEATURE_NAMES`` for prepared audio (float32 (n,) at 16 kHz) and its spectra."""
+    log_power = np.log(spectra.power + 1e-12)
+    floor = log_power - spectra.residual
+    long = comb_statistics(spectra.residual, spectra.log_residual, floor, BIN_HZ)
+    short = _short_log_power(np.asarray(samples, dtype=np.float32))
+    medium = _short_view(short, long["spacing"])
+    if short.shape[0] >= CHUNK_FRAMES + CHUNK_STEP:  # at least two 4 s stretches
+        chunks = [_short_view(short[s : s + CHUNK_FRAMES], long["spacing"])["s_avail"] for s in range(0, short.shape[0] - CHUNK_FRAMES + 1, CHUNK_STEP)]
+    else:
+        chunks = [medium["s_avail"]]
+    return np.array(
+        [long["zpk"], *(long[s] for s in _STATS), *(medium[s] for s in _STATS[1:]), max(chunks), float(np.median(chunks)), min(chunks)],
+        dtype=np.float64,
+    )
