@@ -72,9 +72,14 @@ def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tens
     return rec
 
 
-def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
-    """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins)."""
-    from barkkit_bark.fine import FineOptions, generate_fine_batch
+def fine_records(model, coarse, voice, forced, shortcut: str | None = None) -> list[torch.Tensor]:
+    """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins).
+
+    ``shortcut``: "unpadded" (the model reads no padding frames) or "history 256" (``shortcuts``)."""
+    from shortcuts import shorter_history, unpadded
+
+    from barkkit.constants import CODEBOOK_SIZE
+    from barkkit_bark.fine import FineOptions, fine_input, generate_fine
 
     rec: list = []
     opts = FineOptions()
@@ -87,7 +92,15 @@ def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
         preds[keep] = truth[codebook][frames[keep]]
         return preds
 
-    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], opts, choose=teacher, **options)
+    if shortcut == "unpadded":
+        codes, _ = fine_input(coarse, voice)
+        model = unpadded(model, int((codes[:, 0] != CODEBOOK_SIZE).sum()))  # the voice's frames and the clip's
+    elif shortcut == "history 256":
+        voice = shorter_history(voice, 256)
+    from barkkit_bark.kernels import Int8Linear
+
+    trim = any(isinstance(m, Int8Linear) for m in model.modules())  # as fast mode runs its int8 model
+    generate_fine(model, [coarse], [voice], [torch.Generator()], opts, trim_last_layer=trim, choose=teacher)
     table: dict[tuple[int, int], torch.Tensor] = {}
     for frames, codebook, logp in rec:
         for frame, row in zip(frames.tolist(), logp):
@@ -204,15 +217,15 @@ def main() -> None:
         if "fine" in only:
             base = fine_records(fp32["fine"], coarse, history, fine)
             variants = [
-                ("fast mode", fast["fine"], {}),
-                ("  int8 linears only", int8["fine"], {}),
-                ("  bf16 attention only", bf16["fine"], {}),
-                ("no padding to 1024", fp32["fine"], {"pad_to_window": False}),
-                ("fine history 512 -> 256", fp32["fine"], {"max_history": 256}),
-                ("int8 + no padding", int8["fine"], {"pad_to_window": False}),
+                ("fast mode", fast["fine"], None),
+                ("  int8 linears only", int8["fine"], None),
+                ("  bf16 attention only", bf16["fine"], None),
+                ("no padding to 1024", fp32["fine"], "unpadded"),
+                ("fine history 512 -> 256", fp32["fine"], "history 256"),
+                ("int8 + no padding", int8["fine"], "unpadded"),
             ]
-            for label, model, opts in chosen(variants):
-                rows.append(("fine", label, compare(base, fine_records(model, coarse, history, fine, **opts))))
+            for label, model, shortcut in chosen(variants):
+                rows.append(("fine", label, compare(base, fine_records(model, coarse, history, fine, shortcut))))
     for stage, label, r in rows:
         print(f"{stage:<9} {label:<34} {r['kl']:9.4f} {r['top1']:7.3f} {r['p_max']:11.3f} {r['entropy']:8.2f} {r['steps']:6d}")
     print("\nexact mode, int8 twin drafting 8 tokens per fp32 pass (same tokens as the reference):")

@@ -17,7 +17,7 @@ from barkkit_bark.checkpoints import load_model
 from barkkit_bark.coarse import CoarseOptions, CoarseStage, generate_coarse_batch
 from barkkit_bark.engine import CausalRunner
 from barkkit_bark.fast import prepare_fast
-from barkkit_bark.fine import FineOptions, FineStage, generate_fine_batch
+from barkkit_bark.fine import FineOptions, FineStage, generate_fine
 from barkkit_bark.kernels import Int8Linear
 from barkkit_bark.semantic import SemanticOptions, SemanticStage, generate_semantic_batch
 
@@ -89,13 +89,11 @@ def test_batch_rows_equal_single_runs(fast: bool, suno_folder: Path, voice_file:
         alone = generate_coarse_batch(models["coarse"], [sems[i]], [voices[i]], [gens()[i]], CoarseOptions())[0]
         np.testing.assert_array_equal(coarse[i], alone)
     assert [c.shape[1] for c in coarse] == [45, 30, 40]
-    for pad_to_window in (True, False):
-        fine = generate_fine_batch(models["fine"], coarse, voices, gens(), FineOptions(), pad_to_window=pad_to_window)
-        for i in range(3):
-            alone = generate_fine_batch(models["fine"], [coarse[i]], [voices[i]], [gens()[i]], FineOptions(),
-                                              pad_to_window=pad_to_window)[0]
-            np.testing.assert_array_equal(fine[i], alone)
-            np.testing.assert_array_equal(fine[i][:2], coarse[i])
+    fine = generate_fine(models["fine"], coarse, voices, gens(), FineOptions(), trim_last_layer=True)
+    for i in range(3):
+        alone = generate_fine(models["fine"], [coarse[i]], [voices[i]], [gens()[i]], FineOptions(), trim_last_layer=True)[0]
+        np.testing.assert_array_equal(fine[i], alone)
+        np.testing.assert_array_equal(fine[i][:2], coarse[i])
 
 
 def test_fast_pipeline_batch_equals_single_generations(suno_folder: Path, voice_file: Path) -> None:
