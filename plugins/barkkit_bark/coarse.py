@@ -300,8 +300,7 @@ class CoarseRows:
         for i in redo:
             L = len(inputs[i])
             emb = self.wte(torch.tensor([inputs[i]], device=self.device))
-            self.logits[i] = self.run(emb, torch.arange(L, device=self.device)[None], slice(total - L, total), None,
-                                      row=i, head_rows=codebook_rows(w * self.options.sliding_window_len))[0]
+            self.logits[i] = self.run.prefill_row(i, emb, total, codebook_rows(w * self.options.sliding_window_len))[0]
             self.pad[i], self.cached[i] = total - L, list(inputs[i])
 
     def advance(self, n_step: int, now: list[int], sampled: torch.Tensor, last_of_window: bool) -> None:
@@ -323,8 +322,7 @@ class CoarseRows:
         # rows that are done attend to their newest slot only (their numbers are never read)
         first_slots = [self.pad[i] if i in now else self.total for i in range(B)]
         pos = torch.tensor([[min(self.total - p, 1023)] for p in self.pad], device=self.device)  # done rows: any
-        self.logits = self.run(self.wte(tokens[:, None]), pos, slice(self.total, self.total + 1), first_slots,
-                               head_rows=codebook_rows(n_step + 1))
+        self.logits = self.run.step(self.wte(tokens[:, None]), pos, self.total, first_slots, codebook_rows(n_step + 1))
         self.total += 1
         self.fed = True
 

@@ -357,5 +357,5 @@ def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], h
             break
         tokens = tokens.clamp_max(SEMANTIC_VOCAB_SIZE - 1)  # finished rows feed any valid token; ignored
         pos = torch.full((B, 1), T0 + n, device=device)
-        logits = run(wte(tokens[:, None]), pos, slice(T0 + n, T0 + n + 1), None)
+        logits = run.step(wte(tokens[:, None]), pos, T0 + n)
     return [np.array(o, dtype=np.int64) for o in out]

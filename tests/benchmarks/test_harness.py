@@ -76,11 +76,11 @@ def test_engine_clock_splits_a_fast_run_into_prefills_decode_steps_and_fine_pass
     fast = H.barkkit_runner(folder, "fast")
     voice = H.load_voice("v2/en_speaker_6")
     semantic = fast.semantic(TEXT, voice, 0, 10)
-    originals = (CausalRunner.__call__, FineGPT.forward)
+    originals = (CausalRunner.prefill_row, CausalRunner.step, FineGPT.forward)
     with H.engine_clock() as seconds:
         fine = fast.fine(fast.coarse(semantic, voice, 1), voice, 2)
-        assert (CausalRunner.__call__, FineGPT.forward) != originals
-    assert (CausalRunner.__call__, FineGPT.forward) == originals  # restored
+        assert (CausalRunner.prefill_row, CausalRunner.step, FineGPT.forward) != originals
+    assert (CausalRunner.prefill_row, CausalRunner.step, FineGPT.forward) == originals  # restored
     assert fine.shape == (8, H.expected_lengths(10)[1])
     assert set(seconds) == set(H.ENGINE_PARTS) and all(s > 0 for s in seconds.values())
     with H.engine_clock() as idle:

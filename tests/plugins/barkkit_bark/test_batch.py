@@ -194,7 +194,7 @@ def test_decode_logits_of_each_row_are_bit_equal_to_a_one_row_run(monkeypatch: p
         run.prefill([model.embed(row[None, :L]) for row in rows], L)
         out = []
         for t in range(L, L + 8):
-            out.append(run(model.embed(rows[:, t : t + 1]), torch.full((rows.shape[0], 1), t), slice(t, t + 1), None))
+            out.append(run.step(model.embed(rows[:, t : t + 1]), torch.full((rows.shape[0], 1), t), t))
         return torch.stack(out, 1)
 
     with torch.inference_mode():
