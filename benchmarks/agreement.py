@@ -42,7 +42,7 @@ def compare(exact: list[torch.Tensor], fast: list[torch.Tensor]) -> dict[str, fl
 
 
 def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
-    from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
+    from barkkit_bark.semantic import SemanticOptions, generate_semantic
 
     rec: list = []
     options = SemanticOptions(min_eos_p=None)
@@ -52,13 +52,13 @@ def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
         rec.append(logp)
         return torch.tensor([int(forced[step])] * len(rows), device=logits.device), logp.exp()
 
-    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], options, max_steps=len(forced),
+    generate_semantic(model, [text_ids], [history], [torch.Generator()], options, max_steps=len(forced),
                             choose=teacher)
     return rec
 
 
 def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tensor]:
-    from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
+    from barkkit_bark.coarse import CoarseOptions, generate_coarse
 
     rec: list = []
     opts = CoarseOptions(**options)
@@ -68,7 +68,7 @@ def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tens
         code = int(forced[step % 2, step // 2])
         return torch.tensor([code] * len(rows), device=logits.device)
 
-    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], opts, choose=teacher)
+    generate_coarse(model, [semantic], [voice], [torch.Generator()], opts, choose=teacher)
     return rec
 
 

@@ -1,8 +1,9 @@
 """The row engine: several inputs through one causal Bark model together, each with its own length, voice and seed.
 
-Fast mode runs every call through here (a single run is a batch of one); the stage modules' ``generate_*_batch``
-loops drive it. Exact mode batches by running the reference-exact loop once per input, so that its tokens stay
-the reference's.
+The stage modules' generation loops (``generate_semantic``, ``generate_coarse``) drive a runner, one loop for a
+single run and a batch, exact and fast mode: fast mode's ``CausalRunner`` (any number of rows), exact mode's
+``ExactRunner`` (one row, the reference's arithmetic) or ``speculative.DraftedRunner`` (the same tokens, drafted).
+Exact mode batches by running one row at a time, so that its tokens stay the reference's.
 
 How rows stay independent (a row gets the tokens it gets alone, up to float rounding):
 - prefill runs one row at a time, causal over that row's own cache slots (right-aligned at a common end slot);
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from barkkit.errors import PipelineError
 from barkkit_bark.sampling import filter_logits
 
-__all__ = ["CausalRunner", "sample_rows", "check_batch", "check_generator", "DECODE_STEPS", "fixed_shape_decode"]
+__all__ = ["CausalRunner", "ExactRunner", "sample_rows", "check_batch", "check_generator", "DECODE_STEPS", "fixed_shape_decode"]
 
 
 class CausalRunner:
@@ -56,11 +57,12 @@ class CausalRunner:
         """Each row's embeddings (1, L_i, C) at positions 0..L_i - 1, in slots ending at ``end`` -> logits (B, V)."""
         return torch.cat([self.prefill_row(i, emb, end) for i, emb in enumerate(rows)])
 
-    def step(self, tok_emb: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
              head_rows: slice | None = None) -> torch.Tensor:
-        """One token per row, embeddings (B, 1, C) at positions ``pos`` (B, 1), into cache slot ``slot`` -> the
-        logits (B, V) (or only ``head_rows``). ``first_slots``: each row's first slot (its left padding before;
-        None: every row from slot 0)."""
+        """One token per row, ids (B,) at positions ``pos`` (B, 1), into cache slot ``slot`` -> the logits (B, V)
+        (or only ``head_rows``). ``first_slots``: each row's first slot (its left padding before; None: every row
+        from slot 0)."""
+        tok_emb = self.model.embed(tokens[:, None])  # (B, 1, C)
         first_slots = list(first_slots or [0] * tok_emb.shape[0])
         if self.fixed_step is not None:
             device = tok_emb.device
@@ -78,13 +80,47 @@ class CausalRunner:
                     t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
 
 
+class ExactRunner:
+    """One row through a causal Bark GPT with the reference's arithmetic, behind ``CausalRunner``'s interface.
+
+    Every layer runs every prompt position (as Suno's code does), each decode step is one fp32 token attended in
+    one call, and logits are computed in full and then sliced (``head_rows``), so that the tokens are the
+    reference's. Exact mode never keeps a cache across prompts.
+    """
+
+    def __init__(self, model: nn.Module, size: int) -> None:
+        self.model = model
+        self.caches = model.new_caches(1, size)
+
+    def prefill_row(self, row: int, emb: torch.Tensor, end: int, head_rows: slice | None = None) -> torch.Tensor:
+        """The row's prompt (1, L, C) at positions and slots 0..L-1 (``end`` = L) -> logits (1, V)."""
+        if row != 0 or end != emb.shape[1]:
+            raise ValueError("exact mode runs one row, its prompt from slot 0")
+        return logit_rows(self.model.prefill(emb, self.caches), head_rows)
+
+    def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
+        return self.prefill_row(0, rows[0], end)
+
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
+             head_rows: slice | None = None) -> torch.Tensor:
+        """The row's token (1,) at position ``pos`` (1, 1) = slot ``slot`` -> logits (1, V)."""
+        return logit_rows(self.model.extend(self.model.embed(tokens[:, None]), pos, self.caches, slot), head_rows)
+
+
+def logit_rows(logits: torch.Tensor, rows: slice | None) -> torch.Tensor:
+    """Logits (B, V) -> only the entries ``rows`` (B, len) (all where None)."""
+    return logits if rows is None else logits[:, rows]
+
+
 def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,
-                top_k: int | None = None, top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                top_k: int | None = None, top_p: float | None = None, *,
+                exact_top_p: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of ``logits`` (B, V), row i drawn with ``generators[i]``; returns (tokens (B,), probs).
 
-    The reference's filters, with the nucleus cut in torch (no host round trip per step).
+    The reference's filters; the nucleus cut in numpy as the reference computes it (``exact_top_p``, exact mode)
+    or in torch (no host round trip per step). A row's draw is the reference's single-row draw.
     """
-    logits = filter_logits(logits.float(), top_k=top_k, top_p=top_p, exact_top_p=False)
+    logits = filter_logits(logits.float(), top_k=top_k, top_p=top_p, exact_top_p=exact_top_p)
     probs = F.softmax(logits / temp, dim=-1)
     tokens = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
     return tokens, probs
