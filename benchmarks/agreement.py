@@ -160,8 +160,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     shape = {"n_layer": 2, "n_head": 2, "n_embd": 64} if args.tiny else {}
     from barkkit_bark.checkpoints import load_model
-    from barkkit_bark.fast import prepare_fast, use_bf16_attention
+    from barkkit_bark.fast import prepare_fast
     from barkkit_bark.kernels import cpu_features, decode_kernel_for, quantize_int8
+    from barkkit_bark.model import use_bf16_attention
 
     models = H.build_reference_models("small", init_scale=args.init_scale, heads_only=args.heads_only, **shape)
     tmp = tempfile.TemporaryDirectory()

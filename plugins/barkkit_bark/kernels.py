@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["CpuFeatures", "cpu_features", "DECODE_KERNELS", "decode_kernel_for", "Int8Linear", "quantize_int8",
+           "fast_kernels", "forced_decode_kernel", "faster_decode_kernel",
            "blocked_attention_bf16", "measure", "kernel_cache_path", "decode_step_timer", "int_mm_works"]
 
 # How an Int8Linear runs one-token rows: fbgemm with 8-bit (VNNI) or 7-bit activations, oneDNN's exact int32 sums,
@@ -339,3 +340,52 @@ def decode_step_timer(model: nn.Module, *, cached: int = 64) -> Callable[[], tor
         return model.decode(token, cached, caches)
 
     return step
+
+
+# fast mode's choices -----------------------------------------------------------------------------------------------
+def fast_kernels(features: CpuFeatures, decode: str | None) -> dict[str, str]:
+    """What fast mode computes with on a CPU with ``features`` (``barkkit info``); ``decode``: a causal model's
+    one-token kernel (None: the fine model, which never decodes one token)."""
+    kernels = {"linears": f"int8 (fbgemm {features.fbgemm})" if features.fbgemm else "int8 (torch._int_mm)",
+               "attention": "bf16 blocks" if features.bf16_matmul else "fp32"}
+    if decode is not None:
+        kernels.update(decode=decode, kv_cache="bf16")
+    return kernels
+
+
+def forced_decode_kernel() -> str | None:
+    """``BARKKIT_DECODE_KERNEL``: pin the one-token kernel (one of ``DECODE_KERNELS``) instead of choosing it."""
+    forced = os.environ.get("BARKKIT_DECODE_KERNEL")
+    if forced and forced not in DECODE_KERNELS:
+        from barkkit.errors import PipelineError
+
+        raise PipelineError(f"BARKKIT_DECODE_KERNEL={forced} is not a decode kernel; use one of {', '.join(DECODE_KERNELS)}")
+    return forced or None
+
+
+def faster_decode_kernel(model: nn.Module) -> str:
+    """No fbgemm here (ARM, ...): time a decode step of ``model`` (int8, quantized with ``decode_kernel="fp32"``)
+    with ``torch._int_mm`` and with the fp32 weights, keep the faster (``measure``: once per machine and model
+    shape), and drop the other's weights."""
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+
+    def using(kernel: str) -> Callable[[], object]:
+        step = decode_step_timer(model)
+
+        def call() -> object:
+            for layer in layers:
+                layer.decode_kernel = kernel
+            return step()
+
+        return call
+
+    if not int_mm_works():
+        return "fp32"
+    shape = f"{model.config.n_layer}x{model.config.n_embd}x{model.config.output_vocab_size}"
+    times = measure(f"fast decode step {shape}", {"int_mm": using("int_mm"), "fp32": using("fp32")})
+    kernel = min(times, key=times.get)
+    for layer in layers:
+        layer.decode_kernel = kernel
+        if kernel != "fp32":
+            layer.weight_fp32 = None
+    return kernel

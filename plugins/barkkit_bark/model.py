@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
 
-__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT"]
+__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention"]
 
 
 @dataclass
@@ -358,3 +358,11 @@ class FineGPT(nn.Module):
             x = x[:, first_row:]  # (B, T', C): rows before first_row are never sampled
         x = self.transformer.ln_f(x)
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)
+
+
+def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Let ``model`` compute the attention of many queries (prefills, fine passes) in bf16 blocks, in place."""
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.bf16_attention = enabled
+    return model
