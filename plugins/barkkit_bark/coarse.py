@@ -86,7 +86,7 @@ class CoarseOptions:
     waveform_temp: float = option_field(0.7, "Coarse stage temperature.")
     top_k: int | None = option_field(None, "Sample only among the k most likely tokens.")
     top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
-    max_coarse_history: int = option_field(MAX_COARSE_HISTORY, "Coarse tokens of history each window sees (60 to 630).")
+    max_coarse_history: int = option_field(MAX_COARSE_HISTORY, f"Coarse tokens of history each window sees (60 to {MAX_COARSE_HISTORY}).")
     sliding_window_len: int = option_field(60, "Coarse steps per window.")
 
     def __post_init__(self) -> None:
@@ -97,7 +97,7 @@ class CoarseOptions:
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise PipelineError(f"{name} must be a whole number of at least 1, got {number!r}")
         if not 60 <= history <= MAX_COARSE_HISTORY:
-            raise PipelineError(f"max_coarse_history must be between 60 and 630, got {history}")
+            raise PipelineError(f"max_coarse_history must be between 60 and {MAX_COARSE_HISTORY}, got {history}")
         if history + window > 768:
             raise PipelineError(
                 f"max_coarse_history + sliding_window_len must be at most 768 (the 1024-position window less 256 "
