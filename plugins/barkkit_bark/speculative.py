@@ -1,7 +1,7 @@
-"""Exact mode's decode loop: an int8 twin drafts tokens, the fp32 model checks them, the reference's tokens result.
+"""Exact mode's drafted decode steps: an int8 twin drafts tokens, the fp32 model checks them, the reference's tokens
+result (``DraftedRunner``, a runner the stages' loops drive like any other).
 
-A one-token decode step of the fp32 model is bound by reading its weights (bark-small: ~380 MB a step, ~27 ms on
-this class of machine). The twin (``draft_model``: the same weights in int8, sharing embeddings, layer norms and
+A one-token decode step of the fp32 model is bound by reading its weights (bark-small: ~380 MB a step). The twin (``draft_model``: the same weights in int8, sharing embeddings, layer norms and
 the KV cache) proposes up to ``n_draft`` tokens cheaply, and the fp32 model then computes the logits of all of
 them in one pass, reading its weights once. The token at each step is still what the reference samples:
 
