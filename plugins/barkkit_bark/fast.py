@@ -8,7 +8,8 @@ stage's next-token distribution under teacher forcing, on random weights with pe
   one-token decode step reads a quarter of fp32's bytes, with the kernel chosen for the CPU
   (``kernels.decode_kernel_for``: fbgemm with 8-bit activations where it has VNNI, 7-bit where 8 could saturate;
   elsewhere ``torch._int_mm`` or fp32, timed at load). Prefills and fine passes run fbgemm's int8 GEMMs: about 2x
-  fp32 without VNNI, 6x with it. Activations are quantized per call (many rows) or per token (decode), so batch
+  fp32 without VNNI, 6x with it; where only oneDNN has VNNI (AVX-VNNI without AVX-512), ``torch._int_mm``: about
+  4.5x fp32 (``kernels.many_rows_kernel_for``). Activations are quantized per call (many rows) or per token (decode), so batch
   rows stay independent. Embeddings and layer norms stay fp32. Cost: KL ~0.0015 (semantic, coarse) and ~0.011
   (fine) with 8-bit activations, ~0.005 (semantic, coarse) with 7-bit.
 - bf16 attention of many queries (prefills, fine passes) where the CPU multiplies bf16 in hardware (AVX512-BF16,
@@ -49,6 +50,7 @@ from barkkit_bark.kernels import (
     fast_kernels,
     faster_decode_kernel,
     forced_decode_kernel,
+    many_rows_kernel_for,
     quantize_int8,
 )
 from barkkit_bark.model import use_bf16_attention
@@ -70,7 +72,8 @@ def prepare_fast(model: nn.Module) -> nn.Module:
     if causal:  # bf16 keys and values, upcast per step (see GPT.cache_dtype): a step reads half the bytes
         model.cache_dtype = torch.bfloat16
     kernel = forced_decode_kernel() or decode_kernel_for(features)
-    quantize_int8(model, decode_kernel=kernel or "fp32")  # "fp32" keeps both weights until measured
+    # "fp32" keeps both weights until measured
+    quantize_int8(model, decode_kernel=kernel or "fp32", many_rows=many_rows_kernel_for(features))
     if kernel is None and causal:
         kernel = faster_decode_kernel(model)
     use_bf16_attention(model, features.bf16_matmul)
