@@ -121,13 +121,13 @@ def draft_passes(folder: str, history, n_sem: int, seed: int = 0) -> list[tuple[
     semantic = None
     for stage in (SemanticStage.load(folder), CoarseStage.load(folder)):
         passes = [0]
-        plain_decode = stage.model.decode
+        plain_extend = stage.model.extend
 
-        def counting_decode(*args, all_logits=False, **kwargs):
-            passes[0] += all_logits
-            return plain_decode(*args, all_logits=all_logits, **kwargs)
+        def counting_extend(*args, all_logits=False, plain=plain_extend, count=passes, **kwargs):
+            count[0] += all_logits
+            return plain(*args, all_logits=all_logits, **kwargs)
 
-        stage.model.decode = counting_decode  # this instance only
+        stage.model.extend = counting_extend  # this instance only
         stage.n_draft = 8  # counted even where the twin is timed no faster here (then the stage decodes plainly)
         generator = torch.Generator().manual_seed(seed)
         if semantic is None:

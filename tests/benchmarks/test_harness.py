@@ -99,3 +99,13 @@ def test_batch_comparison_reports_rows_equal_to_single_runs_and_the_bound(tiny, 
     assert "fine tokens equal to the single runs: 1.000" in out
     assert ("with the shortcuts" in out) == shortcuts
     assert "where the time goes" in out and "x at most" in out
+
+
+def test_agreement_counts_the_passes_that_check_exact_modes_drafts(tiny):
+    import agreement
+
+    _, folder = tiny
+    counted = agreement.draft_passes(str(folder), H.to_voice(H.load_voice("v2/en_speaker_6")), 20)
+    assert [stage for stage, _, _ in counted] == ["semantic", "coarse"]
+    for _, tokens, passes in counted:
+        assert tokens > 0 and 0 < passes <= tokens and tokens / passes <= 9  # one pass checks at most 8 drafts
