@@ -220,7 +220,7 @@ class Int8Linear(nn.Module):
             w_int8, w_scale, bias = w_int8[:, rows], w_scale[rows], None if bias is None else bias[rows]
         scale = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)  # (M, 1)
         q = (x2 / scale).round_().to(torch.int8)
-        y = torch._int_mm(q, w_int8).float().mul_(scale * w_scale)  # (M, N)
+        y = torch._int_mm(q, w_int8).float().mul_(scale).mul_(w_scale)  # (M, N), scaled back in place
         return y if bias is None else y + bias
 
 
