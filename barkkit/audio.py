@@ -84,7 +84,8 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return librosa.load(str(path), sr=None, mono=True)
+                samples, rate = librosa.load(str(path), sr=None, mono=True)  # sr=None: the file's own rate, whole Hz
+            return samples, int(rate)
         except Exception as exc:
             # audioread's "no backend" error says nothing; libsndfile's own reason then does
             reason = str(exc).strip() or str(soundfile_error).strip().replace(f"'{path}'", "file")

@@ -158,7 +158,7 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
     start = f".{target.name}{TEMP_MARK}"
-    removed = []
+    removed: list[Path] = []
     try:
         entries = [entry for entry in os.scandir(folder) if entry.name.startswith(start)]
     except OSError:

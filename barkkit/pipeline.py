@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from barkkit.devices import check_device
 from barkkit.errors import PipelineError, PluginError, WeightsError
 from barkkit.files import check_input_file
-from barkkit.plugins import Plugins, load_plugins
+from barkkit.plugins import Plugins, Registry, load_plugins
 from barkkit.stage import Decoder, Stage
 from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, Tokens, kind_name
 from barkkit.voice import Voice, VoiceLike, save_token_file
@@ -40,6 +40,8 @@ DEFAULT_SPEC: dict[str, str] = {
     "decoder": "encodec",
 }
 STAGE_SLOTS = ("semantic", "coarse", "fine")
+
+T = TypeVar("T")
 
 PipelineProgress = Callable[[str, int, int], None]
 """``progress(step_name, done, total)``: called by each step of a run as it advances."""
@@ -192,7 +194,7 @@ class Pipeline:
             stage_entries = [spec.get(slot, DEFAULT_SPEC[slot]) for slot in STAGE_SLOTS]
         decoder_entry = spec.get("decoder", DEFAULT_SPEC["decoder"])
 
-        def resolve(entry: Any, registry: Any) -> tuple[type, Any]:
+        def resolve(entry: Any, registry: Registry[T]) -> tuple[T, Any]:
             name, table = _entry(entry)
             return registry.get(name), table.get("model", model)
 
@@ -201,14 +203,12 @@ class Pipeline:
         # Check the chain from the classes before loading any weights.
         _check_chain([factory for factory, _ in stage_steps] + ([decoder_step[0]] if decoder_step else []))
 
-        def build(factory: type, step_model: Any) -> Any:
-            return factory.load(step_model, device=device, mode=mode)
-
-        stages = [build(*step) for step in stage_steps]
+        stages = [factory.load(step_model, device=device, mode=mode) for factory, step_model in stage_steps]
         decoder = None
         if decoder_step:
+            factory, step_model = decoder_step
             try:
-                decoder = build(*decoder_step)
+                decoder = factory.load(step_model, device=device, mode=mode)
             except WeightsError as exc:
                 if "decoder" in spec:  # asked for by name: its weights are required
                     raise
@@ -311,8 +311,8 @@ class Pipeline:
     def generate_batch(
         self,
         texts: Sequence[str],
-        voices: VoiceLike | None | Sequence[VoiceLike | None] = None,
-        seeds: int | None | Sequence[int | None] = None,
+        voices: VoiceLike | None | list[VoiceLike | None] | tuple[VoiceLike | None, ...] = None,
+        seeds: int | None | list[int | None] | tuple[int | None, ...] = None,
         *,
         until: str | type | None = None,
         progress: PipelineProgress | None = None,

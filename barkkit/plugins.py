@@ -15,12 +15,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
+import click
 import pluggy
 
 from barkkit import hookspecs
 from barkkit.errors import PluginError
+
+if TYPE_CHECKING:  # the interfaces import torch: the registries only name them
+    from barkkit.detection import AudioDetector
+    from barkkit.stage import Decoder, Stage
+    from barkkit.voice import VoiceSource
 
 __all__ = ["Plugins", "Registry", "load_plugins", "ENTRY_POINT_GROUP"]
 
@@ -91,34 +97,34 @@ class Plugins:
     def __init__(self, manager: pluggy.PluginManager) -> None:
         self.manager = manager
 
-    def _collect(self, hook_name: str, what: str) -> Registry[Any]:
-        registry: Registry[Any] = Registry(what)
+    def _collect(self, hook_name: str, registry: Registry[T]) -> Registry[T]:
+        """Fill ``registry`` from every plugin's ``hook_name`` hook (a ``register_*`` hook of ``hookspecs``)."""
         hook = getattr(self.manager.hook, hook_name)
         # Call each implementation on its own so the registry knows which plugin provided what.
         for impl in reversed(hook.get_hookimpls()):
-            def register(item: Any, name: str | None = None, _plugin: str = impl.plugin_name) -> None:
+            def register(item: T, name: str | None = None, _plugin: str = impl.plugin_name) -> None:
                 registry.add(item, plugin=_plugin, name=name)
 
             impl.function(register=register)
         return registry
 
     @cached_property
-    def stages(self) -> Registry[type]:
-        return self._collect("register_stages", "stage")
+    def stages(self) -> Registry[type[Stage]]:
+        return self._collect("register_stages", Registry("stage"))
 
     @cached_property
-    def decoders(self) -> Registry[type]:
-        return self._collect("register_decoders", "decoder")
+    def decoders(self) -> Registry[type[Decoder]]:
+        return self._collect("register_decoders", Registry("decoder"))
 
     @cached_property
-    def voice_sources(self) -> Registry[Any]:
-        return self._collect("register_voices", "voice source")
+    def voice_sources(self) -> Registry[VoiceSource]:
+        return self._collect("register_voices", Registry("voice source"))
 
     @cached_property
-    def detectors(self) -> Registry[type]:
-        return self._collect("register_detectors", "detector")
+    def detectors(self) -> Registry[type[AudioDetector]]:
+        return self._collect("register_detectors", Registry("detector"))
 
-    def add_commands(self, cli: Any) -> None:
+    def add_commands(self, cli: click.Group) -> None:
         self.manager.hook.register_commands(cli=cli)
 
     def plugin_names(self) -> list[str]:

@@ -41,7 +41,6 @@ class Stage(ABC):
     options: ClassVar[Mapping[str, Any]] = {}
     option_help: ClassVar[Mapping[str, str]] = {}  # a line per option for the command line's flags (optional)
     option_flags: ClassVar[Mapping[str, Sequence[str]]] = {}  # more spellings of an option's flag (optional)
-    uses_voice: ClassVar[bool] = True  # whether a voice (history prompt) conditions this stage
     # keyword arguments `load` takes beyond model/device/mode (which weights to use), with their defaults
     load_options: ClassVar[Mapping[str, Any]] = {}
     # What a loaded stage computes with, for ``barkkit info`` (e.g. {"linears": "int8 (fbgemm)"}); {}: not said.

@@ -28,6 +28,7 @@ class Tokens:
     kind: ClassVar[str]  # "semantic", "coarse", "fine": also the voice key prefix (`{kind}_prompt`)
 
     __slots__ = ("_array",)
+    _array: np.ndarray
 
     def __init__(self, data: Any, *, source: str | None = None) -> None:
         where = f"{source}: " if source else ""
@@ -86,6 +87,8 @@ class Tokens:
             return NotImplemented
         return np.array_equal(self._array, other._array)
 
+    # Unhashable, as numpy arrays are (equality is by value). typeshed types object.__hash__ as a method, so
+    # mypy refuses None here although Python defines `__hash__ = None` as the way to say it.
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +32,7 @@ __all__ = [
     "VoiceSource",
     "FolderVoiceSource",
     "VoiceLike",
+    "SupportsToVoice",
     "TOKEN_KEYS",
     "SOURCE_NOTE_KEY",
     "load_token_file",
@@ -155,7 +156,7 @@ def load_token_array(path: str | os.PathLike, key: str) -> np.ndarray:
         raise VoiceError(f"{path}: not a readable .npy array for {key} ({exc})") from None
 
 
-def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None], *,
+def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | np.ndarray | None], *,
                     note: Mapping[str, str] | None = None) -> Path:
     """Write token arrays under their voice keys to ``path`` (.npz), atomically. Returns the path written.
 
@@ -166,7 +167,7 @@ def save_token_file(path: str | os.PathLike, tokens: Mapping[str, Tokens | None]
     if note:
         arrays[SOURCE_NOTE_KEY] = np.array(json.dumps(dict(note), ensure_ascii=False))  # a 0-d unicode array: no pickle
     with atomic_output(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)  # read with allow_pickle=False: write nothing that would need it
     return Path(path)
 
 
@@ -244,10 +245,11 @@ class Voice:
 
     @classmethod
     def from_generation(cls, generation: "Generation") -> "Voice":
-        missing = [kind for kind in ("semantic", "coarse", "fine") if getattr(generation, kind) is None]
-        if missing:
-            raise VoiceError(f"a voice needs semantic, coarse and fine tokens; this generation has no {missing[0]}")
-        return cls(generation.semantic, generation.coarse, generation.fine, source="generation")
+        semantic, coarse, fine = generation.semantic, generation.coarse, generation.fine
+        if semantic is None or coarse is None or fine is None:
+            missing = "semantic" if semantic is None else "coarse" if coarse is None else "fine"
+            raise VoiceError(f"a voice needs semantic, coarse and fine tokens; this generation has no {missing}")
+        return cls(semantic, coarse, fine, source="generation")
 
     @classmethod
     def load(cls, spec: "VoiceLike", *, plugins: "Plugins | None" = None) -> "Voice":
@@ -255,7 +257,7 @@ class Voice:
         path or a preset name."""
         if isinstance(spec, Voice):
             return spec
-        if callable(getattr(spec, "to_voice", None)):  # a Generation; duck-typed so that barkkit.voice needs no pipeline
+        if isinstance(spec, SupportsToVoice) and callable(spec.to_voice):  # a Generation, without importing pipeline
             return spec.to_voice()
         if isinstance(spec, Mapping):
             return cls.from_dict(spec)
@@ -287,8 +289,17 @@ class Voice:
         return self.semantic.duration_s
 
 
-VoiceLike = Voice | Mapping[str, Any] | str | os.PathLike
-"""Anything ``Voice.load`` accepts (a ``Generation`` too)."""
+@runtime_checkable
+class SupportsToVoice(Protocol):
+    """Anything that gives a voice through ``to_voice()``, as a ``barkkit.pipeline.Generation`` does (a protocol,
+    so that this module need not import the pipeline)."""
+
+    def to_voice(self) -> Voice: ...
+
+
+VoiceLike = Voice | SupportsToVoice | Mapping[str, Any] | str | os.PathLike
+"""Anything ``Voice.load`` accepts: a ``Voice``, a ``Generation`` (or anything with ``to_voice()``), a dict with
+Bark's keys, an ``.npz`` path or a preset name."""
 
 
 class VoiceSource(ABC):

@@ -30,7 +30,7 @@ from barkkit.audio_stream import AudioStream, TailKeeper
 from barkkit.devices import check_device
 from barkkit.errors import AudioError, PluginError, VoiceError
 from barkkit.stage import Decoder, ModelRef, Progress, Stage
-from barkkit.tokens import Audio, CoarseTokens, SemanticTokens, Tokens
+from barkkit.tokens import Audio, CoarseTokens, FineTokens, SemanticTokens, Tokens
 from barkkit.voice import Voice
 from barkkit.weights import DEFAULT_MODEL
 
@@ -84,9 +84,10 @@ def _tail(recording: Audio | str | os.PathLike, seconds: float | None) -> Audio:
     return keeper.audio()
 
 
-def _codes(encoder: Decoder, audio: Audio) -> dict[str, Tokens]:
+def _codes(encoder: Decoder, audio: Audio) -> tuple[CoarseTokens, FineTokens]:
+    """(coarse (2, T), fine (8, T)): the audio's codes; the coarse part is the first two codebooks."""
     fine = encoder.encode(audio)
-    return {"coarse_prompt": CoarseTokens(fine[:2]), "fine_prompt": fine}
+    return CoarseTokens(fine[:2]), fine
 
 
 def encode_recording(
@@ -108,7 +109,8 @@ def encode_recording(
     from barkkit.plugins import load_plugins
 
     plugins = plugins or load_plugins()
-    return _codes(_encoder(plugins, encoder, model, check_device(device)), _tail(recording, codec_seconds))
+    coarse, fine = _codes(_encoder(plugins, encoder, model, check_device(device)), _tail(recording, codec_seconds))
+    return {"coarse_prompt": coarse, "fine_prompt": fine}
 
 
 def make_voice(
@@ -158,9 +160,9 @@ def make_voice(
         message = str(exc)
         raise AudioError(message if message.startswith(where) else f"{where}: {message}") from None
     _check_semantic(stage, semantic)
-    codes = _codes(encoder_step, tail)
+    coarse, fine = _codes(encoder_step, tail)
     note = _note(stage, encoder, model, where, seconds, tail.duration_s)
-    return Voice(semantic, codes["coarse_prompt"], codes["fine_prompt"], source=where, note=note)
+    return Voice(semantic, coarse, fine, source=where, note=note)
 
 
 def _semantic_part(stage: Stage, recording: Audio | str | os.PathLike, codec_seconds: float | None,

@@ -253,7 +253,7 @@ def load_state_dict(
             if not shard_path.is_file():
                 if model is None or is_local(model):
                     raise WeightsError(f"{path}: shard {shard} is missing; it must lie beside the index")
-                shard_path = resolve_file(model, shard)  # type: ignore[assignment]
+                shard_path = resolve_file(model, shard)
             state.update(load_state_dict(shard_path, prefix))
         return state
     if path.suffix == ".safetensors":

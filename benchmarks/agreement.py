@@ -42,7 +42,7 @@ def compare(exact: list[torch.Tensor], fast: list[torch.Tensor]) -> dict[str, fl
 
 
 def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
-    from barkkit_bark.semantic import SemanticOptions, generate_semantic_batch
+    from barkkit_bark.semantic import SemanticOptions, generate_semantic
 
     rec: list = []
     options = SemanticOptions(min_eos_p=None)
@@ -52,13 +52,13 @@ def semantic_records(model, text_ids, history, forced) -> list[torch.Tensor]:
         rec.append(logp)
         return torch.tensor([int(forced[step])] * len(rows), device=logits.device), logp.exp()
 
-    generate_semantic_batch(model, [text_ids], [history], [torch.Generator()], options, max_steps=len(forced),
+    generate_semantic(model, [text_ids], [history], [torch.Generator()], options, max_steps=len(forced),
                             choose=teacher)
     return rec
 
 
 def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tensor]:
-    from barkkit_bark.coarse import CoarseOptions, generate_coarse_batch
+    from barkkit_bark.coarse import CoarseOptions, generate_coarse
 
     rec: list = []
     opts = CoarseOptions(**options)
@@ -68,13 +68,18 @@ def coarse_records(model, semantic, voice, forced, **options) -> list[torch.Tens
         code = int(forced[step % 2, step // 2])
         return torch.tensor([code] * len(rows), device=logits.device)
 
-    generate_coarse_batch(model, [semantic], [voice], [torch.Generator()], opts, choose=teacher)
+    generate_coarse(model, [semantic], [voice], [torch.Generator()], opts, choose=teacher)
     return rec
 
 
-def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
-    """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins)."""
-    from barkkit_bark.fine import FineOptions, generate_fine_batch
+def fine_records(model, coarse, voice, forced, shortcut: str | None = None) -> list[torch.Tensor]:
+    """Per (frame, codebook) log-probs, ordered by codebook then frame (the last window to fill a frame wins).
+
+    ``shortcut``: "unpadded" (the model reads no padding frames) or "history 256" (``shortcuts``)."""
+    from shortcuts import shorter_history, unpadded
+
+    from barkkit.constants import CODEBOOK_SIZE
+    from barkkit_bark.fine import FineOptions, fine_input, generate_fine
 
     rec: list = []
     opts = FineOptions()
@@ -87,7 +92,15 @@ def fine_records(model, coarse, voice, forced, **options) -> list[torch.Tensor]:
         preds[keep] = truth[codebook][frames[keep]]
         return preds
 
-    generate_fine_batch(model, [coarse], [voice], [torch.Generator()], opts, choose=teacher, **options)
+    if shortcut == "unpadded":
+        codes, _ = fine_input(coarse, voice)
+        model = unpadded(model, int((codes[:, 0] != CODEBOOK_SIZE).sum()))  # the voice's frames and the clip's
+    elif shortcut == "history 256":
+        voice = shorter_history(voice, 256)
+    from barkkit_bark.kernels import Int8Linear
+
+    trim = any(isinstance(m, Int8Linear) for m in model.modules())  # as fast mode runs its int8 model
+    generate_fine(model, [coarse], [voice], [torch.Generator()], opts, trim_last_layer=trim, choose=teacher)
     table: dict[tuple[int, int], torch.Tensor] = {}
     for frames, codebook, logp in rec:
         for frame, row in zip(frames.tolist(), logp):
@@ -108,13 +121,13 @@ def draft_passes(folder: str, history, n_sem: int, seed: int = 0) -> list[tuple[
     semantic = None
     for stage in (SemanticStage.load(folder), CoarseStage.load(folder)):
         passes = [0]
-        plain_decode = stage.model.decode
+        plain_extend = stage.model.extend
 
-        def counting_decode(*args, all_logits=False, **kwargs):
-            passes[0] += all_logits
-            return plain_decode(*args, all_logits=all_logits, **kwargs)
+        def counting_extend(*args, all_logits=False, plain=plain_extend, count=passes, **kwargs):
+            count[0] += all_logits
+            return plain(*args, all_logits=all_logits, **kwargs)
 
-        stage.model.decode = counting_decode  # this instance only
+        stage.model.extend = counting_extend  # this instance only
         stage.n_draft = 8  # counted even where the twin is timed no faster here (then the stage decodes plainly)
         generator = torch.Generator().manual_seed(seed)
         if semantic is None:
@@ -147,8 +160,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     shape = {"n_layer": 2, "n_head": 2, "n_embd": 64} if args.tiny else {}
     from barkkit_bark.checkpoints import load_model
-    from barkkit_bark.fast import prepare_fast, use_bf16_attention
+    from barkkit_bark.fast import prepare_fast
     from barkkit_bark.kernels import cpu_features, decode_kernel_for, quantize_int8
+    from barkkit_bark.model import use_bf16_attention
 
     models = H.build_reference_models("small", init_scale=args.init_scale, heads_only=args.heads_only, **shape)
     tmp = tempfile.TemporaryDirectory()
@@ -204,15 +218,15 @@ def main() -> None:
         if "fine" in only:
             base = fine_records(fp32["fine"], coarse, history, fine)
             variants = [
-                ("fast mode", fast["fine"], {}),
-                ("  int8 linears only", int8["fine"], {}),
-                ("  bf16 attention only", bf16["fine"], {}),
-                ("no padding to 1024", fp32["fine"], {"pad_to_window": False}),
-                ("fine history 512 -> 256", fp32["fine"], {"max_history": 256}),
-                ("int8 + no padding", int8["fine"], {"pad_to_window": False}),
+                ("fast mode", fast["fine"], None),
+                ("  int8 linears only", int8["fine"], None),
+                ("  bf16 attention only", bf16["fine"], None),
+                ("no padding to 1024", fp32["fine"], "unpadded"),
+                ("fine history 512 -> 256", fp32["fine"], "history 256"),
+                ("int8 + no padding", int8["fine"], "unpadded"),
             ]
-            for label, model, opts in chosen(variants):
-                rows.append(("fine", label, compare(base, fine_records(model, coarse, history, fine, **opts))))
+            for label, model, shortcut in chosen(variants):
+                rows.append(("fine", label, compare(base, fine_records(model, coarse, history, fine, shortcut))))
     for stage, label, r in rows:
         print(f"{stage:<9} {label:<34} {r['kl']:9.4f} {r['top1']:7.3f} {r['p_max']:11.3f} {r['entropy']:8.2f} {r['steps']:6d}")
     print("\nexact mode, int8 twin drafting 8 tokens per fp32 pass (same tokens as the reference):")

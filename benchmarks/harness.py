@@ -194,8 +194,8 @@ ENGINE_PARTS = ("prefill", "decode", "fine passes")
 @contextlib.contextmanager
 def engine_clock(device: str = "cpu") -> Iterator[dict[str, float]]:
     """Seconds barkkit's fast-mode engine spends, while the block runs, in causal prefills (one row's prompt),
-    decode steps (one token for every row) and fine-model passes: ``CausalRunner.__call__`` and
-    ``FineGPT.forward`` are wrapped with timers for the block (on CUDA, synchronized), then restored.
+    decode steps (one token for every row) and fine-model passes: ``CausalRunner.prefill_row``,
+    ``CausalRunner.step`` and ``FineGPT.forward`` are wrapped with timers for the block (on CUDA, synchronized), then restored.
 
     What batching can and cannot share: a decode step reads the weights once for all rows, while a prefill or a
     fine pass is one row's compute whatever the batch.
@@ -205,26 +205,26 @@ def engine_clock(device: str = "cpu") -> Iterator[dict[str, float]]:
 
     cuda = torch.device(device).type == "cuda"
     seconds = dict.fromkeys(ENGINE_PARTS, 0.0)
-    originals = {CausalRunner: CausalRunner.__call__, FineGPT: FineGPT.forward}
+    originals = {"prefill": CausalRunner.prefill_row, "decode": CausalRunner.step, "fine passes": FineGPT.forward}
 
-    def timed(fn: Callable[..., Any], part_of: Callable[..., str]) -> Callable[..., Any]:
+    def timed(fn: Callable[..., Any], part: str) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
             if cuda:
                 torch.cuda.synchronize(device)
-            seconds[part_of(*args, **kwargs)] += time.perf_counter() - t0
+            seconds[part] += time.perf_counter() - t0
             return out
         return run
 
-    CausalRunner.__call__ = timed(  # a prefill names its row; a decode step runs every row
-        originals[CausalRunner], lambda _runner, _emb, _pos, _slots, _first, row=None, head_rows=None:
-        "decode" if row is None else "prefill")
-    FineGPT.forward = timed(originals[FineGPT], lambda *args, **kwargs: "fine passes")
+    def install(prefill: Callable, step: Callable, forward: Callable) -> None:
+        CausalRunner.prefill_row, CausalRunner.step, FineGPT.forward = prefill, step, forward
+
+    install(*(timed(fn, part) for part, fn in originals.items()))
     try:
         yield seconds
     finally:
-        CausalRunner.__call__, FineGPT.forward = originals[CausalRunner], originals[FineGPT]
+        install(*originals.values())
 
 
 # runners ---------------------------------------------------------------------------------------------------------
@@ -417,6 +417,9 @@ def random_codec() -> torch.nn.Module:
 ISA_CAPS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
              "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    # AVX2 with AVX-VNNI (Intel Core 12th-14th gen): fbgemm has no kernels for it, oneDNN does
+    "avx2_vnni": {"ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI",
+                  "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX512",
                "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
 }

@@ -214,10 +214,11 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     """N texts (own seeds; voices alternate between the given one and none) as one batch vs one at a time.
 
     Both through barkkit's stages (``run`` / ``run_batch``), semantic -> coarse -> fine, tokens only. ``shortcuts``:
-    a coarse history of 315 tokens and fine windows not padded to 1024 frames (through the batched engine's own
-    options), which cut per-row compute but move random models' outputs far (``benchmarks/agreement.py``).
+    a coarse history of 315 tokens and fine windows not padded to 1024 frames (``shortcuts.py``), which cut per-row compute but move random models' outputs far (``benchmarks/agreement.py``).
     """
-    from barkkit_bark.fine import FineOptions, generate_fine_batch
+    from shortcuts import unpadded
+
+    from barkkit_bark.fine import FineOptions, fine_input, generate_fine
 
     stages = runner.extra["stages"]
     texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
@@ -227,9 +228,10 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     coarse_opts = {"max_coarse_history": 315} if shortcuts else {}
 
     def fine(coarses: list, vs: list, gs: list[torch.Generator]) -> list[np.ndarray]:
-        if shortcuts:
-            return generate_fine_batch(stages["fine"].model, [c.array for c in coarses], vs, gs, FineOptions(),
-                                       pad_to_window=False)
+        if shortcuts:  # each row's windows without the padding frames
+            model = stages["fine"].model
+            return [generate_fine(unpadded(model, int((fine_input(c.array, v)[0][:, 0] != 1024).sum())), [c.array], [v],
+                                  [g], FineOptions(), trim_last_layer=True)[0] for c, v, g in zip(coarses, vs, gs)]
         return [f.array for f in stages["fine"].run_batch(coarses, voices=vs, generators=gs)]
 
     def gens() -> list[torch.Generator]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from barkkit.audio import WRITE_FORMATS, save_audio
+from barkkit.audio import WRITE_FORMATS, PeakPolicy, save_audio
 from barkkit.cli.options import (
     OUTPUT_NOTE,
     ProgressBars,
@@ -30,6 +30,7 @@ from barkkit.errors import BarkkitError, TextError, VoiceError
 from barkkit.files import check_distinct, check_input_file, check_writable
 from barkkit.pipeline import DEFAULT_SPEC, Generation, Pipeline, read_spec_file
 from barkkit.scale.rows import BatchRow, batch_rows
+from barkkit.tokens import Audio
 from barkkit.voice import TOKEN_KEYS, load_token_file, save_token_file
 
 SLOTS = ("semantic", "coarse", "fine", "decoder")
@@ -56,6 +57,12 @@ def _spec(params: dict[str, Any], keep: tuple[str, ...], names: dict[str, str | 
     if overrides.get("model") and Path(str(overrides["model"])).expanduser().is_dir():
         overrides["model"] = str(Path(str(overrides["model"])).expanduser().resolve())  # workers elsewhere read it too
     return {**spec, **overrides}
+
+
+def _audio_of(generation: Generation) -> Audio:
+    if generation.audio is None:
+        raise BarkkitError("the pipeline has no decoder, so it made no audio; name one with --decoder")
+    return generation.audio
 
 
 def _check_audio_output(output: Path) -> None:
@@ -94,13 +101,14 @@ def _read_batch(path: Path) -> tuple[list[str], list[int]]:
         line = data[: exc.start].count(b"\n") + 1
         raise BarkkitError(f"{path}: line {line} is not UTF-8 text (byte {data[exc.start]:#04x}); a batch file holds "
                            "one text per line, in UTF-8") from None
-    texts, numbers = [], []
-    for number, line in enumerate(content.splitlines(), 1):
-        if len(line) > MAX_BATCH_LINE:
-            raise BarkkitError(f"{path}: line {number} is {len(line):,} characters long, more than {MAX_BATCH_LINE:,}; "
+    texts: list[str] = []
+    numbers: list[int] = []
+    for number, text in enumerate(content.splitlines(), 1):
+        if len(text) > MAX_BATCH_LINE:
+            raise BarkkitError(f"{path}: line {number} is {len(text):,} characters long, more than {MAX_BATCH_LINE:,}; "
                                "split it into several lines")
-        if line.strip():
-            texts.append(line.strip())
+        if text.strip():
+            texts.append(text.strip())
             numbers.append(number)
     if not texts:
         raise BarkkitError(f"{path}: holds no text lines")
@@ -131,7 +139,7 @@ def _check_generate_outputs(outputs: list[Path], token_outputs: list[Path], line
 
 def _generate_on_ray(state: CliState, quiet: bool, rows: list[BatchRow], params: dict[str, Any],
                      names: dict[str, str | None], options: dict[str, Any], scale: dict[str, Any], *, pcm16: bool,
-                     peak: str) -> None:
+                     peak: PeakPolicy) -> None:
     """``--ray``: the batch as a Ray Data job (``barkkit.scale``); exits 1 when a row failed."""
     from barkkit.scale.generation import run_generation_job
 
@@ -162,7 +170,7 @@ def _generate_on_ray(state: CliState, quiet: bool, rows: list[BatchRow], params:
 @generate_scale_options
 @click.pass_obj
 def generate(state: CliState, text: str | None, output: Path, save_tokens: Path | None, batch_file: Path | None,
-             pcm16: bool, peak: str, quiet: bool, **params: Any) -> None:
+             pcm16: bool, peak: PeakPolicy, quiet: bool, **params: Any) -> None:
     """Text to audio, through all stages.
 
     TEXT is what to say ('-' reads standard input).
@@ -209,12 +217,11 @@ def generate(state: CliState, text: str | None, output: Path, save_tokens: Path 
                 raise
             raise BarkkitError(f"{batch_file}: line {line_numbers[texts.index(exc.text)]}: {exc}") from None
     for i, generation in enumerate(generations):
-        if generation.audio is None:
-            raise BarkkitError("the pipeline has no decoder, so it made no audio; name one with --decoder")
-        save_audio(outputs[i], generation.audio, pcm16=pcm16, peak=peak)  # type: ignore[arg-type]
+        audio = _audio_of(generation)
+        save_audio(outputs[i], audio, pcm16=pcm16, peak=peak)
         if token_outputs:
             generation.save_tokens(token_outputs[i])
-        _note(state, quiet, f"wrote {outputs[i]} ({generation.audio.duration_s:.2f} s at {generation.sample_rate} Hz, seed {generation.seed})")
+        _note(state, quiet, f"wrote {outputs[i]} ({audio.duration_s:.2f} s at {generation.sample_rate} Hz, seed {generation.seed})")
 
 
 _MADE_BY = {"semantic_prompt": "barkkit semantic", "coarse_prompt": "barkkit coarse", "fine_prompt": "barkkit fine"}
@@ -319,7 +326,7 @@ fine = _make_stage_command("fine", "coarse_prompt", """Coarse codebooks to all e
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")
 @audio_output_options
 @click.pass_obj
-def decode(state: CliState, tokens: Path, output: Path, decoder: str | None, quiet: bool, pcm16: bool, peak: str,
+def decode(state: CliState, tokens: Path, output: Path, decoder: str | None, quiet: bool, pcm16: bool, peak: PeakPolicy,
            **params: Any) -> None:
     """Fine tokens to audio.
 
@@ -336,5 +343,6 @@ def decode(state: CliState, tokens: Path, output: Path, decoder: str | None, qui
     pipeline = _build(state, params, ("decoder",), {"decoder": decoder})
     with ProgressBars(state.quiet or quiet) as progress:
         generation = pipeline.run(fine_tokens, progress=progress)
-    save_audio(output, generation.audio, pcm16=pcm16, peak=peak)  # type: ignore[arg-type]
-    _note(state, quiet, f"wrote {output} ({generation.audio.duration_s:.2f} s at {generation.sample_rate} Hz)")
+    audio = _audio_of(generation)
+    save_audio(output, audio, pcm16=pcm16, peak=peak)
+    _note(state, quiet, f"wrote {output} ({audio.duration_s:.2f} s at {generation.sample_rate} Hz)")

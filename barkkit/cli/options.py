@@ -11,6 +11,7 @@ import click
 
 from barkkit.errors import BarkkitError
 from barkkit.pipeline import MODES, check_seed
+from barkkit.stage import Stage
 
 __all__ = ["model_options", "run_options", "quiet_option", "stage_options", "stage_flags", "StageOption",
            "audio_output_options", "collect_stage_options", "ProgressBars", "seed_callback", "input_files", "OUTPUT_NOTE"]
@@ -87,14 +88,14 @@ class _OptionValue(click.ParamType):
 _NONE = "\0none"  # a value given as 'none' on the command line (None itself means: not given)
 
 
-def stage_flags(stages: Iterable[type]) -> list[click.Option]:
+def stage_flags(stages: Iterable[type[Stage]]) -> list[click.Option]:
     """One flag per option that ``stages`` declare (``Stage.options``, with ``Stage.option_help``), named after it:
     ``text_temp`` -> ``--text-temp``, a boolean ``--x/--no-x``; the first stage declaring a name gives its default."""
     seen: dict[str, tuple[Any, str, Sequence[str]]] = {}
     for stage in stages:
         for name, default in stage.options.items():
-            extra = tuple(getattr(stage, "option_flags", {}).get(name, ()))
-            seen.setdefault(name, (default, stage.option_help.get(name, ""), extra))
+            spellings = tuple(stage.option_flags.get(name, ()))
+            seen.setdefault(name, (default, stage.option_help.get(name, ""), spellings))
     flags: list[click.Option] = []
     for name, (default, text, extra) in seen.items():
         flag = name.replace("_", "-")
@@ -110,7 +111,7 @@ def stage_flags(stages: Iterable[type]) -> list[click.Option]:
 def stage_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a command as taking stage options: ``--option NAME=VALUE`` now, and one flag per option of the installed
     stages when the command line loads its plugins (``BarkkitGroup``; ``stage_flags``)."""
-    function.takes_stage_options = True  # type: ignore[attr-defined]
+    vars(function)["takes_stage_options"] = True  # a mark BarkkitGroup reads on the command's callback
     return click.option("--option", "extra_options", multiple=True, metavar="NAME=VALUE",
                         help="Any stage option (JSON value), e.g. --option my_knob=3.")(function)
 

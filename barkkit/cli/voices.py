@@ -62,8 +62,8 @@ def show_voice(state: CliState, voice: str) -> None:
             partial_note = read_source_note(path)
             for key, value in tokens.items():
                 part = key.removesuffix("_prompt")
-                origin = f"  <- {partial_note[part]}" if part in partial_note else ""
-                click.echo(f"{part + ':':<10}{tuple(value.shape)}{origin}")
+                came_from = f"  <- {partial_note[part]}" if part in partial_note else ""
+                click.echo(f"{part + ':':<10}{tuple(value.shape)}{came_from}")
             return
     loaded = Voice.load(voice, plugins=state.plugins)
     note = loaded.note or {}  # where each part came from: kept by `voices make` (older voices have none)

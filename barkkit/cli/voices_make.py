@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -55,7 +56,7 @@ def make(state: CliState, audio: Path, output: Path, model: str | None, device: 
     if hubert and Path(hubert).is_dir():
         inputs |= {f"--hubert file {path.name}": path for path in Path(hubert).iterdir()}
     check_distinct({"-o": output}, inputs)
-    weights = {key: value for key, value in (("hubert", hubert), ("quantizer", quantizer)) if value is not None}
+    weights: dict[str, Any] = {key: value for key, value in (("hubert", hubert), ("quantizer", quantizer)) if value is not None}
     if weights and codes_only:
         raise BarkkitError("--hubert and --quantizer choose the semantic stage's weights; --codes-only makes no semantic part")
     if codes_only:

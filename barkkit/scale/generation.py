@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from barkkit.errors import BarkkitError
 from barkkit.scale.cluster import connect, default_actors
@@ -19,6 +19,9 @@ from barkkit.scale.outputs import is_complete_audio
 from barkkit.scale.pool import JsonRowsWorker, one_line, run_pool
 from barkkit.scale.report import RowProgress, write_manifest
 from barkkit.scale.rows import BatchRow
+
+if TYPE_CHECKING:
+    from barkkit.audio import PeakPolicy
 
 __all__ = ["make_clips", "GenerationWorker", "run_generation_job"]
 
@@ -32,7 +35,7 @@ def _result(row: BatchRow, status: str, *, seconds: float = 0.0, node_id: str | 
 
 
 def make_clips(pipeline: Any, rows: Sequence[BatchRow], options: dict[str, Any], *, pcm16: bool = False,
-               peak: str = "scale", node_id: str | None = None) -> list[dict[str, Any]]:
+               peak: PeakPolicy = "scale", node_id: str | None = None) -> list[dict[str, Any]]:
     """Generate ``rows`` together and write each clip atomically; one result per row, ``done`` or ``failed``.
 
     A row the library refuses (empty text, unknown voice or option) fails alone: the batch is then made again
@@ -56,7 +59,7 @@ def make_clips(pipeline: Any, rows: Sequence[BatchRow], options: dict[str, Any],
         try:
             if generation.audio is None:
                 raise BarkkitError("the pipeline has no decoder, so it made no audio; name one with --decoder")
-            save_audio(row.path, generation.audio, pcm16=pcm16, peak=peak)  # type: ignore[arg-type]
+            save_audio(row.path, generation.audio, pcm16=pcm16, peak=peak)
         except Exception as exc:
             results.append(_result(row, "failed", seconds=share, node_id=node_id, error=one_line(exc)))
             continue
@@ -67,7 +70,7 @@ def make_clips(pipeline: Any, rows: Sequence[BatchRow], options: dict[str, Any],
 class GenerationWorker(JsonRowsWorker):
     """A pool actor: loads the pipeline once (``Pipeline.from_spec``), then makes the clips of each call's rows."""
 
-    def setup(self, spec: dict[str, Any], options: dict[str, Any], threads: int, pcm16: bool, peak: str) -> None:
+    def setup(self, spec: dict[str, Any], options: dict[str, Any], threads: int, pcm16: bool, peak: PeakPolicy) -> None:
         import ray
         import torch
 
@@ -93,7 +96,7 @@ def run_generation_job(
     threads: int = 1,
     rows_per_call: int = 1,
     pcm16: bool = False,
-    peak: str = "scale",
+    peak: PeakPolicy = "scale",
     manifest: str | Path | None = None,
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
@@ -103,7 +106,7 @@ def run_generation_job(
     a pool of ``actors`` actors (default: one per ``threads`` CPUs of each node), each loading ``spec``'s pipeline.
     """
     results: list[dict[str, Any]] = []
-    todo = []
+    todo: list[BatchRow] = []
     try:
         _run(rows, results, todo, spec, options, address=address, actors=actors, threads=threads,
              rows_per_call=rows_per_call, pcm16=pcm16, peak=peak, quiet=quiet)
@@ -115,7 +118,7 @@ def run_generation_job(
 
 def _run(rows: Sequence[BatchRow], results: list[dict[str, Any]], todo: list[BatchRow], spec: dict[str, Any],
          options: dict[str, Any], *, address: str, actors: int | None, threads: int, rows_per_call: int, pcm16: bool,
-         peak: str, quiet: bool) -> None:
+         peak: PeakPolicy, quiet: bool) -> None:
     with RowProgress(len(rows), quiet=quiet) as progress:
         for row in rows:
             if is_complete_audio(row.path):

@@ -45,7 +45,7 @@ class JsonRowsWorker:
         except Exception as exc:
             self.setup_error = one_line(exc)
 
-    def setup(self, **kwargs: Any) -> None:  # pragma: no cover - abstract
+    def setup(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract; subclasses name their own
         raise NotImplementedError
 
     def process(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:  # pragma: no cover - abstract

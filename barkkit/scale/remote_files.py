@@ -9,9 +9,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from barkkit.audio import AUDIO_EXTENSIONS
 from barkkit.errors import BarkkitError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
 
 __all__ = ["is_uri", "list_audio_uris", "fetched"]
 
@@ -23,7 +27,8 @@ def is_uri(path: str) -> bool:
     return bool(_SCHEME.match(path))
 
 
-def _filesystem(uri: str):  # noqa: ANN202 - pyarrow types
+def _filesystem(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """The filesystem that holds ``uri``, and the path of ``uri`` inside it."""
     import pyarrow.fs
 
     try:

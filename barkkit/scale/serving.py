@@ -61,8 +61,8 @@ def deploy(settings: Any, *, address: str, replicas: int, threads: int = 1) -> A
 
     serve.start(proxy_location="HeadOnly", http_options={"host": settings.host, "port": settings.port})
     server = serve.ingress(_builder(settings, threads))(type("BarkkitServer", (), {}))
-    deployment = serve.deployment(server, name="BarkkitServer", num_replicas=replicas,
-                                  ray_actor_options={"num_cpus": threads})
+    deployment = serve.deployment(name="BarkkitServer", num_replicas=replicas,
+                                  ray_actor_options={"num_cpus": threads})(server)
     return serve.run(deployment.bind(), name=APP_NAME, route_prefix="/", blocking=False)
 
 

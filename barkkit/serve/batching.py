@@ -50,6 +50,12 @@ class Row:
     progress: tuple[str, int, int] | None = None
     enqueued_at: float = 0.0
 
+    def submitted(self) -> "asyncio.Future[Generation]":
+        """The row's future, which ``BatchQueue.submit`` made (a ``RuntimeError`` before that)."""
+        if self.future is None:
+            raise RuntimeError("this row has not been submitted to a BatchQueue")
+        return self.future
+
     @property
     def key(self) -> tuple[str, str]:
         """Rows with the same key can share one ``generate_batch`` call."""
@@ -125,14 +131,16 @@ class BatchQueue:
             self.check_room(len(rows))
         loop = asyncio.get_running_loop()
         self._ensure_started(loop)
+        futures: list[asyncio.Future[Generation]] = []
         for row in rows:
             row.future = loop.create_future()
             row.enqueued_at = loop.time()
             self.pending.append(row)
+            futures.append(row.future)
         self._changed()
         assert self._wake is not None
         self._wake.set()
-        return [row.future for row in rows]  # type: ignore[misc]
+        return futures
 
     def check_room(self, n_rows: int) -> None:
         """``QueueFull`` (with a Retry-After estimate) when ``n_rows`` more rows do not fit."""

@@ -96,7 +96,7 @@ async def make_uploaded_voice(holder: PipelineHolder, store: VoiceStore, files: 
             tmp = Path(folder) / f"recording{_suffix(filename)}"
             tmp.write_bytes(data)
             try:
-                weights = {k: v for k, v in (("hubert", settings.hubert), ("quantizer", settings.quantizer)) if v}
+                weights: dict[str, Any] = {k: v for k, v in (("hubert", settings.hubert), ("quantizer", settings.quantizer)) if v}
                 return make_voice(tmp, model=holder.model, plugins=holder.plugins,
                                   semantic_stage=settings.semantic_stage, **weights)
             except BarkkitError as exc:

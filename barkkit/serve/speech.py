@@ -24,6 +24,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.requests import Request
 
 from barkkit.audio_encoding import MEDIA_TYPES, AudioStreamEncoder, encode_audio
+from barkkit.errors import PipelineError
 from barkkit.pipeline import Generation
 from barkkit.serve.batching import BatchQueue, Row
 from barkkit.serve.errors import ApiError, from_exception
@@ -33,6 +34,7 @@ from barkkit.serve.schemas import SpeechRequest, parse_json_body, parse_speech_r
 from barkkit.serve.settings import ServeSettings
 from barkkit.serve.transport import ClientGone, read_body, wait_for_rows
 from barkkit.serve.voices import VoiceStore
+from barkkit.tokens import Audio
 
 __all__ = ["SpeechService", "split_sentences"]
 
@@ -51,9 +53,16 @@ def _header_text(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text[:200])
 
 
+def _audio(generation: Generation) -> Audio:
+    """A row's audio: the holder's pipelines end at a decoder (``PipelineHolder`` refuses others)."""
+    if generation.audio is None:
+        raise PipelineError("the pipeline has no audio decoder, so it cannot speak")
+    return generation.audio
+
+
 def _samples(generation: Generation, speed: float) -> np.ndarray:
     """A row's float samples (n,), time-stretched without a change of pitch when ``speed`` is not 1."""
-    samples = np.asarray(generation.audio.samples, dtype=np.float32)  # type: ignore[union-attr]
+    samples = np.asarray(_audio(generation).samples, dtype=np.float32)
     if speed == 1.0 or samples.size == 0:
         return samples
     import librosa
@@ -104,7 +113,7 @@ class SpeechService:
     async def _pieces(self, job: _Job, generations: list[Generation]) -> list[np.ndarray]:
         speed = job.request.speed
         pieces = [await asyncio.to_thread(_samples, g, speed) if speed != 1.0 else _samples(g, speed) for g in generations]
-        self.metrics.audio_seconds.inc(sum(len(g.audio.samples) / g.audio.sample_rate for g in generations))  # type: ignore[union-attr]
+        self.metrics.audio_seconds.inc(sum(_audio(g).duration_s for g in generations))
         return pieces
 
     async def handle(self, request: Request) -> Response:
@@ -121,7 +130,7 @@ class SpeechService:
             return Response(status_code=499)
         except Exception as exc:
             raise from_exception(exc) from None
-        rate = generations[0].audio.sample_rate
+        rate = _audio(generations[0]).sample_rate
         body = encode_audio(await self._pieces(job, generations), job.request.response_format, rate)
         return Response(body, media_type=MEDIA_TYPES[job.request.response_format], headers=self._headers(job, rate))
 
@@ -142,12 +151,13 @@ class SpeechService:
                 if isinstance(exc, Exception):
                     raise from_exception(exc) from None
                 raise
-        rate = first.audio.sample_rate if first is not None else None  # type: ignore[union-attr]
+        rate = _audio(first).sample_rate if first is not None else None
         headers = self._headers(job, rate)
         if sse:
             return StreamingResponse(self._sse(job, first, rest_task), media_type="text/event-stream", headers=headers)
-        encoder = AudioStreamEncoder(job.request.response_format, rate)  # type: ignore[arg-type]
-        return StreamingResponse(self._audio_chunks(job, first, encoder, rest_task),  # type: ignore[arg-type]
+        assert first is not None and rate is not None  # not SSE: the first sentence was awaited above
+        encoder = AudioStreamEncoder(job.request.response_format, rate)
+        return StreamingResponse(self._audio_chunks(job, first, encoder, rest_task),
                                  media_type=MEDIA_TYPES[job.request.response_format], headers=headers)
 
     async def _submit_rest(self, job: _Job) -> None:
@@ -166,7 +176,7 @@ class SpeechService:
             for i, row in enumerate(job.rows):
                 if i:
                     await rest_task
-                generation = first if i == 0 else await row.future  # type: ignore[misc]
+                generation = first if i == 0 else await row.submitted()
                 chunk = encoder.feed((await self._pieces(job, [generation]))[0])
                 if chunk:
                     yield chunk
@@ -187,12 +197,12 @@ class SpeechService:
                     await rest_task
                 while generation is None:
                     try:
-                        generation = await asyncio.wait_for(asyncio.shield(row.future), 0.25)  # type: ignore[arg-type]
+                        generation = await asyncio.wait_for(asyncio.shield(row.submitted()), 0.25)
                     except TimeoutError:
                         if job.request.progress:
                             yield _event(self._progress_event(job, i))
                 if encoder is None:
-                    encoder = AudioStreamEncoder(job.request.response_format, generation.audio.sample_rate)  # type: ignore[union-attr]
+                    encoder = AudioStreamEncoder(job.request.response_format, _audio(generation).sample_rate)
                 piece = (await self._pieces(job, [generation]))[0]
                 total_s += piece.size / encoder.sample_rate
                 yield _delta(encoder.feed(piece))

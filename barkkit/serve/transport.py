@@ -51,7 +51,8 @@ async def wait_for_rows(request: Request, futures: Sequence["asyncio.Future[Any]
     gathered.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even when abandoned
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        done, _ = await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        waited: set[asyncio.Future[Any]] = {gathered, watcher}
+        done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         if gathered in done:
             return list(gathered.result())
         raise ClientGone()

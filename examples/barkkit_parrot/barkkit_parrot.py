@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from barkkit import BarkkitError, SemanticTokens, Stage, hookimpl
+from barkkit.hookspecs import Register
 from barkkit.voice import Voice
 
 
@@ -48,5 +49,5 @@ class ParrotSemantic(Stage):
 
 
 @hookimpl
-def register_stages(register: Any) -> None:
+def register_stages(register: Register[type[Stage]]) -> None:
     register(ParrotSemantic)

@@ -18,7 +18,7 @@ import contextlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -456,7 +456,3 @@ def save_transformers_checkpoint(
         shutil.copyfile(vocab_file, folder / "vocab.txt")
     return folder
 
-
-def config_dict(config: GPTConfig) -> dict[str, Any]:
-    """The config as a plain dict (for messages and tests)."""
-    return asdict(config)

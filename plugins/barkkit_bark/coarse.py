@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
 from barkkit.constants import (
     COARSE_INFER_TOKEN,
@@ -40,16 +39,16 @@ from barkkit_bark.common import (
     make_options,
     option_field,
 )
-from barkkit_bark.engine import CausalRunner, check_batch, check_generator, sample_rows
-from barkkit_bark.model import GPT
-from barkkit_bark.sampling import check_temperature, sample
-from barkkit_bark.speculative import generate_verified
+from barkkit_bark.engine import CausalRunner, ExactRunner, check_batch, check_generator, sample_rows
+from barkkit_bark.sampling import check_temperature
+from barkkit_bark.speculative import DraftedRunner
 
-__all__ = ["CoarseStage", "CoarseOptions", "generate_coarse", "generate_coarse_batch", "coarse_histories",
+__all__ = ["CoarseStage", "CoarseOptions", "generate_coarse", "coarse_histories",
            "SEMANTIC_TO_COARSE_RATIO"]
 
 SEMANTIC_TO_COARSE_RATIO = COARSE_RATE_HZ / SEMANTIC_RATE_HZ * N_COARSE_CODEBOOKS  # coarse stream tokens per semantic token
 SEMANTIC_WINDOW = 256  # semantic tokens in each window's prompt
+CACHE_SLOTS = 1024  # a window holds at most 256 + 1 + 630 + 60 tokens (and exact mode's drafts)
 MAX_COARSE_HISTORY = 630  # the reference's most coarse history tokens (and its default)
 
 
@@ -77,75 +76,6 @@ def coarse_histories(voice: Voice | None, max_coarse_history: int) -> tuple[np.n
     return semantic, coarse[:-2]  # the reference's "bit of a hack for time alignment"
 
 
-@torch.inference_mode()
-def generate_coarse(
-    model: GPT,
-    semantic: np.ndarray,
-    voice: Voice | None,
-    generator: torch.Generator,
-    options: CoarseOptions,
-    *,
-    draft: GPT | None = None,
-    n_draft: int = 8,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """Semantic tokens (T,) -> coarse codes (2, C), C = floor(T x 75 / 49.9).
-
-    ``draft``: an int8 twin of ``model`` that proposes ``n_draft`` tokens at a time for ``model`` to check
-    (``barkkit_bark.speculative``); the tokens are the same, fewer passes read the fp32 weights.
-    """
-    device = model.lm_head.weight.device
-    temp, top_k, top_p = options.waveform_temp, options.top_k, options.top_p
-    max_coarse_history, sliding_window_len = options.max_coarse_history, options.sliding_window_len
-    max_semantic_history = int(np.floor(max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
-    semantic_history, coarse_history = coarse_histories(voice, max_coarse_history)
-    n_steps = int(round(np.floor(len(semantic) * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS))
-    x_semantic = torch.from_numpy(np.hstack([semantic_history, semantic]).astype(np.int64)).to(device)[None]  # (1, S)
-    n_coarse = len(coarse_history)
-    x_coarse = torch.empty((1, n_coarse + n_steps), dtype=torch.long, device=device)  # history, then new tokens
-    x_coarse[0, :n_coarse] = torch.from_numpy(coarse_history.astype(np.int64)).to(device)
-    infer = torch.full((1, 1), COARSE_INFER_TOKEN, dtype=torch.long, device=device)
-
-    # One set of caches for every window: each window's prefill rewrites positions from 0.
-    caches = model.new_caches(1, SEMANTIC_WINDOW + 1 + max_coarse_history + sliding_window_len)
-    n_windows = int(np.ceil(n_steps / sliding_window_len))
-    n_step = 0
-    for window in range(n_windows):
-        semantic_idx = len(semantic_history) + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
-        x_in = x_semantic[:, max(0, semantic_idx - max_semantic_history) :][:, :SEMANTIC_WINDOW]
-        x_in = F.pad(x_in, (0, SEMANTIC_WINDOW - x_in.shape[-1]), "constant", COARSE_SEMANTIC_PAD_TOKEN)
-        x_in = torch.cat([x_in, infer, x_coarse[:, :n_coarse][:, -max_coarse_history:]], dim=1)  # (1, L)
-        prompt_len = x_in.shape[1]
-        n_new = min(sliding_window_len, n_steps - n_step)
-
-        def choose(j: int, logits: torch.Tensor, first: int = n_step) -> torch.Tensor:
-            # Even steps: codebook 1 (ids 10,000..11,023); odd steps: codebook 2 (11,024..12,047).
-            start = SEMANTIC_VOCAB_SIZE + ((first + j) % N_COARSE_CODEBOOKS) * CODEBOOK_SIZE
-            token, _ = sample(logits[:, start : start + CODEBOOK_SIZE], generator, temp=temp, top_k=top_k, top_p=top_p)
-            return token[0, 0] + start
-
-        logits = model.prefill(model.embed(x_in), caches)  # (1, V)
-        if draft is not None:
-            new = generate_verified(
-                model, draft, caches, logits, prompt_len, n_new, lambda j, lg: int(choose(j, lg)), generator, n_draft=n_draft
-            )
-            x_coarse[0, n_coarse : n_coarse + n_new] = torch.tensor(new, device=device)
-        else:
-            for j in range(n_new):  # tokens stay on the device: no host round trip per step
-                if j > 0:
-                    logits = model.decode(x_coarse[:, n_coarse + j - 1 : n_coarse + j], prompt_len + j - 1, caches)
-                x_coarse[0, n_coarse + j] = choose(j, logits)
-        n_coarse += n_new
-        n_step += n_new
-        if progress is not None:
-            progress(window + 1, n_windows)
-    stream = x_coarse[0, len(coarse_history) :].cpu().numpy()  # (n_steps,) interleaved
-    codes = stream.reshape(-1, N_COARSE_CODEBOOKS).T - SEMANTIC_VOCAB_SIZE  # (2, C)
-    for n in range(1, N_COARSE_CODEBOOKS):
-        codes[n, :] -= n * CODEBOOK_SIZE
-    return codes
-
-
 @dataclass(frozen=True)
 class CoarseOptions:
     """The coarse stage's options: the reference's ``generate_coarse`` arguments, with its defaults.
@@ -156,7 +86,7 @@ class CoarseOptions:
     waveform_temp: float = option_field(0.7, "Coarse stage temperature.")
     top_k: int | None = option_field(None, "Sample only among the k most likely tokens.")
     top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
-    max_coarse_history: int = option_field(MAX_COARSE_HISTORY, "Coarse tokens of history each window sees (60 to 630).")
+    max_coarse_history: int = option_field(MAX_COARSE_HISTORY, f"Coarse tokens of history each window sees (60 to {MAX_COARSE_HISTORY}).")
     sliding_window_len: int = option_field(60, "Coarse steps per window.")
 
     def __post_init__(self) -> None:
@@ -167,7 +97,7 @@ class CoarseOptions:
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise PipelineError(f"{name} must be a whole number of at least 1, got {number!r}")
         if not 60 <= history <= MAX_COARSE_HISTORY:
-            raise PipelineError(f"max_coarse_history must be between 60 and 630, got {history}")
+            raise PipelineError(f"max_coarse_history must be between 60 and {MAX_COARSE_HISTORY}, got {history}")
         if history + window > 768:
             raise PipelineError(
                 f"max_coarse_history + sliding_window_len must be at most 768 (the 1024-position window less 256 "
@@ -205,31 +135,23 @@ class CoarseStage(BarkStage):
         check_semantic_input([value])
         opts = make_options(CoarseOptions, options)
         generator = check_generator(generator, self.device)
-        if not self.exact:  # fast mode: the row engine, as a batch of one (barkkit_bark.engine)
-            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress, **options)[0]
-        codes = generate_coarse(
-            self.model,
-            value.array,
-            voice,
-            generator,
-            opts,
-            draft=self.draft if self.n_draft else None,
-            n_draft=self.n_draft,
-            progress=progress,
-        )
-        return CoarseTokens(codes)
+        return CoarseTokens(self._generate([value], [voice], [generator], opts, progress)[0])
 
     def run_fast_batch(self, values: Sequence[Any], *, voices: Sequence[Voice | None],
                        generators: Sequence[torch.Generator], progress: Progress | None = None,
                        **options: Any) -> list[Any]:
-        """``CoarseStage.run_batch``: every input's windows advance together, one batched decode step at a time."""
+        """``CoarseStage.run_batch`` in fast mode: every input's windows advance together, one decode step at a time."""
         check_batch(self, values, voices, generators)
         values = [SemanticTokens(v) for v in values]
         check_semantic_input(values)
-        opts = make_options(CoarseOptions, options)
-        codes = generate_coarse_batch(self.model, [v.array for v in values], voices, generators, opts,
-                                      progress=progress, decode=self.decode_steps)
+        codes = self._generate(values, voices, generators, make_options(CoarseOptions, options), progress)
         return [CoarseTokens(c) for c in codes]
+
+    def _generate(self, values: Sequence[SemanticTokens], voices: Sequence[Voice | None],
+                  generators: Sequence[torch.Generator], opts: CoarseOptions, progress: Progress | None) -> list[np.ndarray]:
+        return generate_coarse(self.model, [v.array for v in values], voices, generators, opts, exact=self.exact,
+                               draft=self.draft if self.n_draft else None, n_draft=self.n_draft,
+                               decode="eager" if self.exact else self.decode_steps, progress=progress)
 
 
 def coarse_steps(n_semantic: int) -> int:
@@ -250,7 +172,7 @@ class CoarseRows:
     """
 
     def __init__(self, model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
-                 options: CoarseOptions, decode: str) -> None:
+                 options: CoarseOptions) -> None:
         self.options = options
         self.rows = []
         for sem, voice in zip(semantics, voices, strict=True):
@@ -261,11 +183,13 @@ class CoarseRows:
         B = len(self.rows)
         self.wte = model.transformer.wte
         self.device = self.wte.weight.device
-        self.run = CausalRunner(model, B, 1024, decode=decode)  # a window holds at most 256 + 1 + 630 + 60 tokens
+        self.run: Any = None  # the runner (barkkit_bark.engine), CACHE_SLOTS slots a row: set by generate_coarse
+        self.keep_cache = True  # fast mode: a window that only extends the cache keeps it (exact mode: never)
         self.cached: list[list[int] | None] = [None] * B  # each row's tokens in the cache, oldest first
         self.pad, self.total = [0] * B, 0
         self.logits = torch.zeros(B, CODEBOOK_SIZE, device=self.device)  # of the codebook sampled next
         self.fed = False  # whether the cache holds the last sampled token of every row (logits are fresh)
+        self.window, self.total_at_start = 0, 0
         self.n_windows = max(int(np.ceil(r["n_steps"] / options.sliding_window_len)) for r in self.rows)
 
     def window_input(self, i: int, w: int) -> list[int]:
@@ -297,11 +221,11 @@ class CoarseRows:
             if i not in live:
                 self.pad[i] = 0  # finished rows: decoded along (finite garbage), never read
         self.total = total = new_total
+        self.window, self.total_at_start = w, total  # exact mode's drafts: the slot of the window's first step
         for i in redo:
             L = len(inputs[i])
             emb = self.wte(torch.tensor([inputs[i]], device=self.device))
-            self.logits[i] = self.run(emb, torch.arange(L, device=self.device)[None], slice(total - L, total), None,
-                                      row=i, head_rows=codebook_rows(w * self.options.sliding_window_len))[0]
+            self.logits[i] = self.run.prefill_row(i, emb, total, codebook_rows(w * self.options.sliding_window_len))[0]
             self.pad[i], self.cached[i] = total - L, list(inputs[i])
 
     def advance(self, n_step: int, now: list[int], sampled: torch.Tensor, last_of_window: bool) -> None:
@@ -316,15 +240,14 @@ class CoarseRows:
             self.cached[i].append(values[i])
         self.fed = False
         nxt = n_step // self.options.sliding_window_len + 1
-        if last_of_window and (nxt >= self.n_windows or not any(  # the last token pays only if a row keeps its cache
+        if last_of_window and (not self.keep_cache or nxt >= self.n_windows or not any(  # only if a row keeps its cache
                 self.live(nxt * self.options.sliding_window_len, [i]) and self.window_input(i, nxt) == self.cached[i]
                 for i in now)):
             return
         # rows that are done attend to their newest slot only (their numbers are never read)
         first_slots = [self.pad[i] if i in now else self.total for i in range(B)]
         pos = torch.tensor([[min(self.total - p, 1023)] for p in self.pad], device=self.device)  # done rows: any
-        self.logits = self.run(self.wte(tokens[:, None]), pos, slice(self.total, self.total + 1), first_slots,
-                               head_rows=codebook_rows(n_step + 1))
+        self.logits = self.run.step(tokens, pos, self.total, first_slots, codebook_rows(n_step + 1))
         self.total += 1
         self.fed = True
 
@@ -340,23 +263,47 @@ class CoarseRows:
 
 
 @torch.inference_mode()
-def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
-                          generators: Sequence[torch.Generator], options: CoarseOptions, *,
-                          choose: Callable[[int, list[int], torch.Tensor], torch.Tensor] | None = None,
-                          progress: Progress | None = None, decode: str = "eager") -> list[np.ndarray]:
-    """Coarse codes (2, T) for each row, with the reference's sliding windows, all rows one batch per window.
+def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
+                    generators: Sequence[torch.Generator], options: CoarseOptions, *, exact: bool = False,
+                    draft: nn.Module | None = None, n_draft: int = 8, decode: str = "eager",
+                    choose: Callable[[int, list[int], torch.Tensor], torch.Tensor] | None = None,
+                    progress: Progress | None = None) -> list[np.ndarray]:
+    """Coarse codes (2, T) for each row's semantic tokens (T_sem,), T = floor(T_sem x 75 / 49.9), with the
+    reference's sliding windows, all rows one batch per window.
 
-    ``choose(step, rows, logits)`` picks the codes (len(rows),) of ``rows`` from the sampled codebook's logits
-    (len(rows), 1024); by default each row samples with its own generator (benchmarks feed known codes instead).
-    ``decode``: "eager", "compile" or "cuda_graphs" (``barkkit_bark.engine.fixed_shape_decode``).
-
-    A window whose input (semantic context, infer token, coarse history) only extends what the cache already holds
-    for every row of the batch keeps the cache instead of prefilling again: the same tokens at the same positions,
-    so the result is the reference's (up to float noise). That is the case until the coarse history reaches
-    ``max_coarse_history`` or the semantic context starts to slide (short clips without a long voice).
+    The one loop of both modes. ``exact``: one row with the reference's arithmetic (``ExactRunner``), or drafted by
+    the int8 twin ``draft`` and checked by the fp32 model (``DraftedRunner``: the same tokens); every window is
+    prefilled afresh. Otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager", "compile" or
+    "cuda_graphs"), where a window whose input (semantic context, infer token, coarse history) only extends what
+    the cache holds keeps the cache instead of prefilling again: the same tokens at the same positions, up to float
+    rounding. That is the case until the coarse history reaches ``max_coarse_history`` or the semantic context
+    starts to slide (short clips without a long voice). Each row samples with its own generator, or as
+    ``choose(step, rows, logits)`` says (the codes (len(rows),) of ``rows`` from the sampled codebook's logits
+    (len(rows), 1024); benchmarks feed known codes).
     """
-    state = CoarseRows(model, semantics, voices, options, decode)
+    state = CoarseRows(model, semantics, voices, options)
     window = options.sliding_window_len
+
+    def pick(n_step: int, rows: list[int], logits: torch.Tensor) -> torch.Tensor:
+        if choose is not None:
+            return choose(n_step, rows, logits)
+        return sample_rows(logits, [generators[i] for i in rows], options.waveform_temp, options.top_k,
+                           options.top_p, exact_top_p=exact)[0]
+
+    def propose(slot: int, logits: torch.Tensor) -> int | None:  # the draft's proposal for cache slot ``slot``
+        j = slot - state.total_at_start  # steps into the window
+        n_step = state.window * window + j
+        if j >= window or n_step >= state.rows[0]["n_steps"]:
+            return None
+        rows = codebook_rows(n_step)
+        return int(pick(n_step, [0], logits[:, rows])[0]) + rows.start
+
+    if not exact:
+        state.run = CausalRunner(model, len(semantics), CACHE_SLOTS, decode=decode)
+    else:
+        state.keep_cache = False
+        state.run = (ExactRunner(model, CACHE_SLOTS) if draft is None else
+                     DraftedRunner(model, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft))
     for w in range(state.n_windows):
         live = state.live(w * window)
         state.start_window(w, live)
@@ -365,13 +312,7 @@ def generate_coarse_batch(model: nn.Module, semantics: Sequence[np.ndarray], voi
             now = state.live(n_step, live)
             if not now:
                 break
-            logits = state.logits[now]
-            if choose is not None:
-                sampled = choose(n_step, now, logits)
-            else:
-                sampled, _ = sample_rows(logits, [generators[i] for i in now], options.waveform_temp, options.top_k,
-                                         options.top_p)
-            state.advance(n_step, now, sampled, last_of_window=s == window - 1)
+            state.advance(n_step, now, pick(n_step, now, state.logits[now]), last_of_window=s == window - 1)
         if progress is not None:
             progress(w + 1, state.n_windows)
     return state.codes()

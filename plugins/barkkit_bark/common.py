@@ -63,8 +63,7 @@ class BarkStage(Stage):
     @classmethod
     def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> dict[str, str]:
         """The kernels ``__init__`` will choose here (``barkkit_bark.kernels``), without loading weights."""
-        from barkkit_bark.fast import fast_kernels, forced_decode_kernel
-        from barkkit_bark.kernels import cpu_features, decode_kernel_for
+        from barkkit_bark.kernels import cpu_features, decode_kernel_for, fast_kernels, forced_decode_kernel
 
         check_mode(mode)
         if torch.device(device).type != "cpu":

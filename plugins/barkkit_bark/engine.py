@@ -1,8 +1,9 @@
 """The row engine: several inputs through one causal Bark model together, each with its own length, voice and seed.
 
-Fast mode runs every call through here (a single run is a batch of one); the stage modules' ``generate_*_batch``
-loops drive it. Exact mode batches by running the reference-exact loop once per input, so that its tokens stay
-the reference's.
+The stage modules' generation loops (``generate_semantic``, ``generate_coarse``) drive a runner, one loop for a
+single run and a batch, exact and fast mode: fast mode's ``CausalRunner`` (any number of rows), exact mode's
+``ExactRunner`` (one row, the reference's arithmetic) or ``speculative.DraftedRunner`` (the same tokens, drafted).
+Exact mode batches by running one row at a time, so that its tokens stay the reference's.
 
 How rows stay independent (a row gets the tokens it gets alone, up to float rounding):
 - prefill runs one row at a time, causal over that row's own cache slots (right-aligned at a common end slot);
@@ -26,16 +27,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from barkkit.errors import PipelineError
-from barkkit_bark.kernels import Int8Linear
-from barkkit_bark.model import KVCache
 from barkkit_bark.sampling import filter_logits
 
-__all__ = ["CausalRunner", "head_logits", "static_decode_step", "sample_rows", "check_batch", "check_generator",
-           "DECODE_STEPS", "fixed_shape_decode"]
+__all__ = ["CausalRunner", "ExactRunner", "sample_rows", "check_batch", "check_generator", "DECODE_STEPS", "fixed_shape_decode"]
 
 
 class CausalRunner:
-    """A causal Bark GPT with a static KV cache of ``batch`` rows x ``size`` slots, written in place.
+    """A causal Bark GPT with a static KV cache of ``batch`` rows x ``size`` slots, driven through the model's cache
+    API (``GPT.prefill``, ``GPT.extend``).
 
     Prefill runs one row at a time (causal over that row's own slots, right-aligned at a common end slot); decode
     runs all rows together, one token each, each row attending to its own slots only (left padding skipped). A
@@ -45,41 +44,33 @@ class CausalRunner:
     def __init__(self, model: nn.Module, batch: int, size: int, *, decode: str = "eager") -> None:
         self.model = model
         self.caches = model.new_caches(batch, size)
-        # decode steps in fixed shapes, compiled or as CUDA graphs (barkkit_bark.fast.fixed_shape_decode)
-        self.static_step = fixed_shape_decode(decode, static_decode_step, self.caches)
+        # decode steps in fixed shapes, compiled or as CUDA graphs (fixed_shape_decode)
+        self.fixed_step = fixed_shape_decode(decode, type(model).extend_fixed, self.caches)
 
-    def __call__(self, tok_emb: torch.Tensor, pos: torch.Tensor, slots: slice, first_slots: Sequence[int] | None,
-                 row: int | None = None, head_rows: slice | None = None) -> torch.Tensor:
-        """Token embeddings (B, T, C) at positions ``pos`` (B, T) into cache ``slots`` -> last logits (B, V).
+    def prefill_row(self, row: int, emb: torch.Tensor, end: int, head_rows: slice | None = None) -> torch.Tensor:
+        """Row ``row``'s prompt embeddings (1, L, C) at positions 0..L-1, into slots [end - L, end) -> logits (1, V).
 
-        ``first_slots``: each decoding row's first slot (its left padding before; None: every row from slot 0).
-        ``head_rows``: compute only these logits (B, len) (the coarse stage samples from one codebook a step).
-        """
-        if self.static_step is not None and row is None and tok_emb.shape[1] == 1:  # a fixed-shape decode step
-            device = tok_emb.device
-            first = torch.tensor(first_slots or [0] * tok_emb.shape[0], device=device)
-            slot = torch.tensor([slots.start], device=device)
-            return self.static_step(self.model, self.caches, tok_emb, pos, slot, first, head_rows)
-        if row is None and first_slots is None and tok_emb.shape[0] > 1:
-            # one attention call per row even without padding: PyTorch's CPU kernel rounds a many-row call
-            # differently from a one-row one, and int8 activations can turn that last bit into a different token
-            first_slots = [0] * tok_emb.shape[0]
-        m = self.model.transformer
-        x = tok_emb + m.wpe(pos)
-        last = len(m.h) - 1
-        for i, (block, cache) in enumerate(zip(m.h, self.caches)):
-            # the last layer of a prefill runs its final position only (1/n_layer less work; rounding-level change)
-            x = block(x, cache=cache, slots=slots, row=row, first_slots=first_slots,
-                      first_query=x.shape[1] - 1 if i == last else 0)
-        return head_logits(self.model, m.ln_f(x[:, -1:]), head_rows)
+        The last layer runs the final position only (1/n_layer less work; a rounding-level change)."""
+        return self.model.prefill(emb, self.caches, row=row, end=end, trim_last_layer=True, head_rows=head_rows)
 
     def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
         """Each row's embeddings (1, L_i, C) at positions 0..L_i - 1, in slots ending at ``end`` -> logits (B, V)."""
-        out = []
-        for i, emb in enumerate(rows):
-            L = emb.shape[1]
-            out.append(self(emb, torch.arange(L, device=emb.device)[None], slice(end - L, end), None, row=i))
-        return torch.cat(out)
+        return torch.cat([self.prefill_row(i, emb, end) for i, emb in enumerate(rows)])
+
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
+             head_rows: slice | None = None) -> torch.Tensor:
+        """One token per row, ids (B,) at positions ``pos`` (B, 1), into cache slot ``slot`` -> the logits (B, V)
+        (or only ``head_rows``). ``first_slots``: each row's first slot (its left padding before; None: every row
+        from slot 0)."""
+        tok_emb = self.model.embed(tokens[:, None])  # (B, 1, C)
+        first_slots = list(first_slots or [0] * tok_emb.shape[0])
+        if self.fixed_step is not None:
+            device = tok_emb.device
+            first, at = torch.tensor(first_slots, device=device), torch.tensor([slot], device=device)
+            return self.fixed_step(self.model, self.caches, tok_emb, pos, at, first, head_rows)
+        # one attention call per row even without padding: PyTorch's CPU kernel rounds a many-row call differently
+        # from a one-row one, and int8 activations can turn that last bit into a different token
+        return self.model.extend(tok_emb, pos, self.caches, slot, first_slots=first_slots, head_rows=head_rows)
 
     def shift_rows(self, rows: Sequence[int], pad: Sequence[int], total: int, by: int) -> None:
         """Move ``rows``' keys/values from slots [pad, total) to [pad + by, total + by) (exact copies)."""
@@ -89,37 +80,47 @@ class CausalRunner:
                     t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
 
 
-def head_logits(model: nn.Module, x: torch.Tensor, head_rows: slice | None) -> torch.Tensor:
-    """The last positions (B, 1, C) -> logits (B, V), or only the logits ``head_rows``."""
-    head = model.lm_head
-    if head_rows is None:
-        return head(x)[:, 0]
-    if isinstance(head, Int8Linear):
-        return head(x, head_rows)[:, 0]
-    return F.linear(x, head.weight[head_rows], None if head.bias is None else head.bias[head_rows])[:, 0]
+class ExactRunner:
+    """One row through a causal Bark GPT with the reference's arithmetic, behind ``CausalRunner``'s interface.
+
+    Every layer runs every prompt position (as Suno's code does), each decode step is one fp32 token attended in
+    one call, and logits are computed in full and then sliced (``head_rows``), so that the tokens are the
+    reference's. Exact mode never keeps a cache across prompts.
+    """
+
+    def __init__(self, model: nn.Module, size: int) -> None:
+        self.model = model
+        self.caches = model.new_caches(1, size)
+
+    def prefill_row(self, row: int, emb: torch.Tensor, end: int, head_rows: slice | None = None) -> torch.Tensor:
+        """The row's prompt (1, L, C) at positions and slots 0..L-1 (``end`` = L) -> logits (1, V)."""
+        if row != 0 or end != emb.shape[1]:
+            raise ValueError("exact mode runs one row, its prompt from slot 0")
+        return logit_rows(self.model.prefill(emb, self.caches), head_rows)
+
+    def prefill(self, rows: Sequence[torch.Tensor], end: int) -> torch.Tensor:
+        return self.prefill_row(0, rows[0], end)
+
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
+             head_rows: slice | None = None) -> torch.Tensor:
+        """The row's token (1,) at position ``pos`` (1, 1) = slot ``slot`` -> logits (1, V)."""
+        return logit_rows(self.model.extend(self.model.embed(tokens[:, None]), pos, self.caches, slot), head_rows)
 
 
-def static_decode_step(model: nn.Module, caches: Sequence[KVCache], tok_emb: torch.Tensor, pos: torch.Tensor,
-                       slot: torch.Tensor, first: torch.Tensor, head_rows: slice | None) -> torch.Tensor:
-    """One decode step in fixed shapes, what ``torch.compile`` and CUDA graphs need: token embeddings (B, 1, C) at
-    positions ``pos`` (B, 1) go into cache slot ``slot`` (1,); row i attends to slots first[i]..slot of the whole
-    cache under a mask -> logits (B, V). From step to step only tensor values change, never shapes or addresses."""
-    m = model.transformer
-    x = tok_emb + m.wpe(pos)
-    keys = torch.arange(caches[0].k.shape[2], device=x.device)  # (S,)
-    mask = ((keys >= first[:, None]) & (keys <= slot))[:, None, None]  # (B, 1, 1, S)
-    for block, cache in zip(m.h, caches):
-        x = block(x, cache=cache, slots=slot, attn_mask=mask)
-    return head_logits(model, m.ln_f(x), head_rows)
+def logit_rows(logits: torch.Tensor, rows: slice | None) -> torch.Tensor:
+    """Logits (B, V) -> only the entries ``rows`` (B, len) (all where None)."""
+    return logits if rows is None else logits[:, rows]
 
 
 def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator], temp: float,
-                top_k: int | None = None, top_p: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                top_k: int | None = None, top_p: float | None = None, *,
+                exact_top_p: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row of ``logits`` (B, V), row i drawn with ``generators[i]``; returns (tokens (B,), probs).
 
-    The reference's filters, with the nucleus cut in torch (no host round trip per step).
+    The reference's filters; the nucleus cut in numpy as the reference computes it (``exact_top_p``, exact mode)
+    or in torch (no host round trip per step). A row's draw is the reference's single-row draw.
     """
-    logits = filter_logits(logits.float(), top_k=top_k, top_p=top_p, exact_top_p=False)
+    logits = filter_logits(logits.float(), top_k=top_k, top_p=top_p, exact_top_p=exact_top_p)
     probs = F.softmax(logits / temp, dim=-1)
     tokens = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
     return tokens, probs
@@ -151,7 +152,7 @@ DECODE_STEPS = ("eager", "compile", "cuda_graphs")  # how fast mode can run its 
 
 def fixed_shape_decode(how: str, step: Callable[..., torch.Tensor],
                        caches: Sequence[Any]) -> Callable[..., torch.Tensor] | None:
-    """``step`` (``batch.static_decode_step``, one decode step in fixed shapes) made fast for ``caches``.
+    """``step`` (``GPT.extend_fixed``, one decode step in fixed shapes) made fast for ``caches``.
 
     - "cuda_graphs": captured as a CUDA graph once per batch shape and head rows, then replayed: a decode step is
       one graph launch instead of hundreds of kernel launches, at the cost of three steps per shape (two to warm

@@ -2,10 +2,10 @@
 
 The layers and parameter names are those of Suno's ``bark/model.py`` and ``bark/model_fine.py`` (themselves nanoGPT),
 so a Suno state dict loads as it is (minus the ``_orig_mod.`` prefix). What differs is how the causal model is
-run: a static KV cache written in place, a prefill pass separate from the one-token decode pass, and no work whose
-result is dropped (only the last position goes through the final layer norm and the head). Exact mode runs them
-with Suno's arithmetic; fast mode's batched engine (``barkkit_bark.engine``) runs the same modules with its own cache
-layout (a row per input), int8 linears and bf16 attention (``barkkit_bark.fast``).
+run, through one cache API (``GPT.prefill``, ``GPT.extend``): a static KV cache written in place, a prefill pass
+separate from the decode passes, and no work whose result is dropped (only the last position goes through the final
+layer norm and the head). Exact mode runs it with Suno's arithmetic; fast mode's row engine
+(``barkkit_bark.engine``) runs the same modules with int8 linears and bf16 attention (``barkkit_bark.fast``).
 
 Shapes: B batch, T new positions, S positions in the cache, C = n_embd, nh heads, hs = C // nh head size.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,7 +21,7 @@ from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
 
-__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT"]
+__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention"]
 
 
 @dataclass
@@ -43,9 +42,9 @@ class GPTConfig:
 class KVCache:
     """Preallocated keys and values of one attention layer, ``k`` and ``v`` (B, nh, max_len, hs), written in place.
 
-    The exact engine fills slots [0, length) of every row together; fast mode's batched engine
-    (``barkkit_bark.engine``) prefills one row at a time, right-aligned at a common end slot, and decodes all rows
-    together.
+    Slots are the cache's own positions. Exact mode fills every row from slot 0 (slot = position); fast mode's row
+    engine (``barkkit_bark.engine``) prefills one row at a time right-aligned at a common end slot, so a row's
+    position is its slot less its left padding.
     """
 
     def __init__(self, batch: int, n_head: int, max_len: int, head_size: int, *, dtype: torch.dtype, device: torch.device):
@@ -53,29 +52,25 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
 
-    def update(self, slots: slice | torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               row: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hs) at ``slots`` (of every row, or of ``row`` only: a one-row prefill) -> the keys
-        and values up to ``slots.stop`` (B, nh, S, hs).
-
-        ``slots`` as a tensor of T slot indices (a static-shape decode step: compiled, CUDA graphs): written there,
-        and the whole cache comes back, the same shapes and addresses at every step.
-        """
-        if isinstance(slots, torch.Tensor):
-            self.k.index_copy_(2, slots, k)
-            self.v.index_copy_(2, slots, v)
-            return self.k, self.v
-        rows = slice(None) if row is None else slice(row, row + 1)
+    def write(self, rows: slice, slots: slice, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nh, T, hs) at ``slots`` of ``rows`` -> those rows' keys and values up to ``slots.stop``."""
         self.k[rows, :, slots] = k
         self.v[rows, :, slots] = v
         return self.k[rows, :, : slots.stop], self.v[rows, :, : slots.stop]
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: causal (with an optional KV cache) or, for the fine model, bidirectional."""
+    """Multi-head self-attention, one method per way the models run it:
 
-    # Fast mode reads this: attention of many queries in bf16 matrix products (barkkit_bark.fast). Set by
-    # barkkit_bark.fast.prepare_fast on CPUs that multiply bf16 in hardware; exact mode never does.
+    - ``forward``: bidirectional over its own positions (the fine model);
+    - ``prefill``: causal over a prompt's own positions, keys and values written to a cache;
+    - ``extend``: new positions after cached ones (a decode step, or exact mode checking drafted tokens);
+    - ``extend_fixed``: one new position per row against the whole cache under a mask, in shapes that never change
+      (what ``torch.compile`` and CUDA graphs need).
+    """
+
+    # Fast mode reads this: attention of many queries in bf16 matrix products. Set by barkkit_bark.fast.prepare_fast
+    # on CPUs that multiply bf16 in hardware; exact mode never does.
     bf16_attention: bool = False
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
@@ -87,51 +82,67 @@ class SelfAttention(nn.Module):
         self.n_head = config.n_head
         self.causal = causal
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        cache: KVCache | None = None,
-        slots: slice | torch.Tensor | None = None,
-        row: int | None = None,
-        first_slots: Sequence[int] | None = None,
-        first_query: int = 0,
-        attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x (B, T, C), written to ``cache`` at ``slots`` -> (B, T - first_query, C).
-
-        Every position is a key; queries from ``first_query`` on (a causal model only trims to its last position,
-        which sees every key). A prefill (cache slots from 0, or one ``row``) attends to its own new keys; later
-        positions attend to everything cached up to them. ``first_slots`` (one new position per row, the batched
-        engine's left-padded rows): row i attends to the slots from ``first_slots[i]`` on only. Each row then reads
-        only its own keys, and computes exactly what it computes alone. ``attn_mask`` (B, 1, T, S) (a static-shape
-        decode step, ``slots`` a tensor): every cache slot is a key, and the mask says which each row sees.
-        """
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) -> q, k, v (B, nh, T, hs)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
-        if cache is not None:
-            cached_k, cached_v = cache.update(slots, k, v, row)  # (B, nh, S, hs)
-            if attn_mask is not None or (row is None and slots.start > 0):  # not a prefill: the cache is keys too
-                k, v = cached_k, cached_v
-        S = k.shape[2]
-        if first_query:
-            q, T = q[:, :, first_query:], T - first_query  # (B, nh, T', hs)
-        is_causal, mask = self.causal and T > 1, None
-        if is_causal and S > T:  # several new positions after cached ones (exact mode checking drafted tokens)
-            mask, is_causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T), False
-        # A cache kept in another dtype than the queries' (fast mode on a CPU: bf16, GPT.cache_dtype) is read at its
-        # own size and attended in the queries' precision; to(...) is a no-op otherwise.
-        if attn_mask is not None:
-            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask)  # (B, nh, T, hs)
-        elif first_slots is not None:
-            y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[i : i + 1, :, first:].to(q.dtype),
-                                                          v[i : i + 1, :, first:].to(q.dtype))
-                           for i, first in enumerate(first_slots)])  # (B, nh, 1, hs)
-        elif self.bf16_attention and T > 1 and mask is None:  # fast mode's prefills and fine passes
-            y = blocked_attention_bf16(q, k, v, causal=is_causal)
+        return q, k, v
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        """Heads (B, nh, T, hs) side by side again, projected -> (B, T, C)."""
+        B, _, T, _ = y.shape
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def _many_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+        if self.bf16_attention:  # fast mode where bf16 runs in hardware: barkkit_bark.kernels
+            return blocked_attention_bf16(q, k, v, causal=causal)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    def forward(self, x: torch.Tensor, first_query: int = 0) -> torch.Tensor:
+        """x (B, T, C), every position a key -> (B, T - first_query, C) for the queries from ``first_query`` on."""
+        q, k, v = self._qkv(x)
+        return self._out(self._many_queries(q[:, :, first_query:], k, v, causal=False))
+
+    def prefill(self, x: torch.Tensor, cache: KVCache, rows: slice, end: int, last_only: bool = False) -> torch.Tensor:
+        """A prompt x (B, T, C) at positions 0..T-1, causal, its keys and values into ``rows``' slots
+        [end - T, end) -> (B, T, C), or (B, 1, C) for the last position only (``last_only``: it sees every key)."""
+        T = x.shape[1]
+        q, k, v = self._qkv(x)
+        cache.write(rows, slice(end - T, end), k, v)
+        if last_only:
+            return self._out(F.scaled_dot_product_attention(q[:, :, -1:], k, v))
+        return self._out(self._many_queries(q, k, v, causal=True))
+
+    def extend(self, x: torch.Tensor, cache: KVCache, slot: int, first_slots: Sequence[int] | None = None) -> torch.Tensor:
+        """New positions x (B, T, C) into slots [slot, slot + T) of every row -> (B, T, C).
+
+        Each new position sees the cached slots before it and the new ones up to itself. ``first_slots``: row i
+        sees the slots from ``first_slots[i]`` on only (the row engine's left-padded rows), one attention call a
+        row, so that each row computes exactly what it computes alone; None: every row from slot 0, in one call.
+        A cache kept in another dtype than the queries' (fast mode on a CPU: bf16) is read at its own size and
+        attended in the queries' precision.
+        """
+        T = x.shape[1]
+        q, k, v = self._qkv(x)
+        keys, values = cache.write(slice(None), slice(slot, slot + T), k, v)  # (B, nh, S, hs), S = slot + T
+        keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-ops unless the cache is bf16
+        if first_slots is not None:
+            y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], keys[i : i + 1, :, first:], values[i : i + 1, :, first:])
+                           for i, first in enumerate(first_slots)])  # (B, nh, T, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=is_causal)
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # heads side by side again
+            S = slot + T  # new position t sees slots up to slot + t
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=slot) if T > 1 else None
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return self._out(y)
+
+    def extend_fixed(self, x: torch.Tensor, cache: KVCache, slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One new position per row, x (B, 1, C), into slot ``slot`` (1,); every cache slot is a key and ``mask``
+        (B, 1, 1, S) says which each row sees -> (B, 1, C). Only tensor values change from step to step."""
+        q, k, v = self._qkv(x)
+        cache.k.index_copy_(2, slot, k)
+        cache.v.index_copy_(2, slot, v)
+        y = F.scaled_dot_product_attention(q, cache.k.to(q.dtype), cache.v.to(q.dtype), attn_mask=mask)
+        return self._out(y)
 
 
 class MLP(nn.Module):
@@ -145,7 +156,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block. The causal model's layer norms follow ``bias``; the fine model's always have one."""
+    """Pre-norm transformer block. The causal model's layer norms follow ``bias``; the fine model's always have one.
+
+    One method per attention method (``SelfAttention``), the MLP after each.
+    """
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
         super().__init__()
@@ -155,19 +169,30 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=norm_bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, *, first_query: int = 0, **attention: Any) -> torch.Tensor:
-        """x (B, T, C) -> (B, T - first_query, C); ``attention``: cache, slots, row, first_slots, attn_mask
-        (``SelfAttention``)."""
-        attended = self.attn(self.ln_1(x), first_query=first_query, **attention)
+    def _then_mlp(self, x: torch.Tensor, attended: torch.Tensor, first_query: int = 0) -> torch.Tensor:
         x = (x[:, first_query:] if first_query else x) + attended
         return x + self.mlp(self.ln_2(x))
+
+    def forward(self, x: torch.Tensor, first_query: int = 0) -> torch.Tensor:
+        return self._then_mlp(x, self.attn(self.ln_1(x), first_query), first_query)
+
+    def prefill(self, x: torch.Tensor, cache: KVCache, rows: slice, end: int, last_only: bool = False) -> torch.Tensor:
+        attended = self.attn.prefill(self.ln_1(x), cache, rows, end, last_only)
+        return self._then_mlp(x, attended, x.shape[1] - 1 if last_only else 0)
+
+    def extend(self, x: torch.Tensor, cache: KVCache, slot: int, first_slots: Sequence[int] | None = None) -> torch.Tensor:
+        return self._then_mlp(x, self.attn.extend(self.ln_1(x), cache, slot, first_slots))
+
+    def extend_fixed(self, x: torch.Tensor, cache: KVCache, slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._then_mlp(x, self.attn.extend_fixed(self.ln_1(x), cache, slot, mask))
 
 
 class GPT(nn.Module):
     """Bark's causal model (semantic and coarse stages): token ids -> logits of the next token.
 
-    Use: ``caches = model.new_caches(B, max_len)``, then ``model.prefill(embeddings, caches)`` once and
-    ``model.decode(tokens, start, caches)`` per new token. Both return the logits of the last position only.
+    The cache API: ``caches = model.new_caches(B, size)``; ``model.prefill(embeddings, caches)`` once per prompt;
+    ``model.extend(embeddings, positions, caches, slot)`` per new token (or per run of drafted tokens). Both return
+    the logits after the last position (or only the rows ``head_rows`` of them).
     """
 
     # The dtype of new KV caches; None: the embeddings' (the model's own). Fast mode on a CPU keeps keys and values
@@ -210,34 +235,70 @@ class GPT(nn.Module):
         merged = wte(idx[:, :n_merged]) + wte(idx[:, n_merged : 2 * n_merged])  # (B, n, C)
         return torch.cat([merged, wte(idx[:, 2 * n_merged :])], dim=1)  # (B, n + R, C)
 
-    def _run(self, tok_emb: torch.Tensor, start: int, caches: list[KVCache] | None, all_logits: bool = False) -> torch.Tensor:
-        T = tok_emb.shape[1]
-        if start + T > self.config.block_size:
-            raise ValueError(f"positions up to {start + T} exceed the block size {self.config.block_size}")
-        x = tok_emb + self.transformer.wpe.weight[start : start + T]  # (B, T, C)
-        for i, block in enumerate(self.transformer.h):
-            cache = caches[i] if caches is not None else None
-            x = block(x, cache=cache, slots=slice(start, start + T))
-        if all_logits:
-            return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
-        x = self.transformer.ln_f(x[:, -1])  # (B, C): only the last position is sampled from
-        return self.lm_head(x)  # (B, V)
+    def head(self, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """Hidden states (..., C) -> logits (..., V), or only the logits ``rows`` (the coarse stage samples from
+        one codebook's 1024 rows a step)."""
+        x = self.transformer.ln_f(x)
+        if rows is None:
+            return self.lm_head(x)
+        if isinstance(self.lm_head, nn.Linear):
+            return F.linear(x, self.lm_head.weight[rows])
+        return self.lm_head(x, rows)  # fast mode's Int8Linear reads only those rows' weights
 
-    def prefill(self, tok_emb: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
-        """Embeddings (B, T, C) of a prompt at positions [0, T) -> logits (B, V) of the next token; fills ``caches``.
+    def _check_fits(self, end: int) -> None:
+        if end > self.config.block_size:
+            raise ValueError(f"positions up to {end} exceed the block size {self.config.block_size}")
 
-        Every layer runs every position, as Suno's code does: the prefill logits, and so the first token of every
-        window, are computed exactly as the reference computes them. (Fast mode runs the last layer for the final
-        position only: a one-row matrix product can round differently from a many-row one.)
+    def prefill(self, tok_emb: torch.Tensor, caches: list[KVCache] | None = None, *, row: int | None = None,
+                end: int | None = None,
+                trim_last_layer: bool = False, head_rows: slice | None = None) -> torch.Tensor:
+        """A prompt's embeddings (B, T, C) at positions 0..T-1 -> logits (B, V) of the next token, filling the
+        caches' slots [end - T, end) (``end`` defaults to T) of every row, or of ``row`` only (the row engine);
+        without ``caches``, the logits alone.
+
+        By default every layer runs every position, as Suno's code does, so the first token of every window is
+        computed exactly as the reference computes it. ``trim_last_layer`` (fast mode): the last layer runs the
+        final position's query only, 1/n_layer less work (a one-row product can round differently).
         """
-        return self._run(tok_emb, 0, caches)
+        T = tok_emb.shape[1]
+        self._check_fits(T)
+        end = T if end is None else end
+        caches = self.new_caches(tok_emb.shape[0], end) if caches is None else caches
+        rows = slice(None) if row is None else slice(row, row + 1)
+        x = tok_emb + self.transformer.wpe.weight[:T]  # (B, T, C)
+        last = len(self.transformer.h) - 1
+        for i, (block, cache) in enumerate(zip(self.transformer.h, caches)):
+            x = block.prefill(x, cache, rows, end, last_only=trim_last_layer and i == last)
+        return self.head(x[:, -1], head_rows)  # (B, V): only the last position is sampled from
+
+    def extend(self, tok_emb: torch.Tensor, pos: torch.Tensor, caches: list[KVCache], slot: int, *,
+               first_slots: Sequence[int] | None = None, all_logits: bool = False,
+               head_rows: slice | None = None) -> torch.Tensor:
+        """New tokens' embeddings (B, T, C) at positions ``pos`` (B, T), into cache slots [slot, slot + T) ->
+        logits (B, V) after the last (``all_logits``: after each, (B, T, V), exact mode's check of drafted tokens).
+        ``first_slots``: SelfAttention.extend."""
+        self._check_fits(int(pos.max()) + 1)
+        x = tok_emb + self.transformer.wpe(pos)  # (B, T, C)
+        for block, cache in zip(self.transformer.h, caches):
+            x = block.extend(x, cache, slot, first_slots)
+        return self.head(x if all_logits else x[:, -1], head_rows)
 
     def decode(self, idx: torch.Tensor, start: int, caches: list[KVCache], *, all_logits: bool = False) -> torch.Tensor:
-        """New tokens, ids (B, T) at positions [start, start + T) (usually T = 1) -> logits (B, V) after the last.
+        """Token ids (1, T) at positions and slots [start, start + T) -> logits (``extend``); exact mode's step."""
+        pos = torch.arange(start, start + idx.shape[1], device=idx.device)[None]
+        return self.extend(self.embed(idx), pos, caches, start, all_logits=all_logits)
 
-        ``all_logits``: the logits after every new token, (B, T, V) (exact mode's check of drafted tokens).
-        """
-        return self._run(self.embed(idx), start, caches, all_logits=all_logits)
+    def extend_fixed(self, caches: Sequence[KVCache], tok_emb: torch.Tensor, pos: torch.Tensor, slot: torch.Tensor,
+                     first: torch.Tensor, head_rows: slice | None) -> torch.Tensor:
+        """One decode step in fixed shapes, what ``torch.compile`` and CUDA graphs need: embeddings (B, 1, C) at
+        positions ``pos`` (B, 1) go into cache slot ``slot`` (1,); row i attends to slots first[i]..slot of the
+        whole cache under a mask -> logits (B, V). From step to step only tensor values change."""
+        x = tok_emb + self.transformer.wpe(pos)
+        keys = torch.arange(caches[0].k.shape[2], device=x.device)  # (S,)
+        mask = ((keys >= first[:, None]) & (keys <= slot))[:, None, None]  # (B, 1, 1, S)
+        for block, cache in zip(self.transformer.h, caches):
+            x = block.extend_fixed(x, cache, slot, mask)
+        return self.head(x[:, -1], head_rows)
 
 
 class FineGPT(nn.Module):
@@ -297,3 +358,11 @@ class FineGPT(nn.Module):
             x = x[:, first_row:]  # (B, T', C): rows before first_row are never sampled
         x = self.transformer.ln_f(x)
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)
+
+
+def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Let ``model`` compute the attention of many queries (prefills, fine passes) in bf16 blocks, in place."""
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.bf16_attention = enabled
+    return model

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from barkkit.constants import (
     SEMANTIC_INFER_TOKEN,
@@ -44,14 +43,13 @@ from barkkit_bark.common import (
     make_options,
     option_field,
 )
-from barkkit_bark.engine import CausalRunner, check_batch, check_generator, sample_rows
+from barkkit_bark.engine import CausalRunner, ExactRunner, check_batch, check_generator, sample_rows
 from barkkit_bark.model import GPT
-from barkkit_bark.sampling import check_temperature, sample
-from barkkit_bark.speculative import generate_verified
+from barkkit_bark.sampling import check_temperature
+from barkkit_bark.speculative import DraftedRunner
 from barkkit_bark.text import MAX_TEXT_TOKENS, TextTokenizer
 
-__all__ = ["SemanticStage", "SemanticOptions", "generate_semantic", "generate_semantic_batch", "semantic_step_limit",
-           "MAX_SEMANTIC_STEPS"]
+__all__ = ["SemanticStage", "SemanticOptions", "generate_semantic", "semantic_step_limit", "MAX_SEMANTIC_STEPS"]
 
 MAX_SEMANTIC_STEPS = 768
 HISTORY_LEN = 256  # voice tokens in the prompt
@@ -85,99 +83,111 @@ def semantic_prompt(text_ids: list[int], history: np.ndarray | None) -> np.ndarr
     return np.hstack([text, history, [SEMANTIC_INFER_TOKEN]]).astype(np.int64)
 
 
-@torch.inference_mode()
-def generate_semantic(
-    model: GPT,
-    text_ids: list[int],
-    history: np.ndarray | None,
-    generator: torch.Generator,
-    options: SemanticOptions,
-    *,
-    draft: GPT | None = None,
-    n_draft: int = 8,
-    sync_every: int | None = None,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """One generation: at most 256 text ids (offset, unpadded) -> semantic tokens (T,) int64.
-
-    ``sync_every`` is how often the host reads the stop flag (default: every step on a CPU, where reading costs
-    nothing; every 8 steps on an accelerator). Steps run past a stop are undone: their tokens are dropped and the
-    generator is restored to its state right after the stopping draw, so the tokens and every later draw (coarse,
-    fine) are the reference's. ``draft``: an int8 twin of ``model`` that proposes ``n_draft`` tokens at a time for
-    ``model`` to check (``barkkit_bark.speculative``): the same tokens, fewer passes over the fp32 weights.
-    """
-    if len(text_ids) > MAX_TEXT_TOKENS:
-        raise PipelineError(f"{len(text_ids)} text tokens do not fit the {MAX_TEXT_TOKENS}-token window")
-    device = model.lm_head.weight.device
-    sync_every = sync_every or (1 if device.type == "cpu" else 8)
-    temp, top_k, top_p, min_eos_p = options.text_temp, options.top_k, options.top_p, options.min_eos_p
-    max_steps = semantic_step_limit(options.max_gen_duration_s)
-    n_sampled = SEMANTIC_VOCAB_SIZE + 1 if options.allow_early_stop else SEMANTIC_VOCAB_SIZE  # EOS logit: id 10,000
-    check_eos = options.allow_early_stop
-    prompt = torch.from_numpy(semantic_prompt(text_ids, history)).to(device)[None]  # (1, 513)
-
-    caches = model.new_caches(1, PROMPT_POSITIONS + max_steps)
-    logits = model.prefill(model.embed_merged(prompt), caches)  # (1, V)
-    if draft is not None:
-
-        def choose(n: int, logits: torch.Tensor) -> int | None:
-            token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p)
-            stop = check_eos and (token[0, 0] == EOS or (min_eos_p is not None and probs[0, -1] >= min_eos_p))
-            return None if stop else int(token[0, 0])
-
-        kept = generate_verified(
-            model, draft, caches, logits, PROMPT_POSITIONS, max_steps, choose, generator, n_draft=n_draft, progress=progress
-        )
-        return np.array(kept, dtype=np.int64)
-    def step(n: int, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        token, probs = sample(logits[:, :n_sampled], generator, temp=temp, top_k=top_k, top_p=top_p)
-        if not check_eos:
-            return token[0, 0], None
-        stop = token[0, 0] == EOS
-        return token[0, 0], stop | (probs[0, -1] >= min_eos_p) if min_eos_p is not None else stop
-
-    return decode_plainly(model, caches, logits, max_steps, step, generator, sync_every, progress)
-
-
-def decode_plainly(model: GPT, caches: list, logits: torch.Tensor, max_steps: int,
-                   step: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-                   generator: torch.Generator, sync_every: int, progress: Progress | None) -> np.ndarray:
-    """One fp32 token a step after the prompt's ``logits``: ``step(n, logits)`` samples (token, stop flag or None),
-    both on the device. The host reads the stop flags every ``sync_every`` steps; steps run past a stop are undone
-    (their tokens dropped, the generator restored to right after the stopping draw). -> the kept tokens (T,)."""
-    device = logits.device
-    tokens = torch.empty(max_steps, dtype=torch.long, device=device)
-    stops = torch.zeros(max_steps, dtype=torch.bool, device=device)
-    states: list[torch.Tensor] = []  # generator state after each unchecked step (only when sync_every > 1)
-    n_kept, checked = max_steps, 0
-    for n in range(max_steps):
-        if n > 0:
-            logits = model.decode(tokens[n - 1].view(1, 1), PROMPT_POSITIONS + n - 1, caches)  # (1, V)
-        tokens[n], stop = step(n, logits)
-        if stop is not None:
-            if sync_every == 1:
-                if stop.item():
-                    n_kept = n
-                    break
-            else:
-                stops[n] = stop
-                states.append(generator.get_state())
-                if (n + 1 - checked) == sync_every or n == max_steps - 1:
-                    hits = torch.nonzero(stops[checked : n + 1]).flatten().tolist()
-                    if hits:
-                        generator.set_state(states[hits[0]])  # as if the loop had stopped right there
-                        n_kept = checked + hits[0]
-                        break
-                    checked, states = n + 1, []
-        if progress is not None and n % 64 == 63:
-            progress(n + 1, max_steps)
-    if progress is not None:
-        progress(max_steps, max_steps)
-    return tokens[:n_kept].cpu().numpy()
-
-
 RowSampler = Callable[[int, list[int], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""``choose(step, rows, logits)``: the tokens (len(rows),) of these rows at this step, and their probabilities."""
+"""``choose(step, rows, logits)``: the tokens (len(rows),) of these rows at this step from their logits
+(len(rows), 10,001 with the end logit, else 10,000), and the probabilities they were drawn from."""
+
+
+@torch.inference_mode()
+def generate_semantic(model: GPT, texts_ids: Sequence[Sequence[int]], histories: Sequence[np.ndarray | None],
+                      generators: Sequence[torch.Generator], options: SemanticOptions, *, exact: bool = False,
+                      draft: GPT | None = None, n_draft: int = 8, decode: str = "eager",
+                      max_steps: int = MAX_SEMANTIC_STEPS, choose: RowSampler | None = None,
+                      sync_every: int | None = None, progress: Progress | None = None) -> list[np.ndarray]:
+    """One generation per row: up to 256 text ids (offset, unpadded) and a semantic history -> tokens (T_i,) int64.
+
+    The one loop of both modes. ``exact``: one row, run with the reference's arithmetic (``ExactRunner``), or
+    drafted by the int8 twin ``draft`` and checked by the fp32 model (``DraftedRunner``: the same tokens, fewer
+    passes over the fp32 weights); otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager",
+    "compile" or "cuda_graphs"). Each row samples with its own generator, or as ``choose`` says (benchmarks feed
+    known tokens). ``sync_every``: how often the host reads the stop flags (default: every step on a CPU, where it
+    costs nothing; every 8 on an accelerator); steps run past a stop are undone (their tokens dropped, the row's
+    generator restored to right after the stopping draw), so the tokens and every later draw are the reference's.
+    """
+    if any(len(ids) > MAX_TEXT_TOKENS for ids in texts_ids):
+        raise PipelineError(f"a text of more than {MAX_TEXT_TOKENS} tokens does not fit the semantic window")
+    B, device = len(texts_ids), model.transformer.wpe.weight.device
+    sync_every = sync_every or (1 if device.type == "cpu" else 8)
+    limit = min(max_steps, semantic_step_limit(options.max_gen_duration_s))
+    n_sampled = SEMANTIC_VOCAB_SIZE + 1 if options.allow_early_stop else SEMANTIC_VOCAB_SIZE  # EOS logit: id 10,000
+    prompts = np.stack([semantic_prompt(ids, history) for ids, history in zip(texts_ids, histories, strict=True)])
+    emb = model.embed_merged(torch.from_numpy(prompts).to(device))  # (B, 257, C)
+
+    def pick(n: int, rows: list[int], logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if choose is not None:
+            return choose(n, rows, logits)
+        return sample_rows(logits, [generators[i] for i in rows], options.text_temp, options.top_k, options.top_p,
+                           exact_top_p=exact)
+
+    def stops(sampled: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:  # (rows,) bool, on the device
+        stop = sampled == EOS
+        return stop | (probs[:, -1] >= options.min_eos_p) if options.min_eos_p is not None else stop
+
+    def propose(slot: int, logits: torch.Tensor) -> int | None:  # the draft's proposal for step slot - T0
+        if slot - PROMPT_POSITIONS >= limit:
+            return None
+        sampled, probs = pick(slot - PROMPT_POSITIONS, [0], logits[:, :n_sampled])
+        return None if options.allow_early_stop and bool(stops(sampled, probs)[0]) else int(sampled[0])
+
+    if not exact:
+        runner: Any = CausalRunner(model, B, PROMPT_POSITIONS + (limit if decode == "eager" else max_steps), decode=decode)
+    elif draft is None:
+        runner = ExactRunner(model, PROMPT_POSITIONS + limit)
+    else:
+        runner = DraftedRunner(model, draft, PROMPT_POSITIONS + limit, propose, generators[0], n_draft=n_draft)
+    tokens = torch.zeros(B, limit, dtype=torch.long, device=device)
+    ends = RowEnds(generators, limit, sync_every, device)
+    logits = runner.prefill([emb[i : i + 1] for i in range(B)], PROMPT_POSITIONS)  # (B, V)
+    for n in range(limit):
+        live = ends.live()
+        sampled, probs = pick(n, live, logits[live, :n_sampled])
+        tokens[live, n] = sampled
+        if options.allow_early_stop:
+            ends.record(n, live, stops(sampled, probs))
+        if ends.all_done() or n == limit - 1:
+            break
+        if progress is not None and n % 64 == 63:
+            progress(n + 1, limit)
+        feed = tokens[:, n].clamp_max(SEMANTIC_VOCAB_SIZE - 1)  # rows past their end feed any valid token: ignored
+        logits = runner.step(feed, torch.full((B, 1), PROMPT_POSITIONS + n, device=device), PROMPT_POSITIONS + n)
+    if progress is not None:
+        progress(limit, limit)
+    return [tokens[i, : ends.n_kept[i]].cpu().numpy() for i in range(B)]
+
+
+class RowEnds:
+    """Where each row's generation ends: its stop flags stay on the device and the host reads them every
+    ``sync_every`` steps (and at the last); steps a row ran past its stop are undone (the row's generator goes back
+    to its state right after the stopping draw). Rows that never stop keep ``limit`` tokens."""
+
+    def __init__(self, generators: Sequence[torch.Generator], limit: int, sync_every: int, device: torch.device) -> None:
+        self.generators, self.limit, self.sync_every = generators, limit, sync_every
+        self.flags = torch.zeros(len(generators), limit, dtype=torch.bool, device=device)
+        self.n_kept, self.done, self.checked = [limit] * len(generators), [False] * len(generators), 0
+        self.states: list[list[torch.Tensor]] = [[] for _ in generators]  # after each unchecked step's draw
+
+    def live(self) -> list[int]:
+        return [i for i, done in enumerate(self.done) if not done]
+
+    def all_done(self) -> bool:
+        return all(self.done)
+
+    def record(self, n: int, rows: list[int], stop: torch.Tensor) -> None:
+        """Step ``n``'s stop flags (len(rows),) of ``rows``; the host reads them when a check is due."""
+        self.flags[rows, n] = stop
+        if self.sync_every > 1:
+            for i in rows:
+                self.states[i].append(self.generators[i].get_state())
+        if n + 1 - self.checked < self.sync_every and n < self.limit - 1:
+            return
+        flags = self.flags[:, self.checked : n + 1].tolist()  # the host's one read of the flags
+        for i in rows:
+            if True in flags[i]:
+                k = flags[i].index(True)
+                self.n_kept[i], self.done[i] = self.checked + k, True
+                if self.sync_every > 1:
+                    self.generators[i].set_state(self.states[i][k])  # as if the loop had stopped right there
+        self.checked, self.states = n + 1, [[] for _ in self.generators]
 
 
 @dataclass(frozen=True)
@@ -242,42 +252,22 @@ class SemanticStage(BarkStage):
         **options: Any,
     ) -> SemanticTokens:
         """Speak ``value``: semantic tokens (T,). Long text is generated sentence by sentence (see the module doc)."""
-        if not isinstance(value, str):
-            raise PipelineError(f"the semantic stage reads text, got {type(value).__name__}")
         opts = make_options(SemanticOptions, options)
-        generator = check_generator(generator, self.device)
-        if not self.exact:  # fast mode: the row engine, as a batch of one (barkkit_bark.engine)
-            return self.run_batch([value], voices=[voice], generators=[generator], progress=progress, **options)[0]
-        pieces = self.tokenizer.pieces(value)
-        history = voice.semantic.array if voice is not None else None
-        steps = semantic_step_limit(opts.max_gen_duration_s)
-        outputs = []
-        for i, piece in enumerate(pieces):
-            piece_progress = (lambda done, total, i=i: progress(i * steps + done, len(pieces) * steps)) if progress else None
-            tokens = generate_semantic(
-                self.model,
-                piece.ids,
-                history,
-                generator,
-                opts,
-                draft=self.draft if self.n_draft else None,
-                n_draft=self.n_draft,
-                progress=piece_progress,
-            )
-            outputs.append(tokens)
-            if voice is None and len(tokens):
-                history = tokens  # no voice: the next sentence continues this one's speaker
-        return SemanticTokens(np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.int64))
+        return self._speak([value], [voice], [check_generator(generator, self.device)], opts, progress)[0]
 
     def run_fast_batch(self, texts: Sequence[str], *, voices: Sequence[Voice | None],
                        generators: Sequence[torch.Generator], progress: Progress | None = None,
                        **options: Any) -> list[Any]:
-        """``SemanticStage.run_batch``: long texts go sentence piece by piece, piece k of every text in one batch."""
+        """``SemanticStage.run_batch`` in fast mode: piece k of every text in one batch."""
         check_batch(self, texts, voices, generators)
+        return self._speak(texts, voices, generators, make_options(SemanticOptions, options), progress)
+
+    def _speak(self, texts: Sequence[str], voices: Sequence[Voice | None], generators: Sequence[torch.Generator],
+               opts: SemanticOptions, progress: Progress | None) -> list[SemanticTokens]:
+        """Each text sentence piece by sentence piece (piece k of every text together) -> semantic tokens."""
         for text in texts:
             if not isinstance(text, str):
                 raise PipelineError(f"the semantic stage reads text, got {type(text).__name__}")
-        opts = make_options(SemanticOptions, options)
         pieces = [self.tokenizer.pieces(text) for text in texts]
         histories = [voice.semantic.array if voice is not None else None for voice in voices]
         outputs: list[list[np.ndarray]] = [[] for _ in texts]
@@ -285,77 +275,12 @@ class SemanticStage(BarkStage):
         for k in range(n_pieces):
             rows = [i for i, p in enumerate(pieces) if k < len(p)]
             piece_progress = (lambda done, total, k=k: progress(k * total + done, n_pieces * total)) if progress else None
-            tokens = generate_semantic_batch(
-                self.model, [np.asarray(pieces[i][k].ids, np.int64) for i in rows], [histories[i] for i in rows],
-                [generators[i] for i in rows], opts, progress=piece_progress,
-                decode=self.decode_steps)
+            tokens = generate_semantic(
+                self.model, [pieces[i][k].ids for i in rows], [histories[i] for i in rows], [generators[i] for i in rows],
+                opts, exact=self.exact, draft=self.draft if self.n_draft else None, n_draft=self.n_draft,
+                decode="eager" if self.exact else self.decode_steps, progress=piece_progress)
             for i, t in zip(rows, tokens):
                 outputs[i].append(t)
                 if voices[i] is None and len(t):
                     histories[i] = t  # no voice: the next sentence continues this one's speaker
         return [SemanticTokens(np.concatenate(o) if o else np.zeros(0, np.int64)) for o in outputs]
-
-
-@torch.inference_mode()
-def generate_semantic_batch(model: nn.Module, texts_ids: Sequence[np.ndarray], histories: Sequence[np.ndarray | None],
-                            generators: Sequence[torch.Generator], options: SemanticOptions, *,
-                            max_steps: int = MAX_SEMANTIC_STEPS,
-                      choose: RowSampler | None = None,
-                      progress: Progress | None = None, decode: str = "eager") -> list[np.ndarray]:
-    """Semantic tokens for each row: text ids (already offset, up to 256) and an optional semantic history.
-
-    ``choose(step, rows, logits)`` picks the tokens of ``rows`` from their logits (len(rows), V) and returns them with
-    the probabilities they were drawn from; by default each row samples with its own generator (``sample_rows``;
-    benchmarks feed known tokens instead). ``decode``: "eager", "compile" or
-    "cuda_graphs" (``barkkit_bark.fast.fixed_shape_decode``).
-    """
-    B = len(texts_ids)
-    text = np.full((B, 256), TEXT_PAD_TOKEN, dtype=np.int64)
-    hist = np.full((B, 256), SEMANTIC_PAD_TOKEN, dtype=np.int64)
-    for i, (ids, h) in enumerate(zip(texts_ids, histories)):
-        text[i, : len(ids)] = ids
-        if h is not None and len(h):
-            h = np.asarray(h, dtype=np.int64)[-256:]
-            hist[i, : len(h)] = h
-    wte = model.transformer.wte
-    device = wte.weight.device
-    emb = torch.cat([wte(torch.from_numpy(text).to(device)) + wte(torch.from_numpy(hist).to(device)),
-                     wte(torch.full((B, 1), SEMANTIC_INFER_TOKEN, device=device))], dim=1)  # (B, 257, C)
-    T0 = emb.shape[1]
-    temp, top_k, top_p, min_eos_p = options.text_temp, options.top_k, options.top_p, options.min_eos_p
-    allow_early_stop, max_gen_duration_s = options.allow_early_stop, options.max_gen_duration_s
-    max_tokens = max_steps if max_gen_duration_s is None else min(max_steps, semantic_step_limit(max_gen_duration_s))
-    # a fixed-shape step is compiled or captured for one cache size: the largest, whatever the options
-    size = T0 + (min(max_steps, max_tokens) if decode == "eager" else max_steps)
-    run = CausalRunner(model, B, size, decode=decode)
-    logits = run.prefill([emb[i : i + 1] for i in range(B)], T0)
-    out: list[list[int]] = [[] for _ in range(B)]
-    done = [False] * B
-    for n in range(max_steps):
-        relevant = logits[:, :SEMANTIC_VOCAB_SIZE]
-        if allow_early_stop:
-            relevant = torch.cat([relevant, logits[:, SEMANTIC_PAD_TOKEN : SEMANTIC_PAD_TOKEN + 1]], dim=1)
-        live = [i for i in range(B) if not done[i]]
-        if choose is not None:
-            sampled, probs = choose(n, live, relevant[live])
-        else:
-            sampled, probs = sample_rows(relevant[live], [generators[i] for i in live], temp, top_k, top_p)
-        tokens = torch.zeros(B, dtype=torch.long, device=device)  # rows that are done feed token 0; ignored
-        tokens[live] = sampled
-        values = tokens.tolist()
-        for j, i in enumerate(live):
-            t = values[i]
-            if allow_early_stop and (t == SEMANTIC_VOCAB_SIZE or (min_eos_p is not None and probs[j, -1] >= min_eos_p)):
-                done[i] = True
-                continue
-            out[i].append(t)
-            if len(out[i]) >= max_tokens:
-                done[i] = True
-        if progress is not None and n % 64 == 63:
-            progress(n + 1, max_tokens)
-        if all(done):
-            break
-        tokens = tokens.clamp_max(SEMANTIC_VOCAB_SIZE - 1)  # finished rows feed any valid token; ignored
-        pos = torch.full((B, 1), T0 + n, device=device)
-        logits = run(wte(tokens[:, None]), pos, slice(T0 + n, T0 + n + 1), None)
-    return [np.array(o, dtype=np.int64) for o in out]

@@ -1,15 +1,15 @@
-"""Exact mode's decode loop: an int8 twin drafts tokens, the fp32 model checks them, the reference's tokens result.
+"""Exact mode's drafted decode steps: an int8 twin drafts tokens, the fp32 model checks them, the reference's tokens
+result (``DraftedRunner``, a runner the stages' loops drive like any other).
 
-A one-token decode step of the fp32 model is bound by reading its weights (bark-small: ~380 MB a step, ~27 ms on
-this class of machine). The twin (``draft_model``: the same weights in int8, sharing embeddings, layer norms and
+A one-token decode step of the fp32 model is bound by reading its weights (bark-small: ~380 MB a step). The twin (``draft_model``: the same weights in int8, sharing embeddings, layer norms and
 the KV cache) proposes up to ``n_draft`` tokens cheaply, and the fp32 model then computes the logits of all of
 them in one pass, reading its weights once. The token at each step is still what the reference samples:
 
 - ``torch.multinomial`` draws the same amount of randomness whatever the probabilities (one exponential per
   vocabulary entry), so the generator is rewound to where the drafting began and every step is sampled again from
-  the fp32 logits, in order, with ``choose`` (the stage's own sampling rule, the one the plain loop uses);
-- a step whose token differs from the draft ends the round: its fp32 token is kept, the drafts after it are
-  dropped, and the generator is left right after that step's draw, as the reference leaves it;
+  the fp32 logits, in order, by the stage's own loop (the same loop and sampling rule as plain decoding);
+- a step whose token differs from the draft ends the round: the drafts after it are dropped, and the next step
+  starts a new round from the token the loop sampled;
 - when every draft is confirmed, the fp32 pass has also produced the logits of the next step, sampled for free.
 
 The fp32 pass writes the exact keys and values of every token it reads over the twin's approximate ones, so the
@@ -22,11 +22,11 @@ a sampled token only where two candidates tie to about 1e-7; the parity tests co
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
-from barkkit.stage import Progress
+from barkkit_bark.engine import ExactRunner, logit_rows
 from barkkit_bark.kernels import (
     cpu_features,
     decode_kernel_for,
@@ -35,17 +35,17 @@ from barkkit_bark.kernels import (
     measure,
     quantize_int8,
 )
-from barkkit_bark.model import GPT, KVCache
+from barkkit_bark.model import GPT
 
-__all__ = ["draft_model", "drafting_pays", "generate_verified", "Choose"]
+__all__ = ["draft_model", "drafting_pays", "DraftedRunner", "Propose"]
 
 # Drafting pays when a twin's step costs less than this share of an fp32 step: a round of 8 drafts and one
 # 9-token fp32 pass then costs less than the 8 fp32 steps it replaces, even with a rejection now and then.
 DRAFT_COST_LIMIT = 0.6
 
-Choose = Callable[[int, torch.Tensor], "int | None"]
-"""``choose(step, logits (1, V))`` samples step ``step``'s token with the stage's generator (exactly one draw) and
-returns the id to feed next, or None where generation stops there (the token is not kept)."""
+Propose = Callable[[int, torch.Tensor], "int | None"]
+"""``propose(slot, logits (1, V))`` samples the token for cache slot ``slot`` from a draft's logits, with the
+stage's own rule and generator, or returns None where generation would stop there (or the stage wants no token)."""
 
 
 def draft_model(model: GPT) -> GPT:
@@ -68,54 +68,44 @@ def drafting_pays(model: GPT, draft: GPT) -> bool:
     return times["draft"] < DRAFT_COST_LIMIT * times["fp32"]
 
 
-@torch.inference_mode()
-def generate_verified(
-    model: GPT,
-    draft: GPT,
-    caches: list[KVCache],
-    logits: torch.Tensor,
-    start: int,
-    max_new: int,
-    choose: Choose,
-    generator: torch.Generator,
-    *,
-    n_draft: int = 8,
-    progress: Progress | None = None,
-) -> list[int]:
-    """Up to ``max_new`` tokens after a prefill, each the one ``model`` alone would sample.
+class DraftedRunner(ExactRunner):
+    """Exact mode's decode steps, served from verified passes: the reference's logits, fewer fp32 weight reads.
 
-    ``logits`` (1, V) are the model's for the first new token, which goes to position ``start``; ``caches`` hold
-    positions [0, start). Returns the kept tokens (generation stops early where ``choose`` returns None).
+    A step that feeds a token the last round drafted returns that round's verified logits at once. Any other step
+    starts a round: the twin drafts up to ``n_draft`` tokens after the fed one (``propose``, with the generator
+    rewound afterwards), and the fp32 model computes the logits after the fed token and after each draft in one
+    pass, writing their exact keys and values over the twin's. The loop then samples each step from fp32 logits
+    with its own generator, so tokens and draws are the plain loop's.
     """
-    device = logits.device
-    out: list[int] = []
-    token = choose(0, logits)
-    if token is None:
-        return out
-    out.append(token)
-    pos = start  # where ``token``, the newest kept token, goes; the caches hold everything before it
-    while len(out) < max_new:
-        rewind = generator.get_state()
+
+    def __init__(self, model: GPT, draft: GPT, size: int, propose: Propose, generator: torch.Generator, *,
+                 n_draft: int = 8) -> None:
+        super().__init__(model, size)
+        self.draft, self.propose, self.generator, self.n_draft = draft, propose, generator, n_draft
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (drafted token, fp32 logits after it), in order
+        self.passes = 0  # fp32 passes that checked drafts
+
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
+             head_rows: slice | None = None) -> torch.Tensor:
+        """The row's token (1,) at position = slot ``slot`` -> logits (1, V) of the next, fp32-verified."""
+        token = int(tokens[0])
+        if self.pending and self.pending[0][0] == token:
+            return logit_rows(self.pending.pop(0)[1], head_rows)
+        rewind = self.generator.get_state()
         drafts: list[int] = []
         fed = token
-        for j in range(min(n_draft, max_new - len(out) - 1)):  # the pass's last row gives one more
-            step_logits = draft.decode(torch.tensor([[fed]], device=device), pos + j, caches)  # (1, V)
-            proposal = choose(len(out) + j, step_logits)
+        for j in range(self.n_draft):
+            logits = self.draft.extend(self.draft.embed(torch.tensor([[fed]], device=tokens.device)),
+                                       pos + j, self.caches, slot + j)  # (1, V)
+            proposal = self.propose(slot + j + 1, logits)
             if proposal is None:
-                break  # the draft would stop here: the fp32 pass decides
+                break  # the draft would stop here (or the stage wants no more): the fp32 pass decides
             drafts.append(proposal)
             fed = proposal
-        generator.set_state(rewind)
-        inputs = torch.tensor([[token, *drafts]], device=device)  # (1, m + 1) at positions [pos, pos + m]
-        verified = model.decode(inputs, pos, caches, all_logits=True)  # (1, m + 1, V)
-        for j in range(len(drafts) + 1):
-            token = choose(len(out), verified[:, j])
-            if token is None:
-                return out
-            out.append(token)
-            if len(out) == max_new or j == len(drafts) or token != drafts[j]:
-                break  # a correction, or the step after the last draft: the round ends with it
-        pos += j + 1
-        if progress is not None:
-            progress(len(out), max_new)
-    return out
+        self.generator.set_state(rewind)
+        ids = torch.tensor([[token, *drafts]], device=tokens.device)  # (1, m + 1) at slots [slot, slot + m]
+        verified = self.model.extend(self.model.embed(ids), pos + torch.arange(len(drafts) + 1, device=pos.device),
+                                     self.caches, slot, all_logits=True)  # (1, m + 1, V)
+        self.passes += 1
+        self.pending = [(d, verified[:, j + 1]) for j, d in enumerate(drafts)]
+        return logit_rows(verified[:, 0], head_rows)

@@ -40,7 +40,6 @@ class HubertSemantic(Stage):
     name: ClassVar[str] = "hubert.semantic"
     consumes: ClassVar[type] = Audio
     produces: ClassVar[type] = SemanticTokens
-    uses_voice: ClassVar[bool] = False
     load_options: ClassVar[dict[str, Any]] = {"hubert": DEFAULT_HUBERT, "quantizer": DEFAULT_QUANTIZER}
 
     def __init__(self, hubert: torch.nn.Module, quantizer: Quantizer, *, source: dict[str, str] | None = None) -> None:

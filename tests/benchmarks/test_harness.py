@@ -76,11 +76,11 @@ def test_engine_clock_splits_a_fast_run_into_prefills_decode_steps_and_fine_pass
     fast = H.barkkit_runner(folder, "fast")
     voice = H.load_voice("v2/en_speaker_6")
     semantic = fast.semantic(TEXT, voice, 0, 10)
-    originals = (CausalRunner.__call__, FineGPT.forward)
+    originals = (CausalRunner.prefill_row, CausalRunner.step, FineGPT.forward)
     with H.engine_clock() as seconds:
         fine = fast.fine(fast.coarse(semantic, voice, 1), voice, 2)
-        assert (CausalRunner.__call__, FineGPT.forward) != originals
-    assert (CausalRunner.__call__, FineGPT.forward) == originals  # restored
+        assert (CausalRunner.prefill_row, CausalRunner.step, FineGPT.forward) != originals
+    assert (CausalRunner.prefill_row, CausalRunner.step, FineGPT.forward) == originals  # restored
     assert fine.shape == (8, H.expected_lengths(10)[1])
     assert set(seconds) == set(H.ENGINE_PARTS) and all(s > 0 for s in seconds.values())
     with H.engine_clock() as idle:
@@ -99,3 +99,13 @@ def test_batch_comparison_reports_rows_equal_to_single_runs_and_the_bound(tiny, 
     assert "fine tokens equal to the single runs: 1.000" in out
     assert ("with the shortcuts" in out) == shortcuts
     assert "where the time goes" in out and "x at most" in out
+
+
+def test_agreement_counts_the_passes_that_check_exact_modes_drafts(tiny):
+    import agreement
+
+    _, folder = tiny
+    counted = agreement.draft_passes(str(folder), H.to_voice(H.load_voice("v2/en_speaker_6")), 20)
+    assert [stage for stage, _, _ in counted] == ["semantic", "coarse"]
+    for _, tokens, passes in counted:
+        assert tokens > 0 and 0 < passes <= tokens and tokens / passes <= 9  # one pass checks at most 8 drafts

@@ -14,12 +14,12 @@ from barkkit.errors import PipelineError
 from barkkit.pipeline import load_pipeline
 from barkkit.voice import Voice
 from barkkit_bark.checkpoints import load_model
-from barkkit_bark.coarse import CoarseOptions, CoarseStage, generate_coarse_batch
+from barkkit_bark.coarse import CoarseOptions, CoarseStage, generate_coarse
 from barkkit_bark.engine import CausalRunner
 from barkkit_bark.fast import prepare_fast
-from barkkit_bark.fine import FineOptions, FineStage, generate_fine_batch
+from barkkit_bark.fine import FineOptions, FineStage, generate_fine
 from barkkit_bark.kernels import Int8Linear
-from barkkit_bark.semantic import SemanticOptions, SemanticStage, generate_semantic_batch
+from barkkit_bark.semantic import SemanticOptions, SemanticStage, generate_semantic
 
 TEXT = "Hello, my name is Suno. And, uh, I like pizza."
 
@@ -79,23 +79,21 @@ def test_batch_rows_equal_single_runs(fast: bool, suno_folder: Path, voice_file:
         return [torch.Generator().manual_seed(10 + i) for i in range(3)]
 
     options = SemanticOptions(allow_early_stop=False, max_gen_duration_s=0.6)
-    sem = generate_semantic_batch(models["text"], ids, histories, gens(), options)
+    sem = generate_semantic(models["text"], ids, histories, gens(), options)
     for i in range(3):
-        alone = generate_semantic_batch(models["text"], [ids[i]], [histories[i]], [gens()[i]], options)[0]
+        alone = generate_semantic(models["text"], [ids[i]], [histories[i]], [gens()[i]], options)[0]
         np.testing.assert_array_equal(sem[i], alone)
     sems = [sem[0], sem[1][:20], sem[2][:27]]  # own lengths: 90, 60 and 81 coarse steps
-    coarse = generate_coarse_batch(models["coarse"], sems, voices, gens(), CoarseOptions())
+    coarse = generate_coarse(models["coarse"], sems, voices, gens(), CoarseOptions())
     for i in range(3):
-        alone = generate_coarse_batch(models["coarse"], [sems[i]], [voices[i]], [gens()[i]], CoarseOptions())[0]
+        alone = generate_coarse(models["coarse"], [sems[i]], [voices[i]], [gens()[i]], CoarseOptions())[0]
         np.testing.assert_array_equal(coarse[i], alone)
     assert [c.shape[1] for c in coarse] == [45, 30, 40]
-    for pad_to_window in (True, False):
-        fine = generate_fine_batch(models["fine"], coarse, voices, gens(), FineOptions(), pad_to_window=pad_to_window)
-        for i in range(3):
-            alone = generate_fine_batch(models["fine"], [coarse[i]], [voices[i]], [gens()[i]], FineOptions(),
-                                              pad_to_window=pad_to_window)[0]
-            np.testing.assert_array_equal(fine[i], alone)
-            np.testing.assert_array_equal(fine[i][:2], coarse[i])
+    fine = generate_fine(models["fine"], coarse, voices, gens(), FineOptions(), trim_last_layer=True)
+    for i in range(3):
+        alone = generate_fine(models["fine"], [coarse[i]], [voices[i]], [gens()[i]], FineOptions(), trim_last_layer=True)[0]
+        np.testing.assert_array_equal(fine[i], alone)
+        np.testing.assert_array_equal(fine[i][:2], coarse[i])
 
 
 def test_fast_pipeline_batch_equals_single_generations(suno_folder: Path, voice_file: Path) -> None:
@@ -143,7 +141,7 @@ def test_fixed_shape_decode_steps_give_the_eager_tokens(device: str, how: str, s
 
     def run(decode: str) -> list[np.ndarray]:
         generators = [torch.Generator(device).manual_seed(5 + i) for i in range(2)]
-        return generate_coarse_batch(model, sems, [voice, None], generators, CoarseOptions(), decode=decode)
+        return generate_coarse(model, sems, [voice, None], generators, CoarseOptions(), decode=decode)
 
     eager = run("eager")
     with warnings.catch_warnings(record=True) as caught:
@@ -194,7 +192,7 @@ def test_decode_logits_of_each_row_are_bit_equal_to_a_one_row_run(monkeypatch: p
         run.prefill([model.embed(row[None, :L]) for row in rows], L)
         out = []
         for t in range(L, L + 8):
-            out.append(run(model.embed(rows[:, t : t + 1]), torch.full((rows.shape[0], 1), t), slice(t, t + 1), None))
+            out.append(run.step(rows[:, t], torch.full((rows.shape[0], 1), t), t))
         return torch.stack(out, 1)
 
     with torch.inference_mode():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from barkkit_bark.fast import prepare_fast, use_bf16_attention
+from barkkit_bark.fast import prepare_fast
 from barkkit_bark.kernels import (
     DECODE_KERNELS,
     Int8Linear,
@@ -16,7 +16,7 @@ from barkkit_bark.kernels import (
     int_mm_works,
     quantize_int8,
 )
-from barkkit_bark.model import SelfAttention
+from barkkit_bark.model import SelfAttention, use_bf16_attention
 
 from .conftest import tiny_models
 

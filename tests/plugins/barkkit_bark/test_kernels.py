@@ -18,7 +18,14 @@ from barkkit import load_plugins
 from barkkit.cli import cli
 from barkkit_bark.coarse import CoarseStage
 from barkkit_bark.fast import prepare_fast
-from barkkit_bark.kernels import Int8Linear, cpu_features, decode_kernel_for, int_mm_works, measure
+from barkkit_bark.kernels import (
+    Int8Linear,
+    cpu_features,
+    decode_kernel_for,
+    int_mm_works,
+    many_rows_kernel_for,
+    measure,
+)
 from barkkit_bark.speculative import draft_model, drafting_pays
 
 from .conftest import tiny_models
@@ -26,6 +33,7 @@ from .conftest import tiny_models
 REPO_ROOT = Path(__file__).resolve().parents[3]
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
         "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+AVX2_VNNI = {**AVX2, "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI"}  # an Intel Core 12th-14th gen: AVX-VNNI, no AVX-512
 FORCED = "BARKKIT_TEST_FORCED_ISA"  # set in the child pytest run, so that it does not start another
 
 
@@ -97,6 +105,22 @@ def test_int_mm_is_used_only_where_it_sums_exactly():
         assert "int_mm" not in kernels or not drafting_pays(coarse, twin)
 
 
+@torch.inference_mode()
+def test_many_row_products_are_close_and_keep_rows_independent():
+    """Prefills and fine passes: the many-row int8 kernel chosen here (fbgemm, or torch._int_mm where only oneDNN
+    has VNNI) stays close to fp32, and a batch row computes exactly what it computes alone."""
+    features = cpu_features()
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 512)
+    layer = Int8Linear(linear, decode_kernel=decode_kernel_for(features) or "fp32", many_rows=many_rows_kernel_for(features))
+    x = torch.randn(3, 40, 256)
+    y = layer(x)
+    assert ((y - linear(x)).norm() / linear(x).norm()).item() < 0.03  # 7-bit fbgemm: ~0.02; int_mm, 8-bit rows: ~0.01
+    assert torch.equal(y, torch.cat([layer(x[i : i + 1]) for i in range(3)]))
+    if os.environ.get(FORCED) == "avx2_vnni":
+        assert layer.many_rows == "int_mm" and "torch._int_mm" in prepare_fast(tiny_models()[1]).kernels["linears"]
+
+
 def teacher_forced_distributions(model, ids: torch.Tensor, n_prompt: int) -> torch.Tensor:
     """Log-probabilities (T, V) of each next token after the prompt, decoding the given ids one at a time."""
     caches = model.new_caches(1, ids.shape[1])
@@ -133,6 +157,7 @@ def test_both_modes_on_avx2_forced_for_the_whole_process(tmp_path):
              f"{parity}test_drafted_exact_mode_matches_reference[voice-2]",
              "tests/plugins/barkkit_bark/test_kernels.py::test_fast_mode_stays_close_to_exact_mode",
              "tests/plugins/barkkit_bark/test_kernels.py::test_int_mm_is_used_only_where_it_sums_exactly",
+             "tests/plugins/barkkit_bark/test_kernels.py::test_many_row_products_are_close_and_keep_rows_independent",
              "tests/plugins/barkkit_bark/test_fast.py::test_every_decode_kernel_is_close_and_keeps_rows_independent",
              "tests/plugins/barkkit_bark/test_kernels.py::test_exact_mode_drafts_only_where_the_twin_measures_faster"]
     env = {**os.environ, **AVX2, FORCED: "avx2", "BARKKIT_KERNEL_CACHE": str(tmp_path / "kernels.json")}
@@ -140,6 +165,23 @@ def test_both_modes_on_avx2_forced_for_the_whole_process(tmp_path):
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "failed" not in run.stdout
+
+
+@pytest.mark.skipif(bool(os.environ.get(FORCED)), reason="already a forced-ISA run")
+def test_fast_mode_on_avx2_with_avx_vnni(tmp_path):
+    """AVX-VNNI without AVX-512 (forced here with oneDNN allowed AVX2_VNNI): fbgemm has only its AVX2 kernels, so
+    prefills and fine passes go through torch._int_mm (exact int32 sums), and fast mode stays within its bounds."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if " avx_vnni" not in flags:
+        pytest.skip("the CPU has no AVX-VNNI")
+    forced = features_under(AVX2_VNNI)
+    assert forced["fbgemm"] == "avx2" and forced["int8_exact_mm"] is True
+    tests = ["tests/plugins/barkkit_bark/test_kernels.py::test_many_row_products_are_close_and_keep_rows_independent",
+             "tests/plugins/barkkit_bark/test_kernels.py::test_fast_mode_stays_close_to_exact_mode"]
+    env = {**os.environ, **AVX2_VNNI, FORCED: "avx2_vnni", "BARKKIT_KERNEL_CACHE": str(tmp_path / "kernels.json")}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
 
 
 def test_info_with_a_model_shows_what_each_loaded_stage_chose(suno_folder):

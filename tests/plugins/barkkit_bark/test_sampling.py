@@ -64,8 +64,8 @@ def test_deferred_stop_checks_undo_extra_steps(sync_every: int, models, voice_fi
     for seed in range(4):
         eager, lazy = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
         options = SemanticOptions(max_gen_duration_s=3.0)
-        a = generate_semantic(text, [10_100, 10_200], history, eager, options)
-        b = generate_semantic(text, [10_100, 10_200], history, lazy, options, sync_every=sync_every)
+        a = generate_semantic(text, [[10_100, 10_200]], [history], [eager], options, exact=True)[0]
+        b = generate_semantic(text, [[10_100, 10_200]], [history], [lazy], options, exact=True, sync_every=sync_every)[0]
         np.testing.assert_array_equal(a, b)
         assert torch.equal(eager.get_state(), lazy.get_state())
         lengths.append(len(a))

@@ -7,7 +7,7 @@ import torch
 
 from barkkit_bark.kernels import Int8Linear
 from barkkit_bark.model import GPT, GPTConfig
-from barkkit_bark.speculative import draft_model, generate_verified
+from barkkit_bark.speculative import DraftedRunner, draft_model
 from tests.plugins.barkkit_bark.conftest import COARSE_CONFIG, TINY, randomize
 
 PROMPT = 40
@@ -18,9 +18,9 @@ class CountingGPT(GPT):
 
     checks = 0
 
-    def decode(self, idx, start, caches, *, all_logits=False):
-        self.checks += all_logits
-        return super().decode(idx, start, caches, all_logits=all_logits)
+    def extend(self, tok_emb, pos, caches, slot, **kwargs):
+        self.checks += kwargs.get("all_logits", False)
+        return super().extend(tok_emb, pos, caches, slot, **kwargs)
 
 
 def make_choose(generator: torch.Generator, stop_every: int | None = None):
@@ -47,9 +47,19 @@ def plain(model: GPT, prompt: torch.Tensor, n: int, choose) -> list[int]:
 
 
 def verified(model: GPT, draft: GPT, prompt: torch.Tensor, n: int, choose, generator, n_draft: int) -> list[int]:
-    caches = model.new_caches(1, PROMPT + n + 1)
-    logits = model.prefill(model.embed(prompt), caches)
-    return generate_verified(model, draft, caches, logits, PROMPT, n, choose, generator, n_draft=n_draft)
+    """The plain loop, its decode steps served by a ``DraftedRunner`` (proposals: the same rule, up to n tokens)."""
+    runner = DraftedRunner(model, draft, PROMPT + n + 1, lambda slot, logits: choose(slot - PROMPT, logits)
+                           if slot - PROMPT < n else None, generator, n_draft=n_draft)
+    logits = runner.prefill([model.embed(prompt)], PROMPT)
+    out: list[int] = []
+    for step in range(n):
+        if step:
+            logits = runner.step(torch.tensor([out[-1]]), torch.tensor([[PROMPT + step - 1]]), PROMPT + step - 1)
+        token = choose(step, logits)
+        if token is None:
+            break
+        out.append(token)
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,6 @@ class EnergySemantic(Stage):
     name = "test.audio_semantic"
     consumes = Audio
     produces = SemanticTokens
-    uses_voice = False
 
     def run(self, value, *, voice=None, generator, progress=None, **options):
         hop = value.sample_rate / 49.9
