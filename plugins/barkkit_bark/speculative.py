@@ -1,9 +1,10 @@
 """Exact mode's drafted decode steps: an int8 twin drafts tokens, the fp32 model checks them, the reference's tokens
 result (``DraftedRunner``, a runner the stages' loops drive like any other).
 
-A one-token decode step of the fp32 model is bound by reading its weights (bark-small: ~380 MB a step). The twin (``draft_model``: the same weights in int8, sharing embeddings, layer norms and
-the KV cache) proposes up to ``n_draft`` tokens cheaply, and the fp32 model then computes the logits of all of
-them in one pass, reading its weights once. The token at each step is still what the reference samples:
+A one-token decode step of the fp32 model is bound by reading its weights (bark-small: ~380 MB a step). The twin
+(``draft_model``: the same weights in int8, sharing embeddings, layer norms and the KV cache) proposes up to
+``n_draft`` tokens cheaply, and the fp32 model then computes the logits of all of them in one pass, reading its
+weights once. The token at each step is still what the reference samples:
 
 - ``torch.multinomial`` draws the same amount of randomness whatever the probabilities (one exponential per
   vocabulary entry), so the generator is rewound to where the drafting began and every step is sampled again from
