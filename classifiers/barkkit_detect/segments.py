@@ -1,11 +1,13 @@
-"""Where in a file the trace is: coarse windows, then each range's edges refined with shorter windows.
+"""Where in a file the trace is: coarse windows, then each range's edges refined with shorter windows and snapped to sound.
 
 A window is flagged when most of the sound it holds carries the trace, so a range built from ``window``-second
 pieces (``trace_ranges``: each flagged piece stands for its middle ``hop`` seconds) can put an edge up to about half a
-window off, depending on how much Bark a piece needs before it is flagged. Around each edge inside the file, pieces
-half as long (``FINE_FRACTION`` of the window, at least ``MIN_FINE`` seconds) are scored every ``FINE_STEP`` seconds
-over one window's span; the edge moves to where their flags switch from off to on (a step fit, robust to a stray
-flag). Short pieces halve the error; where none is flagged (too little sound in them) the coarse edge stays.
+window off, depending on how much Bark a piece needs before it is flagged. Around each edge inside the file, short
+pieces (``FINE_FRACTION`` of the window, at least ``MIN_FINE`` seconds: 2 s for 4 s windows) are scored every
+``FINE_STEP`` seconds over one window's span; the edge moves to where their flags switch from off to on (a step fit,
+robust to a stray flag); where none is flagged (too little sound in them) the coarse edge stays. A trace exists only
+where there is sound, so an edge that lands in a pause (a Bark clip's leading or trailing silence, the gap before
+the next speaker) is then moved inwards to where the sound starts or ends (``snap_to_sound``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import numpy as np
 
 from barkkit.detection import trace_ranges
 
-__all__ = ["refine_segments", "FINE_STEP", "FINE_FRACTION"]
+__all__ = ["refine_segments", "snap_to_sound", "FINE_STEP", "FINE_FRACTION"]
 
 FINE_STEP = 0.25  # seconds between short pieces
 FINE_FRACTION = 0.5  # a short piece is half a window ...
-MIN_FINE = 1.5  # ... but at least this long (shorter pieces hold too few frames for a verdict)
+MIN_FINE = 1.5  # ... but at least this long (shorter pieces hold too few frames for a steady verdict)
+# (1 s pieces were measured too, benchmarks/segments_splice.py: closer median edges, but more stray flags in human
+# speech next to a sentence drag an edge out by more than 1 s)
+SOUND_FRAME = 0.05  # seconds per loudness frame when snapping an edge to sound
+SOUND_SHARE = 0.03  # a frame sounds when its RMS is above this share of the file's loud frames (99th percentile)
 FLAG_SHARE = 0.25  # a piece is flagged once about this share of it carries the trace (measured: lines stay lines
 # when human speech is added, so a piece need not be mostly Bark); the switch is moved inwards by as much
 MERGE_GAP = 0.5  # windows: ranges closer than this many windows are one range (a quiet stretch inside a sentence)
@@ -61,6 +67,34 @@ def _edge(samples: np.ndarray, rate: int, score: Score, threshold: float, edge: 
     return switch + inward * (0.5 - FLAG_SHARE) * length  # where the piece's centre crossed, moved to where its trace began
 
 
+def _sounding(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Which ``SOUND_FRAME``-second frames of ``samples`` (n,) sound: (n_frames,) bool."""
+    hop = max(1, int(round(SOUND_FRAME * rate)))
+    n = samples.shape[0] // hop
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    rms = np.sqrt(np.mean(np.square(samples[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
+    return rms > SOUND_SHARE * np.percentile(rms, 99)
+
+
+def snap_to_sound(sounding: np.ndarray, start: float, end: float, limit: float, inner_start: bool, inner_end: bool) -> tuple[float, float]:
+    """(start, end) with an edge that lies in a pause moved inwards, at most ``limit`` seconds, to where sound starts
+    (or ends). ``sounding``: (n_frames,) bool of ``SOUND_FRAME``-second frames; ``inner_*``: the edge is inside the
+    file (an edge at the file's start or end stays). An edge in sound, or with no sound within ``limit``, stays."""
+    steps = int(round(limit / SOUND_FRAME))
+    if inner_start:
+        i = int(round(start / SOUND_FRAME))
+        onset = next((k for k in range(i, min(i + steps, sounding.size)) if sounding[k]), None)
+        if onset is not None and onset * SOUND_FRAME < end:
+            start = onset * SOUND_FRAME
+    if inner_end:
+        j = int(round(end / SOUND_FRAME)) - 1
+        offset = next((k for k in range(min(j, sounding.size - 1), max(j - steps, -1), -1) if sounding[k]), None)
+        if offset is not None and (offset + 1) * SOUND_FRAME > start:
+            end = (offset + 1) * SOUND_FRAME
+    return start, end
+
+
 def refine_segments(samples: np.ndarray, rate: int, windows: list[dict[str, Any]], threshold: float, window: float, hop: float, score: Score) -> list[dict[str, Any]]:
     """``trace_ranges`` of ``windows``, with every edge inside the file refined by short pieces.
 
@@ -76,6 +110,7 @@ def refine_segments(samples: np.ndarray, rate: int, windows: list[dict[str, Any]
             ranges.append(r)
     duration = samples.shape[0] / rate
     length = min(window, max(MIN_FINE, FINE_FRACTION * window))
+    sounding = _sounding(samples, rate)
     refined = []
     for r in ranges:
         start, end = r["start"], r["end"]
@@ -83,6 +118,7 @@ def refine_segments(samples: np.ndarray, rate: int, windows: list[dict[str, Any]
             start = _edge(samples, rate, score, threshold, start, window, length, +1)
         if end < duration:
             end = _edge(samples, rate, score, threshold, end, window, length, -1)
+        start, end = snap_to_sound(sounding, start, end, window / 2, start > 0.0, end < duration)
         if end > start:
             refined.append({**r, "start": round(max(0.0, start), 3), "end": round(min(duration, end), 3)})
     merged: list[dict[str, Any]] = []

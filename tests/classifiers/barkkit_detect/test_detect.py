@@ -551,15 +551,17 @@ def test_segments_find_bark_spliced_into_human_speech(run, detector_data, tmp_pa
         result = run("detect", path, "--segments", "--window", 4, "--hop", 1, "--json")
         assert result.exit_code == 0, result.output
         line = json.loads(result.stdout)
-        # the Bark sentence's sounding part: a clip's leading or trailing silence carries no trace to find
+        # the Bark sentence's sounding part: a clip's leading or trailing silence carries no trace to find, nor does
+        # a lone click under 0.25 s after 0.5 s or more of silence (one of these clips ends with a 0.1 s click)
         frames = np.sqrt(np.mean(clip.samples[: clip.samples.shape[0] // 1200 * 1200].reshape(-1, 1200) ** 2, axis=1))
         sounding = np.flatnonzero(frames > 0.03 * frames.max())
-        truth = (at + sounding[0] * 0.05, at + (sounding[-1] + 1) * 0.05)
+        runs = [run for run in np.split(sounding, np.flatnonzero(np.diff(sounding) > 10) + 1) if run.size >= 5]
+        truth = (at + runs[0][0] * 0.05, at + (runs[-1][-1] + 1) * 0.05)
         assert line["is_bark"] is True and line["segments"], line
         best = max(line["segments"], key=lambda s: s["end"] - s["start"])
-        # the issue asks for +-1 s. Edges refined with 2 s pieces are within 1 s on about three splices in four
-        # (model-card.md: 48 splices measured), within 1.5 s on these; the coarse 4 s windows alone reach 2 s off
-        assert abs(best["start"] - truth[0]) <= 1.5 and abs(best["end"] - truth[1]) <= 1.5, (line["segments"], truth)
+        # the issue's +-1 s: edges refined with 1 s pieces and snapped to the sound (the coarse 4 s windows alone
+        # reach 2 s off; benchmarks/segments_splice.py measures 46 splices, model-card.md gives the figures)
+        assert abs(best["start"] - truth[0]) <= 1.0 and abs(best["end"] - truth[1]) <= 1.0, (line["segments"], truth)
         checked += 1
     assert checked == 3
 
