@@ -57,7 +57,8 @@ def splices(limit: int, min_run: float = 0.25) -> list[tuple[str, np.ndarray, tu
         at = 5.0 + (i * 7919 % 60) / 10  # 5-11 s of human speech before the sentence, never on a whole second
         after = 6.0 + (i * 104729 % 50) / 10
         begin = int((i * 15 * RATE) % (pool.shape[0] - 40 * RATE))  # a different stretch of speech each time
-        before_part, after_part = pool[begin : begin + int(at * RATE)], pool[begin + int(at * RATE) : begin + int((at + after) * RATE)]
+        cut = begin + int(at * RATE)
+        before_part, after_part = pool[begin:cut], pool[cut : cut + int(after * RATE)]
         samples = np.concatenate([before_part, clip, after_part]).astype(np.float32)
         s, e = sounding_part(clip, min_run=min_run)
         out.append((Path(row["path"]).name, samples, (at + s, at + e)))
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=46)
     parser.add_argument("--window", type=float, default=4.0)
     parser.add_argument("--hop", type=float, default=1.0)
-    parser.add_argument("--keep-blips", action="store_true", help="count a lone 0.1 s click at a clip's end as sound")
+    parser.add_argument("--keep-blips", action="store_true", help="count a lone click at a clip's end as sound")
     parser.add_argument("--json", type=Path, default=None, help="write every splice's truth and ranges here")
     args = parser.parse_args()
     from barkkit.audio import Audio
@@ -88,7 +89,8 @@ def main() -> None:
         err = (abs(best["start"] - truth[0]), abs(best["end"] - truth[1])) if best else (truth[1] - truth[0],) * 2
         errors.append(err)
         records.append({"clip": name, "truth": truth, "ranges": ranges, "errors": err})
-        print(f"{name:28s} truth {truth[0]:6.2f}-{truth[1]:6.2f}  ranges {[(r['start'], r['end']) for r in ranges]}  err {err[0]:.2f} {err[1]:.2f}")
+        found = [(r["start"], r["end"]) for r in ranges]
+        print(f"{name:14s} truth {truth[0]:6.2f}-{truth[1]:6.2f}  ranges {found}  err {err[0]:.2f} {err[1]:.2f}")
     worst = np.array([max(e) for e in errors])
     every = np.array(errors).ravel()
     print(f"{len(errors)} splices: both edges within +-1 s {np.mean(worst <= 1.0):.0%} ({int(np.sum(worst <= 1.0))}), "

@@ -1,4 +1,5 @@
-"""Where in a file the trace is: coarse windows, then each range's edges refined with shorter windows and snapped to sound.
+"""Where in a file the trace is: coarse windows, then each range's edges refined with shorter windows and snapped
+to the sound.
 
 A window is flagged when most of the sound it holds carries the trace, so a range built from ``window``-second
 pieces (``trace_ranges``: each flagged piece stands for its middle ``hop`` seconds) can put an edge up to about half a
@@ -77,10 +78,13 @@ def _sounding(samples: np.ndarray, rate: int) -> np.ndarray:
     return rms > SOUND_SHARE * np.percentile(rms, 99)
 
 
-def snap_to_sound(sounding: np.ndarray, start: float, end: float, limit: float, inner_start: bool, inner_end: bool) -> tuple[float, float]:
-    """(start, end) with an edge that lies in a pause moved inwards, at most ``limit`` seconds, to where sound starts
-    (or ends). ``sounding``: (n_frames,) bool of ``SOUND_FRAME``-second frames; ``inner_*``: the edge is inside the
-    file (an edge at the file's start or end stays). An edge in sound, or with no sound within ``limit``, stays."""
+def snap_to_sound(
+    sounding: np.ndarray, start: float, end: float, limit: float, inner_start: bool, inner_end: bool
+) -> tuple[float, float]:
+    """(start, end) with an edge that lies in a pause moved inwards, at most ``limit`` seconds, to where sound
+    starts (or ends). ``sounding``: (n_frames,) bool of ``SOUND_FRAME``-second frames; ``inner_*``: the edge is
+    inside the file (an edge at the file's start or end stays). An edge in sound, or with no sound within
+    ``limit``, stays."""
     steps = int(round(limit / SOUND_FRAME))
     if inner_start:
         i = int(round(start / SOUND_FRAME))
