@@ -47,7 +47,8 @@ def splices(limit: int, min_run: float = 0.25) -> list[tuple[str, np.ndarray, tu
     """(name, samples at 24 kHz, truth) of up to ``limit`` splices: Bark sentences at varied offsets."""
     from barkkit.audio import load_audio
 
-    rows = list(csv.DictReader(open(SHARED / "manifest.csv")))
+    with open(SHARED / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     bark = [r for r in rows if r["source"] == "Ydoit/bark" and float(r["duration_s"]) >= 2.5][::2][:limit]
     human = [load_audio(SHARED / r["path"], sample_rate=RATE) for r in rows if r["source"] == "resemble-ai/Resemblyzer"]
     pool = np.concatenate([h.samples for h in human])
