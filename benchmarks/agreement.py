@@ -78,8 +78,7 @@ def fine_records(model, coarse, voice, forced, shortcut: str | None = None) -> l
     ``shortcut``: "unpadded" (the model reads no padding frames) or "history 256" (``shortcuts``)."""
     from shortcuts import shorter_history, unpadded
 
-    from barkkit.constants import CODEBOOK_SIZE
-    from barkkit_bark.fine import FineOptions, fine_input, generate_fine
+    from barkkit_bark.fine import FineOptions, generate_fine
 
     rec: list = []
     opts = FineOptions()
@@ -93,8 +92,7 @@ def fine_records(model, coarse, voice, forced, shortcut: str | None = None) -> l
         return preds
 
     if shortcut == "unpadded":
-        codes, _ = fine_input(coarse, voice)
-        model = unpadded(model, int((codes[:, 0] != CODEBOOK_SIZE).sum()))  # the voice's frames and the clip's
+        model = unpadded(model, coarse, voice)
     elif shortcut == "history 256":
         voice = shorter_history(voice, 256)
     from barkkit_bark.kernels import Int8Linear

@@ -218,7 +218,7 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     """
     from shortcuts import unpadded
 
-    from barkkit_bark.fine import FineOptions, fine_input, generate_fine
+    from barkkit_bark.fine import FineOptions, generate_fine
 
     stages = runner.extra["stages"]
     texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(n)]
@@ -230,8 +230,8 @@ def batch_throughput(runner: H.Runner, n: int, voice, n_tokens: int, audio_s: fl
     def fine(coarses: list, vs: list, gs: list[torch.Generator]) -> list[np.ndarray]:
         if shortcuts:  # each row's windows without the padding frames
             model = stages["fine"].model
-            return [generate_fine(unpadded(model, int((fine_input(c.array, v)[0][:, 0] != 1024).sum())), [c.array], [v],
-                                  [g], FineOptions(), trim_last_layer=True)[0] for c, v, g in zip(coarses, vs, gs)]
+            return [generate_fine(unpadded(model, c.array, v), [c.array], [v], [g], FineOptions(), trim_last_layer=True)[0]
+                    for c, v, g in zip(coarses, vs, gs)]
         return [f.array for f in stages["fine"].run_batch(coarses, voices=vs, generators=gs)]
 
     def gens() -> list[torch.Generator]:

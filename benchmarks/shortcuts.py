@@ -14,20 +14,25 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from barkkit.constants import CODEBOOK_SIZE
 from barkkit.tokens import CoarseTokens, FineTokens
 from barkkit.voice import Voice
+from barkkit_bark.fine import fine_input
 
 
 class unpadded(nn.Module):
-    """The fine model run on the first ``n_real`` frames of each window only; the logits of the padding frames
-    after them are zeros (sampled, then dropped with the padding: no real frame ever reads them)."""
+    """The fine model run, for one clip's coarse codes (n_coarse, T) and voice, on the real frames of each window
+    only (the voice's and the clip's, ``fine_input``); the logits of the padding frames after them are zeros
+    (sampled, then dropped with the padding: no real frame ever reads them)."""
 
-    def __init__(self, model: nn.Module, n_real: int) -> None:
+    def __init__(self, model: nn.Module, coarse: np.ndarray, voice: Voice | None) -> None:
         super().__init__()
-        self.model, self.n_real = model, n_real
+        codes, _ = fine_input(coarse, voice)  # (N, 8)
+        self.model, self.n_real = model, int((codes[:, 0] != CODEBOOK_SIZE).sum())
         self.transformer = model.transformer  # where the loop looks for the device
 
     def forward(self, pred_idx: int, idx: torch.Tensor, **kwargs: Any) -> torch.Tensor:

@@ -38,6 +38,8 @@ from barkkit_bark.common import (
     help_of,
     make_options,
     option_field,
+    top_k_field,
+    top_p_field,
 )
 from barkkit_bark.engine import CausalRunner, ExactRunner, check_batch, check_generator, sample_rows
 from barkkit_bark.sampling import check_temperature
@@ -84,8 +86,8 @@ class CoarseOptions:
     """
 
     waveform_temp: float = option_field(0.7, "Coarse stage temperature.")
-    top_k: int | None = option_field(None, "Sample only among the k most likely tokens.")
-    top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
+    top_k: int | None = top_k_field()
+    top_p: float | None = top_p_field()
     max_coarse_history: int = option_field(MAX_COARSE_HISTORY, f"Coarse tokens of history each window sees (60 to {MAX_COARSE_HISTORY}).")
     sliding_window_len: int = option_field(60, "Coarse steps per window.")
 

@@ -138,6 +138,16 @@ def option_field(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def top_k_field() -> Any:
+    """``top_k``, an option of both causal stages (one ``--top-k`` flag): its default and help, stated once."""
+    return option_field(None, "Sample only among the k most likely tokens.")
+
+
+def top_p_field() -> Any:
+    """``top_p``, an option of both causal stages (one ``--top-p`` flag): its default and help, stated once."""
+    return option_field(None, "Nucleus sampling: the smallest set with this much probability.")
+
+
 def defaults_of(options: type) -> dict[str, Any]:
     """An ``Options`` dataclass as ``Stage.options``: every option's name and default, stated once, in the class."""
     return {f.name: f.default for f in fields(options)}

@@ -42,6 +42,8 @@ from barkkit_bark.common import (
     help_of,
     make_options,
     option_field,
+    top_k_field,
+    top_p_field,
 )
 from barkkit_bark.engine import CausalRunner, ExactRunner, check_batch, check_generator, sample_rows
 from barkkit_bark.model import GPT
@@ -198,8 +200,8 @@ class SemanticOptions:
     """
 
     text_temp: float = option_field(0.7, "Semantic stage temperature.")
-    top_k: int | None = option_field(None, "Sample only among the k most likely tokens.")
-    top_p: float | None = option_field(None, "Nucleus sampling: the smallest set with this much probability.")
+    top_k: int | None = top_k_field()
+    top_p: float | None = top_p_field()
     min_eos_p: float | None = option_field(0.2, "Stop the semantic stage once p(end) reaches this.")
     max_gen_duration_s: float | None = option_field(
         None, "Cap in seconds on each semantic generation. A text within Bark's 256-token window is one generation; a "

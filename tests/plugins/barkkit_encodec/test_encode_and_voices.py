@@ -18,17 +18,7 @@ from barkkit.tokens import Audio, SemanticTokens
 from barkkit.voice import Voice, load_token_file
 from barkkit.voice_making import encode_recording, make_voice, semantic_stage_names
 from barkkit_encodec.decoder import EncodecDecoder
-
-
-def speechy(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """A chirp with a syllable-like envelope plus a little noise: (n,) or (n, channels)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    signal = 0.3 * envelope * np.sin(2 * np.pi * (150 + 300 * t) * t) + 0.01 * rng.standard_normal(t.size)
-    if channels == 1:
-        return signal.astype(np.float32)
-    return np.stack([signal * (1 - 0.2 * c) for c in range(channels)], axis=1).astype(np.float32)
+from tests.speech_like import speechy
 
 
 @pytest.fixture(scope="module")

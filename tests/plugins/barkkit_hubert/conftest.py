@@ -10,19 +10,14 @@ import torch
 
 from barkkit_hubert.hubert import write_hubert
 from barkkit_hubert.quantizer import Quantizer, QuantizerInfo, write_quantizer
+from tests.speech_like import speechy as speech_like
 
 HIDDEN = 32  # the tiny HuBERT's width, so the quantizer's input size
 
 
 def speechy(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """A chirp with a syllable-like envelope plus a little noise: (n,) or (n, channels), float32."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    signal = 0.3 * envelope * np.sin(2 * np.pi * (150 + 300 * t) * t) + 0.05 * rng.standard_normal(t.size)
-    if channels == 1:
-        return signal.astype(np.float32)
-    return np.stack([signal * (1 - 0.2 * c) for c in range(channels)], axis=1).astype(np.float32)
+    """``tests.speech_like.speechy`` with more noise (0.05): (n,) or (n, channels), float32."""
+    return speech_like(seconds, rate, channels, seed, noise=0.05)
 
 
 def peaked_state(info: QuantizerInfo, seed: int) -> dict[str, torch.Tensor]:
