@@ -277,7 +277,9 @@ class GPT(nn.Module):
         """New tokens' embeddings (B, T, C) at positions ``pos`` (B, T), into cache slots [slot, slot + T) ->
         logits (B, V) after the last (``all_logits``: after each, (B, T, V), exact mode's check of drafted tokens).
         ``first_slots``: SelfAttention.extend."""
-        self._check_fits(int(pos.max()) + 1)
+        # a row's position is its slot less its left padding, so slots bound positions: an int check, no host read of
+        # ``pos`` (on an accelerator that would be a sync every step)
+        self._check_fits(slot + tok_emb.shape[1])
         x = tok_emb + self.transformer.wpe(pos)  # (B, T, C)
         for block, cache in zip(self.transformer.h, caches):
             x = block.extend(x, cache, slot, first_slots)
