@@ -23,14 +23,14 @@ import numpy as np
 
 from barkkit_detect.spectra import BIN_HZ, MAX_BIN, LongTermSpectra
 
-__all__ = ["COMB_FEATURE_NAMES", "comb_features", "search_spacing", "SPACING_RANGE", "KNOWN_SPACINGS"]
+__all__ = ["COMB_FEATURE_NAMES", "comb_features", "search_spacing", "search_view", "SPACING_RANGE", "KNOWN_SPACINGS"]
 
 NOMINAL_SPACING = 600.0
 SPACING_RANGE = (570.0, 630.0)  # +-5% speed; the usual wrong header rates are KNOWN_SPACINGS
 SEARCH_STEP = 0.05  # tooth 11 then moves 0.55 Hz per step, about one bin
 KNOWN_SPACINGS = (600.0, 600.0 * 22_050 / 24_000, 600.0 * 24_000 / 22_050)
 SEARCH_FROM = 2  # the search skips teeth 1 and 2 (600, 1200 Hz)
-SEARCH_MARGIN = 0.5  # nepers of mean tooth height (residual + log residual) the search must win by (v4: 0.25 -> 0.5, fewer chance peaks off 600 Hz)
+SEARCH_MARGIN = 0.75  # nepers of mean tooth height in ``search_view`` the search must win by (v4: 0.25 -> 0.5 on two views, fewer chance peaks off 600 Hz; v5: 0.75 on three)
 N_TEETH = 11
 SUB_DIVISORS = (2, 3, 4, 5, 6, 8, 10, 12)  # 300, 200, 150, 120, 100, 75, 60, 50 Hz at 600
 LINE_LEVEL = 3.0  # a bin 3 nepers (26 dB) above its neighbourhood's median counts as a line
@@ -74,21 +74,27 @@ def _exact(values: np.ndarray, freqs: np.ndarray) -> np.ndarray:
     return values[low] * (1 - frac) + values[low + 1] * frac
 
 
+def search_view(spectra: LongTermSpectra) -> np.ndarray:
+    """What the spacing search reads (MAX_BIN,): residual + log_residual + taper_residual (nepers, three views summed,
+    so a chance peak must appear in all of them; the taper view's lower scatter is what finds short clips' combs)."""
+    return spectra.residual + spectra.log_residual + spectra.taper_residual
+
+
 def search_spacing(spectra: LongTermSpectra) -> tuple[float, np.ndarray, float]:
     """The spacing (Hz) to measure the comb at, the search score of every candidate, and the known spacing's score.
 
-    A candidate's score is its teeth's mean height in residual + log_residual, read at their exact frequencies, from
+    A candidate's score is its teeth's mean height in ``search_view``, read at their exact frequencies, from
     the third tooth up (below 1.8 kHz voiced speech's own harmonics swamp the comb and only add chance to the search).
     """
+    view = search_view(spectra)
     freqs = _SPACINGS[:, None] * _TEETH[None, SEARCH_FROM:]  # (C, N_TEETH - SEARCH_FROM)
-    score = _exact(spectra.residual, freqs).mean(axis=1) + _exact(spectra.log_residual, freqs).mean(axis=1)
+    score = _exact(view, freqs).mean(axis=1)
     known = np.array(KNOWN_SPACINGS)
     known_bins = _bins(known[:, None] * _TEETH[None, :])
-    known_score = _peak(spectra.residual, known_bins).mean(axis=1) + _peak(spectra.log_residual, known_bins).mean(axis=1)
+    known_score = _peak(view, known_bins).mean(axis=1)
     best_known = int(np.argmax(known_score))
     best = int(np.argmax(score))
-    known_teeth = known[best_known] * _TEETH[SEARCH_FROM:]
-    known_exact = _exact(spectra.residual, known_teeth).mean() + _exact(spectra.log_residual, known_teeth).mean()
+    known_exact = _exact(view, known[best_known] * _TEETH[SEARCH_FROM:]).mean()
     spacing = float(_SPACINGS[best]) if score[best] > known_exact + SEARCH_MARGIN else float(known[best_known])
     return spacing, score, float(known_score[best_known])
 
@@ -127,7 +133,7 @@ def comb_features(spectra: LongTermSpectra) -> np.ndarray:
         [
             *teeth, teeth.mean(), np.median(teeth), teeth[:5].mean(), teeth[5:].mean(), log_teeth.mean(), np.median(log_teeth),
             square_teeth.mean(), np.median(square_teeth), coherence_excess,
-            _peak(spectra.residual, known_bins).mean(), _peak(spectra.log_residual, known_bins).mean(), scores.max() / 2,
+            _peak(spectra.residual, known_bins).mean(), _peak(spectra.log_residual, known_bins).mean(), scores.max() / 3,
             (scores.max() - np.median(scores)) / spread, min(abs(spacing / k - 1.0) for k in KNOWN_SPACINGS),
             half, *subs,
             teeth.mean() - max(rivals), float(np.mean(residual_off > LINE_LEVEL)), float(np.percentile(residual_off, 99)),

@@ -93,14 +93,14 @@ class CombFeatures(FeatureSet):
     """EnCodec's line comb (spacing searched around 600 Hz) in four long-term spectra, with its rivals.
 
     See ``spectra`` for the views (mean and log-mean power, frame-to-frame phase coherence, the squared signal's
-    power; 2 s frames, 0.5 Hz bins), ``comb`` for what is measured on them, and ``teeth`` for the band-aware
+    power, a multitaper estimate; 2 s frames, 0.5 Hz bins), ``comb`` for what is measured on them, and ``teeth`` for the band-aware
     statistics (only the teeth where the audio has sound; 2 s and 1 s frames; over 4 s stretches). Long frames matter: a line keeps its
     power in one bin while speech spreads over many. The vector's last value is the comb spacing found (Hz), which
     results report as ``comb_spacing_hz``.
     """
 
     name = "encodec-comb"
-    version = 4  # 3: spacing searched, log-mean, coherence and squared-signal views; 4: band-aware teeth at 2 s and 1 s frames and over time
+    version = 5  # 3: spacing searched, log-mean, coherence and squared-signal views; 4: band-aware teeth at 2 s and 1 s frames and over time; 5: multitaper view (search + T_ teeth)
 
     def __init__(self) -> None:
         self.dim = len(COMB_FEATURE_NAMES) + len(TEETH_FEATURE_NAMES)

@@ -13,6 +13,8 @@ Three views of the same statistic (a tooth's height: residual plus log residual,
   the floor of a 1-2 s clip is estimated from a dozen frames instead of one.
 - ``C_*``: the ``M`` statistic over 4 s stretches 2 s apart (max, median, min over time), so a trace that holds
   through part of a clip only (a Bark sentence in a longer recording) still counts.
+- ``T_*``: the multitaper view of ``spectra`` (``taper_residual``) at the long view's spacing: lower scatter per
+  bin, which a 1-2 s clip (one 2 s frame) needs most.
 
 Each view also reads controls (the same statistic at a third, a half and two thirds of the way between teeth), so
 a sound with lines everywhere (hum, buzz, a tone) does not read as a comb. A clip with no audible tooth above
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from barkkit_detect.comb import KNOWN_SPACINGS, SEARCH_MARGIN, SEARCH_STEP, SPACING_RANGE
+from barkkit_detect.comb import KNOWN_SPACINGS, SEARCH_MARGIN, SEARCH_STEP, SPACING_RANGE, search_view
 from barkkit_detect.spectra import BIN_HZ, RATE, LongTermSpectra
 
 __all__ = ["TEETH_FEATURE_NAMES", "teeth_features", "comb_statistics", "BAND_DROP"]
@@ -37,10 +39,11 @@ SHORT_MAX_HZ = 7_600.0
 _TEETH = np.arange(1, 12)
 _SPACINGS = np.arange(SPACING_RANGE[0], SPACING_RANGE[1] + SEARCH_STEP / 2, SEARCH_STEP)
 _CONTROL_OFFSETS = (-0.5, -1 / 3, 1 / 3)
+_TAPER_STATS = ("s_avail", "s_med", "ctrl_mean", "s_excess", "s_z")  # the taper view, at the long view's spacing
 _STATS = ("n_avail", "s_all", "s_avail", "se_avail", "s_med", "ctrl_mean", "ctrl_p90", "s_excess", "s_z")
 
 TEETH_FEATURE_NAMES: list[str] = (
-    ["L_zpk"] + [f"L_{s}" for s in _STATS] + [f"M_{s}" for s in _STATS[1:]] + ["C_max", "C_med", "C_min"]
+    ["L_zpk"] + [f"L_{s}" for s in _STATS] + [f"M_{s}" for s in _STATS[1:]] + ["C_max", "C_med", "C_min"] + [f"T_{s}" for s in _TAPER_STATS]
 )
 
 
@@ -74,22 +77,26 @@ def _audible(floor: np.ndarray, bin_hz: float) -> np.ndarray:
     return use
 
 
-def _search(residual: np.ndarray, log_residual: np.ndarray, teeth: np.ndarray, bin_hz: float) -> tuple[float, float]:
-    """The spacing read on ``teeth`` (as ``comb.search_spacing``, known spacings first) and how sharply it peaks."""
+def _search(view: np.ndarray, teeth: np.ndarray, bin_hz: float) -> tuple[float, float]:
+    """The spacing read on ``teeth`` of ``view`` (as ``comb.search_spacing``, known spacings first) and how sharply it peaks."""
     freqs = _SPACINGS[:, None] * teeth[None]
-    score = _exact(residual, freqs, bin_hz).mean(axis=1) + _exact(log_residual, freqs, bin_hz).mean(axis=1)
-    known = [_exact(residual, k * teeth, bin_hz).mean() + _exact(log_residual, k * teeth, bin_hz).mean() for k in KNOWN_SPACINGS]
+    score = _exact(view, freqs, bin_hz).mean(axis=1)
+    known = [_exact(view, k * teeth, bin_hz).mean() for k in KNOWN_SPACINGS]
     best_known, best = int(np.argmax(known)), int(np.argmax(score))
     spacing = float(_SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
     return spacing, float((score.max() - np.median(score)) / (score.std() + 1e-9))
 
 
-def comb_statistics(residual: np.ndarray, log_residual: np.ndarray, floor: np.ndarray, bin_hz: float, spacing: float | None = None) -> dict[str, float]:
-    """The band-aware statistics (``_STATS``, plus ``spacing`` and ``zpk`` when the spacing is searched) of one view."""
+def comb_statistics(
+    residual: np.ndarray, log_residual: np.ndarray, floor: np.ndarray, bin_hz: float, spacing: float | None = None, search: np.ndarray | None = None
+) -> dict[str, float]:
+    """The band-aware statistics (``_STATS``, plus ``spacing`` and ``zpk`` when the spacing is searched) of one view.
+
+    ``search``: what the spacing search reads (default ``residual + log_residual``)."""
     use = _audible(floor, bin_hz)
     zpk = float("nan")
     if spacing is None:
-        spacing, zpk = _search(residual, log_residual, _TEETH[use], bin_hz)
+        spacing, zpk = _search(residual + log_residual if search is None else search, _TEETH[use], bin_hz)
     heights = _peak(residual, spacing * _TEETH, bin_hz) + _peak(log_residual, spacing * _TEETH, bin_hz)
     exact = _exact(residual, spacing * _TEETH, bin_hz) + _exact(log_residual, spacing * _TEETH, bin_hz)
     between = np.concatenate([spacing * (_TEETH[use] + o) for o in _CONTROL_OFFSETS])
@@ -132,7 +139,8 @@ def teeth_features(samples: np.ndarray, spectra: LongTermSpectra) -> np.ndarray:
     """The values named by ``TEETH_FEATURE_NAMES`` for prepared audio (float32 (n,) at 16 kHz) and its spectra."""
     log_power = np.log(spectra.power + 1e-12)
     floor = log_power - spectra.residual
-    long = comb_statistics(spectra.residual, spectra.log_residual, floor, BIN_HZ)
+    long = comb_statistics(spectra.residual, spectra.log_residual, floor, BIN_HZ, search=search_view(spectra))
+    tapered = comb_statistics(spectra.taper_residual, np.zeros_like(floor), floor, BIN_HZ, long["spacing"])
     short = _short_log_power(np.asarray(samples, dtype=np.float32))
     medium = _short_view(short, long["spacing"])
     if short.shape[0] >= CHUNK_FRAMES + CHUNK_STEP:  # at least two 4 s stretches
@@ -140,6 +148,7 @@ def teeth_features(samples: np.ndarray, spectra: LongTermSpectra) -> np.ndarray:
     else:
         chunks = [medium["s_avail"]]
     return np.array(
-        [long["zpk"], *(long[s] for s in _STATS), *(medium[s] for s in _STATS[1:]), max(chunks), float(np.median(chunks)), min(chunks)],
+        [long["zpk"], *(long[s] for s in _STATS), *(medium[s] for s in _STATS[1:]), max(chunks), float(np.median(chunks)), min(chunks),
+         *(tapered[s] for s in _TAPER_STATS)],
         dtype=np.float64,
     )
