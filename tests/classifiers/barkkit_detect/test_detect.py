@@ -581,6 +581,22 @@ def test_band_aware_teeth_count_only_where_the_audio_has_sound():
         assert narrow[names.index(name)] > none[names.index(name)] + 1.5, name
 
 
+def test_the_taper_view_scatters_less_and_keeps_the_comb_of_a_short_clip():
+    from barkkit_detect.spectra import BIN_HZ, long_term_spectra
+
+    teeth = np.round(600.0 * np.arange(3, 12) / BIN_HZ).astype(np.int64)
+    between = np.ones(int(7_000 / BIN_HZ), dtype=bool)
+    between[: int(1_000 / BIN_HZ)] = False
+    between[(teeth[:, None] + np.arange(-6, 7)).ravel()] = False
+    for seed in (40, 41):
+        spectra = long_term_spectra(prepare_audio(Audio(speech_like(2.0, 24_000, seed, comb_db=20), 24_000)))  # one 2 s frame
+        hann, taper = spectra.residual, spectra.taper_residual
+        scatter_hann, scatter_taper = hann[: between.size][between].std(), taper[: between.size][between].std()
+        assert scatter_taper < 0.6 * scatter_hann  # four tapers average the periodogram's scatter down
+        height = {name: np.max([view[teeth + o] for o in (-1, 0, 1)], axis=0).mean() for name, view in (("hann", hann), ("taper", taper))}
+        assert height["taper"] / scatter_taper > 1.4 * height["hann"] / scatter_hann  # the lines stand out more
+
+
 def test_segment_edges_are_refined_with_short_pieces():
     from barkkit_detect.segments import refine_segments
 
