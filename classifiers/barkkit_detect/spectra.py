@@ -42,6 +42,8 @@ FLOOR_BINS = 201
 TAPER_NW = 2.5  # time-half-bandwidth product: +-1.25 Hz on 2 s frames
 TAPERS = 4
 TAPER_HOP = 16_000  # 1 s: taper frames are already smooth estimates, so they need less overlap than the Hann ones
+TAPER_STEP = 1_600  # a clip shorter than a frame is tapered at its length rounded down to 0.1 s: at most 20 taper
+# sets to compute (each costs ~30 ms, more than scoring the clip), so a folder of short clips stays fast
 COHERENCE_LAG = N_FFT // HOP  # frames that share no sample: overlapping frames would look coherent at every bin
 _CHUNK = 32  # frames per FFT call: bounds the memory of long files
 
@@ -104,7 +106,7 @@ def _frames(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP][:n_frames], np.hanning(N_FFT).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=N_FFT // TAPER_STEP)
 def _slepian(n: int) -> np.ndarray:
     """``TAPERS`` Slepian tapers of ``n`` samples: (TAPERS, n) float32."""
     from scipy.signal.windows import dpss
@@ -114,11 +116,11 @@ def _slepian(n: int) -> np.ndarray:
 
 def _taper_log_power(samples: np.ndarray) -> np.ndarray:
     """Log of the multitaper power (MAX_BIN,) float64, averaged over 2 s frames 1 s apart (a shorter clip: one frame of
-    its own length, zero-padded, so its bins stay 0.5 Hz)."""
+    its length rounded down to ``TAPER_STEP``, zero-padded, so its bins stay 0.5 Hz)."""
     import scipy.fft
 
-    n = min(samples.shape[0], N_FFT)
-    if n < 2 * TAPERS:
+    n = N_FFT if samples.shape[0] >= N_FFT else samples.shape[0] // TAPER_STEP * TAPER_STEP
+    if n < TAPER_STEP:
         return np.full(MAX_BIN, np.log(1e-12))
     tapers = _slepian(n)
     count = 1 + (samples.shape[0] - n) // TAPER_HOP
