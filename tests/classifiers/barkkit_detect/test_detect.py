@@ -597,6 +597,16 @@ def test_the_taper_view_scatters_less_and_keeps_the_comb_of_a_short_clip():
         assert height["taper"] / scatter_taper > 1.4 * height["hann"] / scatter_hann  # the lines stand out more
 
 
+def test_short_clips_of_any_length_share_a_few_taper_sets():
+    from barkkit_detect.spectra import N_FFT, TAPER_STEP, _slepian, long_term_spectra
+
+    rng = np.random.default_rng(3)
+    for n in rng.integers(N_FFT // 4, N_FFT, 30):  # 30 lengths between 0.5 and 2 s
+        spectra = long_term_spectra((0.05 * rng.standard_normal(int(n))).astype(np.float32))
+        assert np.all(np.isfinite(spectra.taper_residual))
+    assert _slepian.cache_info().currsize <= N_FFT // TAPER_STEP  # each new set costs ~30 ms: never one per clip
+
+
 def test_segment_edges_are_refined_with_short_pieces():
     from barkkit_detect.segments import refine_segments
 
