@@ -153,7 +153,7 @@ class CoarseStage(BarkStage):
                   generators: Sequence[torch.Generator], opts: CoarseOptions, progress: Progress | None) -> list[np.ndarray]:
         return generate_coarse(self.model, [v.array for v in values], voices, generators, opts, exact=self.exact,
                                draft=self.draft if self.n_draft else None, n_draft=self.n_draft,
-                               decode="eager" if self.exact else self.decode_steps, progress=progress)
+                               verifier=self.verifier, decode="eager" if self.exact else self.decode_steps, progress=progress)
 
 
 def coarse_steps(n_semantic: int) -> int:
@@ -267,14 +267,15 @@ class CoarseRows:
 @torch.inference_mode()
 def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
                     generators: Sequence[torch.Generator], options: CoarseOptions, *, exact: bool = False,
-                    draft: nn.Module | None = None, n_draft: int = 8, decode: str = "eager",
-                    choose: Callable[[int, list[int], torch.Tensor], torch.Tensor] | None = None,
+                    draft: nn.Module | None = None, n_draft: int = 8, verifier: nn.Module | None = None,
+                    decode: str = "eager", choose: Callable[[int, list[int], torch.Tensor], torch.Tensor] | None = None,
                     progress: Progress | None = None) -> list[np.ndarray]:
     """Coarse codes (2, T) for each row's semantic tokens (T_sem,), T = floor(T_sem x 75 / 49.9), with the
     reference's sliding windows, all rows one batch per window.
 
     The one loop of both modes. ``exact``: one row with the reference's arithmetic (``ExactRunner``), or drafted by
-    the int8 twin ``draft`` and checked by the fp32 model (``DraftedRunner``: the same tokens); every window is
+    the int8 twin ``draft`` and checked by the fp32 model or its twin ``verifier`` (``DraftedRunner``: the same
+    tokens); every window is
     prefilled afresh. Otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager", "compile" or
     "cuda_graphs"), where a window whose input (semantic context, infer token, coarse history) only extends what
     the cache holds keeps the cache instead of prefilling again: the same tokens at the same positions, up to float
@@ -305,7 +306,7 @@ def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: S
     else:
         state.keep_cache = False
         state.run = (ExactRunner(model, CACHE_SLOTS) if draft is None else
-                     DraftedRunner(model, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft))
+                     DraftedRunner(model, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft, verifier=verifier))
     for w in range(state.n_windows):
         live = state.live(w * window)
         state.start_window(w, live)

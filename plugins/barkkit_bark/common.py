@@ -40,6 +40,7 @@ class BarkStage(Stage):
     def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
         check_mode(mode)
         self.draft: GPT | None = None  # exact mode's int8 twin (barkkit_bark.speculative), causal models on a CPU
+        self.verifier: GPT | None = None  # the fp32 twin on oneDNN that checks its drafts, where that is faster
         # what this stage runs on, for ``barkkit info``: kernels chosen by the CPU's features (barkkit_bark.kernels)
         self.kernels: dict[str, str] = {"linears": "fp32", "attention": "fp32"}
         if mode == "fast":
@@ -48,14 +49,17 @@ class BarkStage(Stage):
             model = prepare_fast(model)
             self.kernels = dict(model.kernels)
         elif isinstance(model, GPT) and model.lm_head.weight.device.type == "cpu":
-            from barkkit_bark.speculative import draft_model, drafting_pays
+            from barkkit_bark.speculative import draft_model, drafting_pays, verifier_model
 
             self.draft = draft_model(model)
             pays = drafting_pays(model, self.draft)
             if not pays:
                 self.n_draft = 0  # the twin is no faster here: decode one fp32 token at a time, as the reference
+            self.verifier = verifier_model(model, self.n_draft) if pays else None
             kernel = self.draft.lm_head.decode_kernel
-            self.kernels["decode"] = f"fp32, int8 twin drafts ({kernel})" if pays else f"fp32 (an {kernel} twin is no faster here)"
+            checks = "oneDNN" if self.verifier is not None else "PyTorch's default GEMM"
+            self.kernels["decode"] = (f"fp32, int8 twin drafts ({kernel}), checked through {checks}" if pays
+                                      else f"fp32 (an {kernel} twin is no faster here)")
         self.model = model
         self.mode = mode
         self.source = source
@@ -77,7 +81,8 @@ class BarkStage(Stage):
             return fast_kernels(features, decode if causal else None)
         plan = {"linears": "fp32", "attention": "fp32"}
         if causal:
-            plan["decode"] = f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at load"
+            plan["decode"] = (f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at "
+                              "load, checked through oneDNN where that is timed faster")
         return plan
 
     @classmethod

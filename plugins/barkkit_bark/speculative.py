@@ -34,11 +34,12 @@ from barkkit_bark.kernels import (
     decode_step_timer,
     int_mm_works,
     measure,
+    onednn_twin,
     quantize_int8,
 )
 from barkkit_bark.model import GPT
 
-__all__ = ["draft_model", "drafting_pays", "DraftedRunner", "Propose"]
+__all__ = ["draft_model", "drafting_pays", "verifier_model", "DraftedRunner", "Propose"]
 
 # Drafting pays when a twin's step costs less than this share of an fp32 step: a round of 8 drafts and one
 # 9-token fp32 pass then costs less than the 8 fp32 steps it replaces, even with a rejection now and then.
@@ -69,6 +70,23 @@ def drafting_pays(model: GPT, draft: GPT) -> bool:
     return times["draft"] < DRAFT_COST_LIMIT * times["fp32"]
 
 
+def verifier_model(model: GPT, n_draft: int = 8) -> GPT | None:
+    """A twin of ``model`` whose linears multiply through oneDNN (``kernels.OneDnnLinear``, every tensor shared), to
+    check drafted tokens where a check of ``n_draft + 1`` tokens is timed faster that way than through PyTorch's
+    default fp32 GEMM (on AMD CPUs about 2x: MKL runs none of its AVX-512 code there); else None.
+
+    The check already differs from one-token steps in the last float bits (a several-row product), so another
+    kernel there changes nothing exact mode promises; prefills and plain steps keep PyTorch's default."""
+    twin = onednn_twin(model)
+    if twin is None:
+        return None
+    shape = f"{model.config.n_layer}x{model.config.n_embd}x{model.config.output_vocab_size}"
+    times = measure(f"exact check of {n_draft + 1} tokens {shape}",
+                    {"default": decode_step_timer(model, tokens=n_draft + 1),
+                     "onednn": decode_step_timer(twin, tokens=n_draft + 1)})
+    return twin if times["onednn"] < times["default"] else None
+
+
 class DraftedRunner(ExactRunner):
     """Exact mode's decode steps, served from verified passes: the reference's logits, fewer fp32 weight reads.
 
@@ -76,13 +94,15 @@ class DraftedRunner(ExactRunner):
     starts a round: the twin drafts up to ``n_draft`` tokens after the fed one (``propose``, with the generator
     rewound afterwards), and the fp32 model computes the logits after the fed token and after each draft in one
     pass, writing their exact keys and values over the twin's. The loop then samples each step from fp32 logits
-    with its own generator, so tokens and draws are the plain loop's.
+    with its own generator, so tokens and draws are the plain loop's. ``verifier``: the model that runs those
+    passes, ``model`` on other fp32 kernels (``verifier_model``); None: ``model``.
     """
 
     def __init__(self, model: GPT, draft: GPT, size: int, propose: Propose, generator: torch.Generator, *,
-                 n_draft: int = 8) -> None:
+                 n_draft: int = 8, verifier: GPT | None = None) -> None:
         super().__init__(model, size)
         self.draft, self.propose, self.generator, self.n_draft = draft, propose, generator, n_draft
+        self.verifier = verifier or model
         self.pending: list[tuple[int, torch.Tensor]] = []  # (drafted token, fp32 logits after it), in order
         self.passes = 0  # fp32 passes that checked drafts
 
@@ -105,8 +125,8 @@ class DraftedRunner(ExactRunner):
             fed = proposal
         self.generator.set_state(rewind)
         ids = torch.tensor([[token, *drafts]], device=tokens.device)  # (1, m + 1) at slots [slot, slot + m]
-        verified = self.model.extend(self.model.embed(ids), pos + torch.arange(len(drafts) + 1, device=pos.device),
-                                     self.caches, slot, all_logits=True)  # (1, m + 1, V)
+        verified = self.verifier.extend(self.verifier.embed(ids), pos + torch.arange(len(drafts) + 1, device=pos.device),
+                                        self.caches, slot, all_logits=True)  # (1, m + 1, V)
         self.passes += 1
         self.pending = [(d, verified[:, j + 1]) for j, d in enumerate(drafts)]
         return logit_rows(verified[:, 0], head_rows)
