@@ -41,6 +41,7 @@ class BarkStage(Stage):
         check_mode(mode)
         self.draft: GPT | None = None  # exact mode's int8 twin (barkkit_bark.speculative), causal models on a CPU
         self.verifier: GPT | None = None  # the fp32 twin on oneDNN that checks its drafts, where that is faster
+        self.twin: FineGPT | None = None  # exact mode's fine model on oneDNN, its draws kept where certain
         # what this stage runs on, for ``barkkit info``: kernels chosen by the CPU's features (barkkit_bark.kernels)
         self.kernels: dict[str, str] = {"linears": "fp32", "attention": "fp32"}
         if mode == "fast":
@@ -60,6 +61,12 @@ class BarkStage(Stage):
             checks = "oneDNN" if self.verifier is not None else "PyTorch's default GEMM"
             self.kernels["decode"] = (f"fp32, int8 twin drafts ({kernel}), checked through {checks}" if pays
                                       else f"fp32 (an {kernel} twin is no faster here)")
+        elif isinstance(model, FineGPT) and model.transformer.wpe.weight.device.type == "cpu":
+            from barkkit_bark.certified import fine_twin
+
+            self.twin = fine_twin(model)
+            if self.twin is not None:
+                self.kernels["linears"] = "fp32: oneDNN where a pass's draws are certain, else PyTorch's default"
         self.model = model
         self.mode = mode
         self.source = source
@@ -80,7 +87,9 @@ class BarkStage(Stage):
             decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
             return fast_kernels(features, decode if causal else None)
         plan = {"linears": "fp32", "attention": "fp32"}
-        if causal:
+        if not causal:
+            plan["linears"] = "fp32: oneDNN where a pass is timed faster and its draws are certain, else PyTorch's default"
+        else:
             plan["decode"] = (f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at "
                               "load, checked through oneDNN where that is timed faster")
         return plan
