@@ -21,9 +21,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from barkkit_bark.kernels import measure, onednn_twin
+from barkkit_bark.kernels import decode_step_timer, measure, onednn_twin
 
-__all__ = ["DRIFT", "certain_draws", "multinomial_is_exponential_race", "fine_twin"]
+__all__ = ["DRIFT", "certain_draws", "multinomial_is_exponential_race", "causal_twin", "fine_twin"]
 
 DRIFT = 2e-5  # bound on |logit difference| per unit of the largest |logit|: 20x the largest measured
 TWIN_PAYS = 0.7  # keep the twin where its pass costs less than this share of the default one (room for re-runs)
@@ -84,3 +84,19 @@ def fine_twin(model: torch.nn.Module) -> torch.nn.Module | None:
     shape = f"{config.n_layer}x{config.n_embd}x{config.block_size}"
     times = measure(f"exact fine pass {shape}", {"default": default, "onednn": onednn}, repeats=2)
     return twin if times["onednn"] < TWIN_PAYS * times["default"] else None
+
+
+def causal_twin(model: torch.nn.Module, n_draft: int = 8) -> torch.nn.Module | None:
+    """A oneDNN twin of a causal model (every weight shared) where a decode pass of ``n_draft + 1`` tokens (exact
+    mode's check of drafted tokens; 1: a plain step) is timed faster that way than through PyTorch's default fp32
+    GEMM (once per machine and shape); else None. It checks drafts (``DraftedRunner``'s ``verifier``: that check
+    already rounds differently from one-token steps) and runs whole coarse windows, kept where certain."""
+    twin = onednn_twin(model)
+    if twin is None:
+        return None
+    config = model.config
+    shape = f"{config.n_layer}x{config.n_embd}x{config.output_vocab_size}"
+    times = measure(f"exact check of {n_draft + 1} tokens {shape}",
+                    {"default": decode_step_timer(model, tokens=n_draft + 1),
+                     "onednn": decode_step_timer(twin, tokens=n_draft + 1)})
+    return twin if times["onednn"] < times["default"] else None

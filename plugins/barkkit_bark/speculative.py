@@ -34,12 +34,11 @@ from barkkit_bark.kernels import (
     decode_step_timer,
     int_mm_works,
     measure,
-    onednn_twin,
     quantize_int8,
 )
 from barkkit_bark.model import GPT
 
-__all__ = ["draft_model", "drafting_pays", "verifier_model", "DraftedRunner", "Propose"]
+__all__ = ["draft_model", "drafting_pays", "DraftedRunner", "Propose"]
 
 # Drafting pays when a twin's step costs less than this share of an fp32 step: a round of 8 drafts and one
 # 9-token fp32 pass then costs less than the 8 fp32 steps it replaces, even with a rejection now and then.
@@ -70,23 +69,6 @@ def drafting_pays(model: GPT, draft: GPT) -> bool:
     return times["draft"] < DRAFT_COST_LIMIT * times["fp32"]
 
 
-def verifier_model(model: GPT, n_draft: int = 8) -> GPT | None:
-    """A twin of ``model`` whose linears multiply through oneDNN (``kernels.OneDnnLinear``, every tensor shared), to
-    check drafted tokens where a check of ``n_draft + 1`` tokens is timed faster that way than through PyTorch's
-    default fp32 GEMM (on AMD CPUs about 2x: MKL runs none of its AVX-512 code there); else None.
-
-    The check already differs from one-token steps in the last float bits (a several-row product), so another
-    kernel there changes nothing exact mode promises; prefills and plain steps keep PyTorch's default."""
-    twin = onednn_twin(model)
-    if twin is None:
-        return None
-    shape = f"{model.config.n_layer}x{model.config.n_embd}x{model.config.output_vocab_size}"
-    times = measure(f"exact check of {n_draft + 1} tokens {shape}",
-                    {"default": decode_step_timer(model, tokens=n_draft + 1),
-                     "onednn": decode_step_timer(twin, tokens=n_draft + 1)})
-    return twin if times["onednn"] < times["default"] else None
-
-
 class DraftedRunner(ExactRunner):
     """Exact mode's decode steps, served from verified passes: the reference's logits, fewer fp32 weight reads.
 
@@ -95,7 +77,7 @@ class DraftedRunner(ExactRunner):
     rewound afterwards), and the fp32 model computes the logits after the fed token and after each draft in one
     pass, writing their exact keys and values over the twin's. The loop then samples each step from fp32 logits
     with its own generator, so tokens and draws are the plain loop's. ``verifier``: the model that runs those
-    passes, ``model`` on other fp32 kernels (``verifier_model``); None: ``model``.
+    passes, ``model`` on other fp32 kernels (``certified.causal_twin``); None: ``model``.
     """
 
     def __init__(self, model: GPT, draft: GPT, size: int, propose: Propose, generator: torch.Generator, *,
@@ -105,6 +87,10 @@ class DraftedRunner(ExactRunner):
         self.verifier = verifier or model
         self.pending: list[tuple[int, torch.Tensor]] = []  # (drafted token, fp32 logits after it), in order
         self.passes = 0  # fp32 passes that checked drafts
+
+    def prefill_row(self, row: int, emb: torch.Tensor, end: int, head_rows: slice | None = None) -> torch.Tensor:
+        self.pending = []  # a new prompt: no drafted token of the last one may be served
+        return super().prefill_row(row, emb, end, head_rows)
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
              head_rows: slice | None = None) -> torch.Tensor:

@@ -67,3 +67,32 @@ def test_exact_fine_codes_with_the_onednn_twin_are_the_plain_ones(suno_folder, v
     (plain, g_plain), (twinned, g_twinned) = results
     assert np.array_equal(plain, twinned) and torch.equal(g_plain, g_twinned)
     assert len(kept) == 2 * 6 and (all(k is None for k in kept) if drift > 1 else any(k is not None for k in kept))
+
+
+@needs_onednn
+@pytest.mark.parametrize("n_draft", [8, 0])
+@pytest.mark.parametrize("drift", [certified.DRIFT, 10.0])  # 10: every window is too close to call and runs again
+def test_exact_coarse_codes_with_the_onednn_twin_are_the_plain_ones(suno_folder, voice_file, n_draft: int, drift: float,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from barkkit.tokens import SemanticTokens
+    from barkkit_bark import coarse as coarse_module
+    from barkkit_bark.coarse import CoarseStage
+
+    stage = CoarseStage.load(suno_folder)
+    stage.n_draft = n_draft
+    twin = onednn_twin(stage.model)
+    voice = Voice.load(voice_file)
+    semantic = SemanticTokens(np.random.default_rng(1).integers(0, 10_000, 90))  # 135 frames: 5 windows
+    monkeypatch.setattr(certified, "DRIFT", drift)
+    kept = []
+    monkeypatch.setattr(coarse_module, "certain_draws", lambda *args: kept.append(certain_draws(*args)) or kept[-1])
+    results = []
+    for stage.twin in (None, twin):
+        generator = torch.Generator().manual_seed(6)
+        results.append((stage.run(semantic, voice=voice, generator=generator).array, generator.get_state()))
+    (plain, g_plain), (twinned, g_twinned) = results
+    assert plain.shape == (2, 135) and np.array_equal(plain, twinned) and torch.equal(g_plain, g_twinned)
+    if drift > 1:
+        assert kept and all(k is None for k in kept)  # each window's first draw gave up on it
+    else:
+        assert sum(k is not None for k in kept) >= 200  # most draws came from the twin

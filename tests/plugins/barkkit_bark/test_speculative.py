@@ -101,7 +101,7 @@ def test_the_int8_twin_is_accepted_nearly_always(target: CountingGPT) -> None:
 @pytest.mark.skipif(not onednn_linear_works(), reason="this torch has no oneDNN fp32 linear")
 @torch.inference_mode()
 def test_drafts_checked_through_onednn_give_the_plain_tokens(target: CountingGPT) -> None:
-    """The check on oneDNN's fp32 kernels (``verifier_model``) rounds differently in the last bits only."""
+    """The check on oneDNN's fp32 kernels (``certified.causal_twin``) rounds differently in the last bits only."""
     verifier = onednn_twin(target)
     assert isinstance(verifier.lm_head, OneDnnLinear) and verifier.lm_head.weight is target.lm_head.weight
     prompt = torch.randint(0, 12_096, (1, PROMPT), generator=torch.Generator().manual_seed(6))
