@@ -9,9 +9,12 @@ runner-up, in log space, exceeds what such a difference can move: ``4 x bound / 
 ``bound = DRIFT x`` the largest |logit|. ``certain_draws`` keeps a pass's draws when every row clears that margin;
 otherwise the pass is computed again with the reference's arithmetic and the generator is left as it was.
 
-Used by the fine stage (``generate_fine``'s ``twin``), whose six passes over 1024 frames are compute-bound: the
-reference's MKL pass costs 0.88 s where oneDNN's costs 0.40 on an AMD EPYC (two threads). With random weights (flat
-distributions) about one pass in eight has a row too close to call; trained models' peaked distributions fewer.
+Used by the fine stage (``generate_fine``'s ``twin``: a pass too close to call runs again on the reference's
+arithmetic) and the coarse stage (``CoarseRows.try_window``: a window, prefill and steps, runs again one reference
+step at a time), whose compute-bound parts cost the reference 0.88 s of MKL products where oneDNN takes 0.40 (a
+model's 48 linears over 887 rows, an AMD EPYC, two threads). With random weights (flat distributions) no coarse
+window in 16 and one to three fine passes in six had a row too close to call; trained models' peaked distributions
+should leave fewer.
 """
 
 from __future__ import annotations

@@ -308,10 +308,11 @@ def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: S
     """Coarse codes (2, T) for each row's semantic tokens (T_sem,), T = floor(T_sem x 75 / 49.9), with the
     reference's sliding windows, all rows one batch per window.
 
-    The one loop of both modes. ``exact``: one row with the reference's arithmetic (``ExactRunner``), or drafted by
-    the int8 twin ``draft`` and checked by the fp32 model or its oneDNN ``twin`` (``DraftedRunner``: the same
-    tokens); every window is
-    prefilled afresh. Otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager", "compile" or
+    The one loop of both modes. ``exact``: one row, every window prefilled afresh, with the reference's arithmetic
+    (``ExactRunner``), or drafted by the int8 twin ``draft`` and checked by the fp32 model (``DraftedRunner``: the
+    same tokens). With ``twin``, the model on oneDNN's fp32 kernels, each window runs on the twin first (drafted or
+    not) and is kept where every draw is certain (``certified``); a window too close to call runs again one
+    reference step at a time. Otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager", "compile" or
     "cuda_graphs"), where a window whose input (semantic context, infer token, coarse history) only extends what
     the cache holds keeps the cache instead of prefilling again: the same tokens at the same positions, up to float
     rounding. That is the case until the coarse history reaches ``max_coarse_history`` or the semantic context
@@ -336,18 +337,18 @@ def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: S
         rows = codebook_rows(n_step)
         return int(pick(n_step, [0], logits[:, rows])[0]) + rows.start
 
+    certain = None  # exact mode with a oneDNN twin: each window runs on it first, kept where every draw is certain
     if not exact:
         state.run = CausalRunner(model, len(semantics), CACHE_SLOTS, decode=decode)
+    elif twin is not None and choose is None and options.top_k is None and options.top_p is None:
+        state.keep_cache = False
+        certain = (ExactRunner(twin, CACHE_SLOTS) if draft is None else
+                   DraftedRunner(twin, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft))
+        state.run = ExactRunner(model, CACHE_SLOTS)  # a window too close to call: the reference's every step
     else:
         state.keep_cache = False
         state.run = (ExactRunner(model, CACHE_SLOTS) if draft is None else
                      DraftedRunner(model, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft, verifier=twin))
-    # exact mode with a oneDNN twin: each window runs on the twin first and is kept where every draw is certain
-    certain = None
-    if exact and twin is not None and choose is None and options.top_k is None and options.top_p is None \
-            and len(semantics) == 1:
-        certain = (ExactRunner(twin, CACHE_SLOTS) if draft is None else
-                   DraftedRunner(twin, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft))
 
     def certain_pick(n_step: int, rows: list[int], logits: torch.Tensor) -> torch.Tensor:
         drawn = certain_draws(logits, options.waveform_temp, generators[0])
