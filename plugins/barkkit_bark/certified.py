@@ -2,12 +2,13 @@
 
 oneDNN's fp32 linear (``kernels.OneDnnLinear``) is about 2x PyTorch's default (MKL) on AMD CPUs, but it sums in
 another order, so its logits differ from the reference's in the last bits: on a bark-small fine pass at most
-2.3-2.9e-6 on logits of magnitude ~3 (at most 1e-6 of the largest), the last layer trimmed or not. ``torch.multinomial(probs,
-1)`` draws one exponential per entry and takes the argmax of probs / draws (``multinomial_is_exponential_race``
-checks this torch does), so with the same draws a row's token is the reference's whenever its lead over the
-runner-up, in log space, exceeds what such a difference can move: ``4 x bound / temp`` (argmax: ``2 x bound``),
-``bound = DRIFT x`` the largest |logit|. ``certain_draws`` keeps a pass's draws when every row clears that margin;
-otherwise the pass is computed again with the reference's arithmetic and the generator is left as it was.
+2.3-2.9e-6 on logits of magnitude ~3 (at most 1e-6 of the largest), the last layer trimmed or not.
+``torch.multinomial(probs, 1)`` draws one exponential per entry and takes the argmax of probs / draws
+(``multinomial_is_exponential_race`` checks this torch does), so with the same draws a row's token is the
+reference's whenever its lead over the runner-up, in log space, exceeds what such a difference can move: ``4 x bound
+/ temp`` (argmax: ``2 x bound``), ``bound = DRIFT x`` the largest |logit|. ``certain_draws`` keeps a pass's draws
+when every row clears that margin; otherwise the pass is computed again with the reference's arithmetic and the
+generator is left as it was.
 
 Used by the fine stage (``generate_fine``'s ``twin``: a pass too close to call runs again on the reference's
 arithmetic) and the coarse stage (``CoarseRows.try_window``: a window, prefill and steps, runs again one reference

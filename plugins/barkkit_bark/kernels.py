@@ -266,7 +266,6 @@ def quantize_int8(model: nn.Module, *, decode_kernel: str = "int_mm", packed: bo
     return model
 
 
-
 class OneDnnLinear(nn.Module):
     """An fp32 linear layer multiplied by oneDNN (``torch.ops.mkldnn._linear_pointwise``) on the very same weight
     tensor: no copy, no repacking.
@@ -274,8 +273,9 @@ class OneDnnLinear(nn.Module):
     PyTorch multiplies fp32 through MKL, which on AMD CPUs runs none of its AVX-512 code: on an AMD EPYC (Zen 5,
     two threads) oneDNN takes 9.2 against 19.5 ms for a bark-small step's 48 linears, 19 against 37 ms for 9
     rows at once and 0.40 against 0.88 s for 887 rows (1.15-2x capped at AVX2). The sums run in another order, so
-    results differ from MKL's in the last bits (2.6e-6 on logits of magnitude 3 after 12 layers): exact mode uses
-    it only where it already accepts that, in the pass that checks drafted tokens.
+    results differ from MKL's in the last bits (2.6e-6 on logits of magnitude 3 after 12 layers): exact mode keeps
+    them only where they cannot change a draw (``barkkit_bark.certified``) and in its checks of drafted tokens, which
+    already sum in another order than one-token steps.
     """
 
     def __init__(self, linear: nn.Linear) -> None:
@@ -312,6 +312,7 @@ def onednn_twin(model: nn.Module) -> nn.Module | None:
             if type(child) is nn.Linear:
                 setattr(module, name, OneDnnLinear(child))
     return twin
+
 
 def blocked_attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                            block: int = 128) -> torch.Tensor:
