@@ -31,6 +31,7 @@ from barkkit.errors import PipelineError
 from barkkit.stage import Progress
 from barkkit.tokens import CoarseTokens, SemanticTokens
 from barkkit.voice import Voice
+from barkkit_bark.certified import certain_draws
 from barkkit_bark.common import (
     BarkStage,
     check_sampling_options,
@@ -153,7 +154,7 @@ class CoarseStage(BarkStage):
                   generators: Sequence[torch.Generator], opts: CoarseOptions, progress: Progress | None) -> list[np.ndarray]:
         return generate_coarse(self.model, [v.array for v in values], voices, generators, opts, exact=self.exact,
                                draft=self.draft if self.n_draft else None, n_draft=self.n_draft,
-                               decode="eager" if self.exact else self.decode_steps, progress=progress)
+                               twin=self.twin, decode="eager" if self.exact else self.decode_steps, progress=progress)
 
 
 def coarse_steps(n_semantic: int) -> int:
@@ -165,6 +166,10 @@ def codebook_rows(n_step: int) -> slice:
     """The head rows step ``n_step`` samples from: coarse codes alternate between the two codebooks' token ranges."""
     start = SEMANTIC_VOCAB_SIZE + (0 if n_step % N_COARSE_CODEBOOKS == 0 else CODEBOOK_SIZE)
     return slice(start, start + CODEBOOK_SIZE)
+
+
+class TooClose(Exception):
+    """A draw from the oneDNN twin's logits that rounding could have changed: the window runs again (exact mode)."""
 
 
 class CoarseRows:
@@ -253,6 +258,36 @@ class CoarseRows:
         self.total += 1
         self.fed = True
 
+    def run_window(self, w: int, pick: Callable[[int, list[int], torch.Tensor], torch.Tensor]) -> None:
+        """Window ``w``: prefill what needs it, then one step per code; ``pick(n_step, rows, logits)`` draws."""
+        window = self.options.sliding_window_len
+        live = self.live(w * window)
+        self.start_window(w, live)
+        for s in range(window):
+            n_step = w * window + s
+            now = self.live(n_step, live)
+            if not now:
+                break
+            self.advance(n_step, now, pick(n_step, now, self.logits[now]), last_of_window=s == window - 1)
+
+    def try_window(self, w: int, runner: Any, pick: Callable[[int, list[int], torch.Tensor], torch.Tensor],
+                   generator: torch.Generator) -> bool:
+        """Exact mode: window ``w`` of the one row on ``runner`` (the oneDNN twin's), kept if every draw is certain
+        (``pick`` raises ``TooClose`` otherwise): then True. Else the row and ``generator`` are put back as they
+        were, for the window to run again on the reference's arithmetic, and False."""
+        reference, n_codes, rewind = self.run, len(self.rows[0]["coarse"]), generator.get_state()
+        self.run = runner
+        try:
+            self.run_window(w, pick)
+            return True
+        except TooClose:
+            del self.rows[0]["coarse"][n_codes:]
+            generator.set_state(rewind)
+            self.fed = False  # the next prefill starts afresh
+            return False
+        finally:
+            self.run = reference
+
     def codes(self) -> list[np.ndarray]:
         """Each row's new coarse codes (2, T)."""
         outs = []
@@ -267,15 +302,17 @@ class CoarseRows:
 @torch.inference_mode()
 def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: Sequence[Voice | None],
                     generators: Sequence[torch.Generator], options: CoarseOptions, *, exact: bool = False,
-                    draft: nn.Module | None = None, n_draft: int = 8, decode: str = "eager",
-                    choose: Callable[[int, list[int], torch.Tensor], torch.Tensor] | None = None,
+                    draft: nn.Module | None = None, n_draft: int = 8, twin: nn.Module | None = None,
+                    decode: str = "eager", choose: Callable[[int, list[int], torch.Tensor], torch.Tensor] | None = None,
                     progress: Progress | None = None) -> list[np.ndarray]:
     """Coarse codes (2, T) for each row's semantic tokens (T_sem,), T = floor(T_sem x 75 / 49.9), with the
     reference's sliding windows, all rows one batch per window.
 
-    The one loop of both modes. ``exact``: one row with the reference's arithmetic (``ExactRunner``), or drafted by
-    the int8 twin ``draft`` and checked by the fp32 model (``DraftedRunner``: the same tokens); every window is
-    prefilled afresh. Otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager", "compile" or
+    The one loop of both modes. ``exact``: one row, every window prefilled afresh, with the reference's arithmetic
+    (``ExactRunner``), or drafted by the int8 twin ``draft`` and checked by the fp32 model (``DraftedRunner``: the
+    same tokens). With ``twin``, the model on oneDNN's fp32 kernels, each window runs on the twin first (drafted or
+    not) and is kept where every draw is certain (``certified``); a window too close to call runs again one
+    reference step at a time. Otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager", "compile" or
     "cuda_graphs"), where a window whose input (semantic context, infer token, coarse history) only extends what
     the cache holds keeps the cache instead of prefilling again: the same tokens at the same positions, up to float
     rounding. That is the case until the coarse history reaches ``max_coarse_history`` or the semantic context
@@ -300,21 +337,28 @@ def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: S
         rows = codebook_rows(n_step)
         return int(pick(n_step, [0], logits[:, rows])[0]) + rows.start
 
+    certain = None  # exact mode with a oneDNN twin: each window runs on it first, kept where every draw is certain
     if not exact:
         state.run = CausalRunner(model, len(semantics), CACHE_SLOTS, decode=decode)
+    elif twin is not None and choose is None and options.top_k is None and options.top_p is None:
+        state.keep_cache = False
+        certain = (ExactRunner(twin, CACHE_SLOTS) if draft is None else
+                   DraftedRunner(twin, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft))
+        state.run = ExactRunner(model, CACHE_SLOTS)  # a window too close to call: the reference's every step
     else:
         state.keep_cache = False
         state.run = (ExactRunner(model, CACHE_SLOTS) if draft is None else
-                     DraftedRunner(model, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft))
+                     DraftedRunner(model, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft, verifier=twin))
+
+    def certain_pick(n_step: int, rows: list[int], logits: torch.Tensor) -> torch.Tensor:
+        drawn = certain_draws(logits, options.waveform_temp, generators[0])
+        if drawn is None:
+            raise TooClose
+        return drawn
+
     for w in range(state.n_windows):
-        live = state.live(w * window)
-        state.start_window(w, live)
-        for s in range(window):
-            n_step = w * window + s
-            now = state.live(n_step, live)
-            if not now:
-                break
-            state.advance(n_step, now, pick(n_step, now, state.logits[now]), last_of_window=s == window - 1)
+        if certain is None or not state.try_window(w, certain, certain_pick, generators[0]):
+            state.run_window(w, pick)
         if progress is not None:
             progress(w + 1, state.n_windows)
     return state.codes()

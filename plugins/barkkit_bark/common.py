@@ -40,6 +40,9 @@ class BarkStage(Stage):
     def __init__(self, model: GPT | FineGPT, *, mode: str = "exact", source: str | None = None) -> None:
         check_mode(mode)
         self.draft: GPT | None = None  # exact mode's int8 twin (barkkit_bark.speculative), causal models on a CPU
+        # exact mode on a CPU: the model on oneDNN's fp32 kernels (weights shared) where timed faster: it checks the
+        # drafts, and the fine passes and coarse windows it computes are kept where every draw is certain
+        self.twin: GPT | FineGPT | None = None
         # what this stage runs on, for ``barkkit info``: kernels chosen by the CPU's features (barkkit_bark.kernels)
         self.kernels: dict[str, str] = {"linears": "fp32", "attention": "fp32"}
         if mode == "fast":
@@ -48,14 +51,28 @@ class BarkStage(Stage):
             model = prepare_fast(model)
             self.kernels = dict(model.kernels)
         elif isinstance(model, GPT) and model.lm_head.weight.device.type == "cpu":
+            from barkkit_bark.certified import causal_twin
             from barkkit_bark.speculative import draft_model, drafting_pays
 
             self.draft = draft_model(model)
             pays = drafting_pays(model, self.draft)
             if not pays:
                 self.n_draft = 0  # the twin is no faster here: decode one fp32 token at a time, as the reference
+            # the semantic stage uses the twin to check drafts; the coarse stage also runs whole windows on it
+            self.twin = causal_twin(model, self.n_draft) if pays or self.kind == "coarse" else None
             kernel = self.draft.lm_head.decode_kernel
-            self.kernels["decode"] = f"fp32, int8 twin drafts ({kernel})" if pays else f"fp32 (an {kernel} twin is no faster here)"
+            self.kernels["decode"] = (f"fp32, int8 twin drafts ({kernel})" if pays
+                                      else f"fp32 (an {kernel} twin is no faster here)")
+            if self.twin is not None:
+                self.kernels["linears"] = ("fp32: oneDNN for windows whose draws are certain and for checks, else "
+                                           "PyTorch's default" if self.kind == "coarse"
+                                           else "fp32: oneDNN for checks of drafts, else PyTorch's default")
+        elif isinstance(model, FineGPT) and model.transformer.wpe.weight.device.type == "cpu":
+            from barkkit_bark.certified import fine_twin
+
+            self.twin = fine_twin(model)
+            if self.twin is not None:
+                self.kernels["linears"] = "fp32: oneDNN where a pass's draws are certain, else PyTorch's default"
         self.model = model
         self.mode = mode
         self.source = source
@@ -75,7 +92,10 @@ class BarkStage(Stage):
         if mode == "fast":
             decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
             return fast_kernels(features, decode if causal else None)
-        plan = {"linears": "fp32", "attention": "fp32"}
+        where = {"fine": "fine passes whose draws are certain", "coarse": "windows whose draws are certain and checks",
+                 "text": "checks of drafts"}[cls.kind]
+        plan = {"linears": f"fp32: oneDNN for {where} where timed faster at load, else PyTorch's default",
+                "attention": "fp32"}
         if causal:
             plan["decode"] = f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at load"
         return plan

@@ -21,6 +21,7 @@ from barkkit.errors import PipelineError
 from barkkit.stage import Progress
 from barkkit.tokens import CoarseTokens, FineTokens
 from barkkit.voice import Voice
+from barkkit_bark.certified import certain_draws
 from barkkit_bark.common import (
     BarkStage,
     defaults_of,
@@ -79,13 +80,16 @@ def fine_input(coarse: np.ndarray, voice: Voice | None) -> tuple[np.ndarray, int
 @torch.inference_mode()
 def generate_fine(model: FineGPT, coarses: Sequence[np.ndarray], voices: Sequence[Voice | None],
                   generators: Sequence[torch.Generator], options: FineOptions, *, trim_last_layer: bool = False,
-                  choose: FineChooser | None = None, progress: Progress | None = None) -> list[np.ndarray]:
+                  twin: FineGPT | None = None, choose: FineChooser | None = None,
+                  progress: Progress | None = None) -> list[np.ndarray]:
     """Coarse codes (n_coarse, T) -> fine codes (8, T) for each row; the first n_coarse codebooks are kept as given.
 
     Rows run one at a time, in exact and fast mode alike: the fine model is compute-bound over 1024 frames, so
     batching rows gains nothing, and alone each row computes exactly what a single run computes. Each pass samples
     at ``fine_temp`` with the row's generator (argmax where it is None), or as ``choose`` says (benchmarks feed
-    known codes). ``trim_last_layer`` (fast mode): ``FineGPT.forward``.
+    known codes). ``trim_last_layer`` (fast mode): ``FineGPT.forward``. ``twin`` (exact mode): the model on faster
+    fp32 kernels, whose draws a pass keeps where rounding cannot have changed them (``certified``); otherwise the
+    pass runs again on ``model``.
     """
     temp = options.fine_temp
     device = model.transformer.wpe.weight.device
@@ -101,23 +105,33 @@ def generate_fine(model: FineGPT, coarses: Sequence[np.ndarray], voices: Sequenc
             first_row = min(n_history + n * STRIDE, n_total - STRIDE) - start  # rows before: filled already
             window = x[start : start + WINDOW][None]  # (1, 1024, 8), a view: writes land in x
             for codebook in range(n_coarse, N_FINE_CODEBOOKS):
-                logits = model(codebook, window, first_row=first_row, trim_last_layer=trim_last_layer)
-                logits = logits[0, :, :CODEBOOK_SIZE]  # (1024 - first_row, 1024)
-                if choose is not None:
-                    frames = torch.arange(start + first_row, start + WINDOW, device=device) - n_history
-                    predicted = choose(row, codebook, frames, logits)
-                elif temp is None:
-                    predicted = torch.argmax(logits, dim=-1)
-                else:
-                    probs = F.softmax(logits.float() / temp, dim=-1)  # (bf16 logits on a GPU in fast mode)
-                    # One draw per frame in frame order: the reference's one multinomial call per row.
-                    predicted = torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]
+                predicted = None
+                if twin is not None and choose is None:  # exact mode on faster kernels, where the draws are certain
+                    fast = twin(codebook, window, first_row=first_row, trim_last_layer=True)
+                    predicted = certain_draws(fast[0, :, :CODEBOOK_SIZE], temp, generator)
+                if predicted is None:
+                    logits = model(codebook, window, first_row=first_row, trim_last_layer=trim_last_layer)
+                    logits = logits[0, :, :CODEBOOK_SIZE]  # (1024 - first_row, 1024)
+                    if choose is not None:
+                        frames = torch.arange(start + first_row, start + WINDOW, device=device) - n_history
+                        predicted = choose(row, codebook, frames, logits)
+                    else:
+                        predicted = draw_codes(logits, temp, generator)
                 window[0, first_row:, codebook] = predicted
             done += 1
             if progress is not None:
                 progress(done, sum(n_loops))
         outputs.append(x.T.cpu().numpy()[:, n_history : n_history + n_frames].copy())  # (8, T)
     return outputs
+
+
+def draw_codes(logits: torch.Tensor, temp: float | None, generator: torch.Generator) -> torch.Tensor:
+    """Logits (R, 1024) -> one code per frame (R,): the reference's draw at ``temp``, or the argmax where None."""
+    if temp is None:
+        return torch.argmax(logits, dim=-1)
+    probs = F.softmax(logits.float() / temp, dim=-1)  # (bf16 logits on a GPU in fast mode)
+    # One draw per frame in frame order: the reference's one multinomial call per row.
+    return torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]
 
 
 class FineStage(BarkStage):
@@ -146,7 +160,7 @@ class FineStage(BarkStage):
         opts = make_options(FineOptions, options)
         generator = check_generator(generator, self.device)
         codes = generate_fine(self.model, [value.array], [voice], [generator], opts, trim_last_layer=not self.exact,
-                              progress=progress)
+                              twin=self.twin, progress=progress)
         return FineTokens(codes[0])
 
     def run_fast_batch(self, values: Sequence[Any], *, voices: Sequence[Voice | None],

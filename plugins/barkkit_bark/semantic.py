@@ -93,14 +93,14 @@ RowSampler = Callable[[int, list[int], torch.Tensor], tuple[torch.Tensor, torch.
 @torch.inference_mode()
 def generate_semantic(model: GPT, texts_ids: Sequence[Sequence[int]], histories: Sequence[np.ndarray | None],
                       generators: Sequence[torch.Generator], options: SemanticOptions, *, exact: bool = False,
-                      draft: GPT | None = None, n_draft: int = 8, decode: str = "eager",
+                      draft: GPT | None = None, n_draft: int = 8, twin: GPT | None = None, decode: str = "eager",
                       max_steps: int = MAX_SEMANTIC_STEPS, choose: RowSampler | None = None,
                       sync_every: int | None = None, progress: Progress | None = None) -> list[np.ndarray]:
     """One generation per row: up to 256 text ids (offset, unpadded) and a semantic history -> tokens (T_i,) int64.
 
     The one loop of both modes. ``exact``: one row, run with the reference's arithmetic (``ExactRunner``), or
-    drafted by the int8 twin ``draft`` and checked by the fp32 model (``DraftedRunner``: the same tokens, fewer
-    passes over the fp32 weights); otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager",
+    drafted by the int8 twin ``draft`` and checked by the fp32 model, or by ``twin``, itself on other fp32
+    kernels (``DraftedRunner``: the same tokens, fewer passes over the fp32 weights); otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager",
     "compile" or "cuda_graphs"). Each row samples with its own generator, or as ``choose`` says (benchmarks feed
     known tokens). ``sync_every``: how often the host reads the stop flags (default: every step on a CPU, where it
     costs nothing; every 8 on an accelerator); steps run past a stop are undone (their tokens dropped, the row's
@@ -136,7 +136,8 @@ def generate_semantic(model: GPT, texts_ids: Sequence[Sequence[int]], histories:
     elif draft is None:
         runner = ExactRunner(model, PROMPT_POSITIONS + limit)
     else:
-        runner = DraftedRunner(model, draft, PROMPT_POSITIONS + limit, propose, generators[0], n_draft=n_draft)
+        runner = DraftedRunner(model, draft, PROMPT_POSITIONS + limit, propose, generators[0], n_draft=n_draft,
+                               verifier=twin)
     tokens = torch.zeros(B, limit, dtype=torch.long, device=device)
     ends = RowEnds(generators, limit, sync_every, device)
     logits = runner.prefill([emb[i : i + 1] for i in range(B)], PROMPT_POSITIONS)  # (B, V)
@@ -280,7 +281,7 @@ class SemanticStage(BarkStage):
             tokens = generate_semantic(
                 self.model, [pieces[i][k].ids for i in rows], [histories[i] for i in rows], [generators[i] for i in rows],
                 opts, exact=self.exact, draft=self.draft if self.n_draft else None, n_draft=self.n_draft,
-                decode="eager" if self.exact else self.decode_steps, progress=piece_progress)
+                twin=self.twin, decode="eager" if self.exact else self.decode_steps, progress=piece_progress)
             for i, t in zip(rows, tokens):
                 outputs[i].append(t)
                 if voices[i] is None and len(t):

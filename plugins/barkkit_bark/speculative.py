@@ -76,15 +76,21 @@ class DraftedRunner(ExactRunner):
     starts a round: the twin drafts up to ``n_draft`` tokens after the fed one (``propose``, with the generator
     rewound afterwards), and the fp32 model computes the logits after the fed token and after each draft in one
     pass, writing their exact keys and values over the twin's. The loop then samples each step from fp32 logits
-    with its own generator, so tokens and draws are the plain loop's.
+    with its own generator, so tokens and draws are the plain loop's. ``verifier``: the model that runs those
+    passes, ``model`` on other fp32 kernels (``certified.causal_twin``); None: ``model``.
     """
 
     def __init__(self, model: GPT, draft: GPT, size: int, propose: Propose, generator: torch.Generator, *,
-                 n_draft: int = 8) -> None:
+                 n_draft: int = 8, verifier: GPT | None = None) -> None:
         super().__init__(model, size)
         self.draft, self.propose, self.generator, self.n_draft = draft, propose, generator, n_draft
+        self.verifier = verifier or model
         self.pending: list[tuple[int, torch.Tensor]] = []  # (drafted token, fp32 logits after it), in order
         self.passes = 0  # fp32 passes that checked drafts
+
+    def prefill_row(self, row: int, emb: torch.Tensor, end: int, head_rows: slice | None = None) -> torch.Tensor:
+        self.pending = []  # a new prompt: no drafted token of the last one may be served
+        return super().prefill_row(row, emb, end, head_rows)
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor, slot: int, first_slots: Sequence[int] | None = None,
              head_rows: slice | None = None) -> torch.Tensor:
@@ -105,8 +111,8 @@ class DraftedRunner(ExactRunner):
             fed = proposal
         self.generator.set_state(rewind)
         ids = torch.tensor([[token, *drafts]], device=tokens.device)  # (1, m + 1) at slots [slot, slot + m]
-        verified = self.model.extend(self.model.embed(ids), pos + torch.arange(len(drafts) + 1, device=pos.device),
-                                     self.caches, slot, all_logits=True)  # (1, m + 1, V)
+        verified = self.verifier.extend(self.verifier.embed(ids), pos + torch.arange(len(drafts) + 1, device=pos.device),
+                                        self.caches, slot, all_logits=True)  # (1, m + 1, V)
         self.passes += 1
         self.pending = [(d, verified[:, j + 1]) for j, d in enumerate(drafts)]
         return logit_rows(verified[:, 0], head_rows)

@@ -155,6 +155,7 @@ def test_both_modes_on_avx2_forced_for_the_whole_process(tmp_path):
     parity = "tests/plugins/barkkit_bark/test_parity.py::"
     tests = [f"{parity}test_tokens_match_reference[voice-2]", f"{parity}test_tokens_match_reference[top_p_only-4]",
              f"{parity}test_drafted_exact_mode_matches_reference[voice-2]",
+             "tests/plugins/barkkit_bark/test_certified.py",  # oneDNN where a draw is certain: the same codes
              "tests/plugins/barkkit_bark/test_kernels.py::test_fast_mode_stays_close_to_exact_mode",
              "tests/plugins/barkkit_bark/test_kernels.py::test_int_mm_is_used_only_where_it_sums_exactly",
              "tests/plugins/barkkit_bark/test_kernels.py::test_many_row_products_are_close_and_keep_rows_independent",

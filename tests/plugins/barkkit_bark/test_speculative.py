@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from barkkit_bark.kernels import Int8Linear
+from barkkit_bark.kernels import Int8Linear, OneDnnLinear, onednn_linear_works, onednn_twin
 from barkkit_bark.model import GPT, GPTConfig
 from barkkit_bark.speculative import DraftedRunner, draft_model
 from tests.plugins.barkkit_bark.conftest import COARSE_CONFIG, TINY, randomize
@@ -46,10 +46,11 @@ def plain(model: GPT, prompt: torch.Tensor, n: int, choose) -> list[int]:
     return out
 
 
-def verified(model: GPT, draft: GPT, prompt: torch.Tensor, n: int, choose, generator, n_draft: int) -> list[int]:
+def verified(model: GPT, draft: GPT, prompt: torch.Tensor, n: int, choose, generator, n_draft: int,
+             verifier: GPT | None = None) -> list[int]:
     """The plain loop, its decode steps served by a ``DraftedRunner`` (proposals: the same rule, up to n tokens)."""
     runner = DraftedRunner(model, draft, PROMPT + n + 1, lambda slot, logits: choose(slot - PROMPT, logits)
-                           if slot - PROMPT < n else None, generator, n_draft=n_draft)
+                           if slot - PROMPT < n else None, generator, n_draft=n_draft, verifier=verifier)
     logits = runner.prefill([model.embed(prompt)], PROMPT)
     out: list[int] = []
     for step in range(n):
@@ -95,6 +96,20 @@ def test_the_int8_twin_is_accepted_nearly_always(target: CountingGPT) -> None:
     generator = torch.Generator().manual_seed(5)
     assert verified(target, draft, prompt, 200, make_choose(generator), generator, 8) == expected
     assert target.checks <= 200 / 9 * 1.5  # ~9 tokens per fp32 pass when the drafts hold
+
+
+@pytest.mark.skipif(not onednn_linear_works(), reason="this torch has no oneDNN fp32 linear")
+@torch.inference_mode()
+def test_drafts_checked_through_onednn_give_the_plain_tokens(target: CountingGPT) -> None:
+    """The check on oneDNN's fp32 kernels (``certified.causal_twin``) rounds differently in the last bits only."""
+    verifier = onednn_twin(target)
+    assert isinstance(verifier.lm_head, OneDnnLinear) and verifier.lm_head.weight is target.lm_head.weight
+    prompt = torch.randint(0, 12_096, (1, PROMPT), generator=torch.Generator().manual_seed(6))
+    expected = plain(target, prompt, 200, make_choose(torch.Generator().manual_seed(8)))
+    generator = torch.Generator().manual_seed(8)
+    verifier.checks = target.checks = 0
+    assert verified(target, draft_model(target), prompt, 200, make_choose(generator), generator, 8, verifier) == expected
+    assert verifier.checks > 0 and target.checks == 0  # every check ran on oneDNN
 
 
 def test_the_twin_shares_all_but_its_int8_linears(target: CountingGPT) -> None:
