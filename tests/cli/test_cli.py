@@ -197,8 +197,10 @@ def test_ctrl_c_leaves_no_output_and_exits_130(tmp_path):
               "toy_plugin.ToySemantic.run = run\n"
               "c.cli.use_plugins(c.load_plugins(extra=[toy_plugin]))\n"
               f"c.cli.main(['generate', 'hi', '-o', {str(out)!r}, *{TOY!r}])\n")
+    # start as from a terminal, SIGINT at its default: a shell starting this suite in the background (`... &`)
+    # hands every child an ignored SIGINT, which Python then keeps ignoring
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout.readline() == "running\n"  # the stage runs: interrupt it there
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
