@@ -344,7 +344,6 @@ def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: S
         state.keep_cache = False
         certain = (ExactRunner(twin, CACHE_SLOTS) if draft is None else
                    DraftedRunner(twin, draft, CACHE_SLOTS, propose, generators[0], n_draft=n_draft))
-        state.run = ExactRunner(model, CACHE_SLOTS)  # a window too close to call: the reference's every step
     else:
         state.keep_cache = False
         state.run = (ExactRunner(model, CACHE_SLOTS) if draft is None else
@@ -358,6 +357,8 @@ def generate_coarse(model: nn.Module, semantics: Sequence[np.ndarray], voices: S
 
     for w in range(state.n_windows):
         if certain is None or not state.try_window(w, certain, certain_pick, generators[0]):
+            # with a twin, the reference's every step only for a window too close to call: made at the first
+            state.run = state.run or ExactRunner(model, CACHE_SLOTS)
             state.run_window(w, pick)
         if progress is not None:
             progress(w + 1, state.n_windows)
