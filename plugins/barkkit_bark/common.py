@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from barkkit.voice import Voice
 
 MODES = ("exact", "fast")
+# what exact mode multiplies through oneDNN's fp32 linear, per model kind (``barkkit_bark.certified``)
+ONEDNN_USE = {"fine": "fine passes whose draws are certain", "coarse": "windows whose draws are certain and checks",
+              "text": "checks of drafts"}
 
 
 class BarkStage(Stage):
@@ -63,16 +66,12 @@ class BarkStage(Stage):
             kernel = self.draft.lm_head.decode_kernel
             self.kernels["decode"] = (f"fp32, int8 twin drafts ({kernel})" if pays
                                       else f"fp32 (an {kernel} twin is no faster here)")
-            if self.twin is not None:
-                self.kernels["linears"] = ("fp32: oneDNN for windows whose draws are certain and for checks, else "
-                                           "PyTorch's default" if self.kind == "coarse"
-                                           else "fp32: oneDNN for checks of drafts, else PyTorch's default")
         elif isinstance(model, FineGPT) and model.transformer.wpe.weight.device.type == "cpu":
             from barkkit_bark.certified import fine_twin
 
             self.twin = fine_twin(model)
-            if self.twin is not None:
-                self.kernels["linears"] = "fp32: oneDNN where a pass's draws are certain, else PyTorch's default"
+        if self.twin is not None:
+            self.kernels["linears"] = f"fp32: oneDNN for {ONEDNN_USE[self.kind]}, else PyTorch's default"
         self.model = model
         self.mode = mode
         self.source = source
@@ -92,9 +91,7 @@ class BarkStage(Stage):
         if mode == "fast":
             decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
             return fast_kernels(features, decode if causal else None)
-        where = {"fine": "fine passes whose draws are certain", "coarse": "windows whose draws are certain and checks",
-                 "text": "checks of drafts"}[cls.kind]
-        plan = {"linears": f"fp32: oneDNN for {where} where timed faster at load, else PyTorch's default",
+        plan = {"linears": f"fp32: oneDNN for {ONEDNN_USE[cls.kind]} where timed faster at load, else PyTorch's default",
                 "attention": "fp32"}
         if causal:
             plan["decode"] = f"fp32; an int8 twin ({int8 or 'int_mm'}) drafts 8 tokens a pass where it is timed faster at load"
