@@ -49,6 +49,20 @@ def test_a_row_too_close_to_call_gives_none_and_leaves_the_generator(temp: float
     assert torch.equal(generator.get_state(), before)
 
 
+def with_and_without_twin(stage, twin, value, voice: Voice, seed: int, module, drift: float,
+                          monkeypatch: pytest.MonkeyPatch):
+    """``stage.run(value)`` without, then with its oneDNN ``twin``, from one seed, under bound ``drift``
+    -> (codes, generator state) of each run, and what each call of ``module``'s ``certain_draws`` returned."""
+    monkeypatch.setattr(certified, "DRIFT", drift)
+    kept: list = []
+    monkeypatch.setattr(module, "certain_draws", lambda *args: kept.append(certain_draws(*args)) or kept[-1])
+    results = []
+    for stage.twin in (None, twin):
+        generator = torch.Generator().manual_seed(seed)
+        results.append((stage.run(value, voice=voice, generator=generator).array, generator.get_state()))
+    return results[0], results[1], kept
+
+
 @needs_onednn
 @pytest.mark.parametrize("drift", [certified.DRIFT, 10.0])  # 10: every pass is too close to call and runs again
 def test_exact_fine_codes_with_the_onednn_twin_are_the_plain_ones(suno_folder, voice_file, drift: float,
@@ -57,14 +71,8 @@ def test_exact_fine_codes_with_the_onednn_twin_are_the_plain_ones(suno_folder, v
     twin = onednn_twin(stage.model)
     voice = Voice.load(voice_file)
     coarse = CoarseTokens(np.random.default_rng(0).integers(0, 1024, (2, 700)))  # two windows past the voice
-    monkeypatch.setattr(certified, "DRIFT", drift)
-    kept = []
-    monkeypatch.setattr(fine, "certain_draws", lambda *args: kept.append(certain_draws(*args)) or kept[-1])
-    results = []
-    for stage.twin in (None, twin):
-        generator = torch.Generator().manual_seed(4)
-        results.append((stage.run(coarse, voice=voice, generator=generator).array, generator.get_state()))
-    (plain, g_plain), (twinned, g_twinned) = results
+    (plain, g_plain), (twinned, g_twinned), kept = with_and_without_twin(stage, twin, coarse, voice, 4, fine, drift,
+                                                                          monkeypatch)
     assert np.array_equal(plain, twinned) and torch.equal(g_plain, g_twinned)
     assert len(kept) == 2 * 6 and (all(k is None for k in kept) if drift > 1 else any(k is not None for k in kept))
 
@@ -83,14 +91,8 @@ def test_exact_coarse_codes_with_the_onednn_twin_are_the_plain_ones(suno_folder,
     twin = onednn_twin(stage.model)
     voice = Voice.load(voice_file)
     semantic = SemanticTokens(np.random.default_rng(1).integers(0, 10_000, 90))  # 135 frames: 5 windows
-    monkeypatch.setattr(certified, "DRIFT", drift)
-    kept = []
-    monkeypatch.setattr(coarse_module, "certain_draws", lambda *args: kept.append(certain_draws(*args)) or kept[-1])
-    results = []
-    for stage.twin in (None, twin):
-        generator = torch.Generator().manual_seed(6)
-        results.append((stage.run(semantic, voice=voice, generator=generator).array, generator.get_state()))
-    (plain, g_plain), (twinned, g_twinned) = results
+    (plain, g_plain), (twinned, g_twinned), kept = with_and_without_twin(stage, twin, semantic, voice, 6,
+                                                                          coarse_module, drift, monkeypatch)
     assert plain.shape == (2, 135) and np.array_equal(plain, twinned) and torch.equal(g_plain, g_twinned)
     if drift > 1:
         assert kept and all(k is None for k in kept)  # each window's first draw gave up on it
