@@ -9,9 +9,9 @@ stage's next-token distribution under teacher forcing, on random weights with pe
   (``kernels.decode_kernel_for``: fbgemm with 8-bit activations where it has VNNI, 7-bit where 8 could saturate;
   elsewhere ``torch._int_mm`` or fp32, timed at load). Prefills and fine passes run fbgemm's int8 GEMMs: about 2x
   fp32 without VNNI, 6x with it; where only oneDNN has VNNI (AVX-VNNI without AVX-512), ``torch._int_mm``: about
-  4.5x fp32 (``kernels.many_rows_kernel_for``). Activations are quantized per call (many rows) or per token (decode), so batch
-  rows stay independent. Embeddings and layer norms stay fp32. Cost: KL ~0.0015 (semantic, coarse) and ~0.011
-  (fine) with 8-bit activations, ~0.005 (semantic, coarse) with 7-bit.
+  4.5x fp32 (``kernels.many_rows_kernel_for``). Activations are quantized per call (many rows) or per token
+  (decode), so batch rows stay independent. Embeddings and layer norms stay fp32. Cost: KL ~0.0015 (semantic,
+  coarse) and ~0.011 (fine) with 8-bit activations, ~0.005 (semantic, coarse) with 7-bit.
 - bf16 attention of many queries (prefills, fine passes) where the CPU multiplies bf16 in hardware (AVX512-BF16,
   AMX): ``kernels.blocked_attention_bf16``, about 2x PyTorch's fp32 kernel. Emulated bf16 is 20x slower than fp32,
   so other CPUs keep fp32. Decode steps (one query) keep fp32 attention: PyTorch's bf16 one-query kernels are

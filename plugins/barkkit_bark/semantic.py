@@ -98,13 +98,14 @@ def generate_semantic(model: GPT, texts_ids: Sequence[Sequence[int]], histories:
                       sync_every: int | None = None, progress: Progress | None = None) -> list[np.ndarray]:
     """One generation per row: up to 256 text ids (offset, unpadded) and a semantic history -> tokens (T_i,) int64.
 
-    The one loop of both modes. ``exact``: one row, run with the reference's arithmetic (``ExactRunner``), or
-    drafted by the int8 twin ``draft`` and checked by the fp32 model, or by ``twin``, itself on other fp32
-    kernels (``DraftedRunner``: the same tokens, fewer passes over the fp32 weights); otherwise fast mode's row engine (``CausalRunner``; ``decode``: "eager",
-    "compile" or "cuda_graphs"). Each row samples with its own generator, or as ``choose`` says (benchmarks feed
-    known tokens). ``sync_every``: how often the host reads the stop flags (default: every step on a CPU, where it
-    costs nothing; every 8 on an accelerator); steps run past a stop are undone (their tokens dropped, the row's
-    generator restored to right after the stopping draw), so the tokens and every later draw are the reference's.
+    The one loop of both modes. ``exact``: one row, run with the reference's arithmetic (``ExactRunner``), or drafted
+    by the int8 twin ``draft`` and checked by the fp32 model, or by ``twin``, itself on other fp32 kernels
+    (``DraftedRunner``: the same tokens, fewer passes over the fp32 weights); otherwise fast mode's row engine
+    (``CausalRunner``; ``decode``: "eager", "compile" or "cuda_graphs"). Each row samples with its own generator, or
+    as ``choose`` says (benchmarks feed known tokens). ``sync_every``: how often the host reads the stop flags
+    (default: every step on a CPU, where it costs nothing; every 8 on an accelerator); steps run past a stop are
+    undone (their tokens dropped, the row's generator restored to right after the stopping draw), so the tokens and
+    every later draw are the reference's.
     """
     if any(len(ids) > MAX_TEXT_TOKENS for ids in texts_ids):
         raise PipelineError(f"a text of more than {MAX_TEXT_TOKENS} tokens does not fit the semantic window")
