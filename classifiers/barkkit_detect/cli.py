@@ -101,7 +101,9 @@ def train_command(state: Any, data_dirs: tuple[Path, ...], out: Path, feature_na
         click.echo("encodec_trace flagged: " + ", ".join(f"{label} {100 * v['flagged']:.1f}% of {v['n']}" for label, v in trace.items()))
         report["encodec_trace"] = trace
         click.echo("")
-    click.echo(f"second stage (Bark among EnCodec-decoded audio): weight {metadata['bark_weight']:.2f} (0: cannot tell them apart)")
+    aucs = ", ".join(f"{source} {auc:.2f}" for source, auc in metadata.get("bark_stage_roc_auc", {}).items())
+    click.echo(f"second stage (Bark among EnCodec-decoded audio): weight {metadata['bark_weight']:.2f} (0: cannot tell them apart; "
+               f"from the worst out-of-source ROC-AUC{': ' + aucs if aucs else ''})")
     click.echo(f"wrote {out} and {out.with_suffix('.json')} (threshold {threshold:.3f})")
 
 

@@ -155,16 +155,29 @@ def choose_threshold(is_bark: np.ndarray, scores: np.ndarray, max_fpr: float = 0
     return float(min(max(np.nextafter(edge, 1.0), floor), 0.99))
 
 
-def _stage_two(X: np.ndarray, is_bark: np.ndarray, groups: np.ndarray, fit: np.ndarray, clean: np.ndarray, kind: str) -> tuple[np.ndarray, float]:
-    """Out-of-source P(Bark | trace) of the trace rows, and the weight it earns: ``max(0, 2 * AUC - 1)`` of its clean
-    out-of-source ROC-AUC (0 when a source of either class is missing, or the scores are no better than chance)."""
+def _stage_two(X: np.ndarray, is_bark: np.ndarray, groups: np.ndarray, fit: np.ndarray, clean: np.ndarray, kind: str) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Out-of-source P(Bark | trace) of the trace rows, the weight it earns, and its clean out-of-source ROC-AUC
+    against each non-Bark EnCodec source held out (``{source: auc}``).
+
+    The weight is ``max(0, 2 * AUC - 1)`` of the *worst* of those sources: the second stage is trusted only as far as
+    it tells Bark from every other EnCodec source it never saw (0 when a class is missing). Until v5 the pooled ROC-AUC
+    set it (0.60-0.61 on 35 clips of 4 sources: weight 0.20-0.22); the stage never sees human speech, so on human
+    copies it multiplied the trace by a factor anywhere in 0.39-0.61, which moved the threshold and cost 1-8 points of
+    recall depending on the degradations drawn.
+    """
     from sklearn.metrics import roc_auc_score
 
     scores = leave_one_source_out(X, is_bark, groups, fit, kind)
     judged = clean & np.isfinite(scores)
     if len(set(is_bark[judged].tolist())) < 2:
-        return scores, 0.0
-    return scores, max(0.0, 2.0 * float(roc_auc_score(is_bark[judged], scores[judged])) - 1.0)
+        return scores, 0.0, {}
+    bark_scores = scores[judged & is_bark]
+    per_source = {}
+    for source in sorted(set(groups[judged & ~is_bark].tolist())):
+        other = scores[judged & ~is_bark & (groups == source)]
+        truth = np.r_[np.ones(bark_scores.size), np.zeros(other.size)]
+        per_source[source] = float(roc_auc_score(truth, np.r_[bark_scores, other]))
+    return scores, max(0.0, 2.0 * min(per_source.values()) - 1.0), per_source
 
 
 def _threshold(scores: np.ndarray, clean: np.ndarray, degraded: np.ndarray, max_fpr: float, max_degraded_fpr: float, floor: float) -> float:
@@ -213,7 +226,7 @@ def train(
             trace = np.minimum(trace, leave_one_source_out(table.X, has_trace, sources, fit, veto_kind))
     else:
         trace = np.full(len(labels), np.nan)
-    given, weight = _stage_two(table.X, is_bark, sources, fit & has_trace, ~table.augmented & has_trace, kind)
+    given, weight, stage_two_auc = _stage_two(table.X, is_bark, sources, fit & has_trace, ~table.augmented & has_trace, kind)
     given = np.where(np.isfinite(given), 0.5 + weight * (given - 0.5), 0.5 + weight * 0.5)
     two_stages = len(set(is_bark[fit & has_trace].tolist())) == 2
     bark = trace * given if two_stages else trace
@@ -243,6 +256,7 @@ def train(
         threshold = trace_threshold = choose_threshold(has_trace, in_sample, max_fpr)
     metadata = _metadata(clips, kind, trace_threshold, weight if two_stages else 0.0, n_augment, seed, max_fpr, evaluation)
     metadata["training"]["max_degraded_fpr"] = max_degraded_fpr
+    metadata["bark_stage_roc_auc"] = stage_two_auc  # out of source, per held-out non-Bark EnCodec source
     return models, threshold, metadata
 
 

@@ -632,3 +632,20 @@ def test_segment_edges_are_refined_with_short_pieces():
         return 1.0 if piece.size < window * rate and (middle == 0.5).any() else score(np.where(piece == 1.0, 1.0, 0.0))
 
     assert refine_segments(marked, rate, windows, 0.5, window, hop, stray) == ranges
+
+
+def test_the_second_stage_is_trusted_only_as_far_as_its_worst_held_out_source():
+    from barkkit_detect.training import _stage_two
+
+    rng = np.random.default_rng(5)
+    sources = np.repeat(["bark_a", "bark_b", "bark_c", "valle_a", "valle_b", "resynth"], 40)
+    is_bark = np.char.startswith(sources, "bark")
+    X = rng.standard_normal((sources.size, 3))
+    X[np.char.startswith(sources, "valle"), 0] += 3.0  # two EnCodec sources the stage tells from Bark; one looks like Bark
+    everything, clean = np.ones(sources.size, bool), np.ones(sources.size, bool)
+    _, weight, auc = _stage_two(X, is_bark, sources, everything, clean, "logistic")
+    assert min(auc["valle_a"], auc["valle_b"]) > 0.95 and auc["resynth"] < 0.8
+    assert weight == pytest.approx(max(0.0, 2 * auc["resynth"] - 1)) and weight < 0.6  # the worst source sets it
+    separable = sources != "resynth"
+    _, weight, auc = _stage_two(X[separable], is_bark[separable], sources[separable], everything[separable], clean[separable], "logistic")
+    assert set(auc) == {"valle_a", "valle_b"} and weight > 0.9
