@@ -15,6 +15,10 @@ per-bin array:
 - ``square_residual``: the residual of the *squared* signal. A decoder whose upsampling gain varies with the output
   sample's phase modulates the signal's variance with the period 1/600 s without adding a line of its own; the
   square turns that periodic variance into lines (the second-order, cyclostationary trace).
+- ``short_log_power`` and ``short_residual``: log power of 1 s Hann frames 0.25 s apart (1 Hz bins, up to
+  ``SHORT_MAX_HZ``), and its residual (mean-power plus mean-log-power residuals over a 100 Hz running median): half
+  the line height over the floor of the 2 s frames, but four times the frames, so a 1-2 s clip's floor is estimated
+  from a dozen frames instead of one (``teeth`` reads its statistics from it; the spacing search reads it too).
 - ``taper_residual``: the residual of a multitaper estimate (``TAPERS`` Slepian tapers of half-bandwidth
   ``TAPER_NW`` / 2 s, i.e. +-1.25 Hz, on 2 s frames 1 s apart). A single Hann periodogram scatters by about 5.6 dB per
   bin, which drowns a 2 s clip's few-dB teeth and lets chance peaks win the spacing search; four tapers average that
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LongTermSpectra", "long_term_spectra", "N_FFT", "HOP", "BIN_HZ", "MAX_BIN"]
+__all__ = ["LongTermSpectra", "long_term_spectra", "N_FFT", "HOP", "BIN_HZ", "MAX_BIN", "SHORT_BIN_HZ", "median_floor"]
 
 RATE = 16_000
 N_FFT = 32_000
@@ -44,6 +48,10 @@ TAPERS = 4
 TAPER_HOP = 16_000  # 1 s: taper frames are already smooth estimates, so they need less overlap than the Hann ones
 TAPER_STEP = 1_600  # a clip shorter than a frame is tapered at its length rounded down to 0.1 s: at most 20 taper
 # sets to compute (each costs ~30 ms, more than scoring the clip), so a folder of short clips stays fast
+SHORT_N = RATE  # 1 s frames (1 Hz bins) ...
+SHORT_HOP = RATE // 4  # ... 0.25 s apart
+SHORT_MAX_HZ = 7_600.0
+SHORT_BIN_HZ = RATE / SHORT_N
 COHERENCE_LAG = N_FFT // HOP  # frames that share no sample: overlapping frames would look coherent at every bin
 _CHUNK = 32  # frames per FFT call: bounds the memory of long files
 
@@ -59,12 +67,45 @@ class LongTermSpectra:
     square_residual: np.ndarray
     taper_residual: np.ndarray
     n_frames: int
+    short_log_power: np.ndarray  # (frames, bins) of 1 s frames, SHORT_BIN_HZ apart up to SHORT_MAX_HZ
+    short_residual: np.ndarray  # (bins,)
 
 
 def _floor(values: np.ndarray) -> np.ndarray:
     from scipy.ndimage import median_filter
 
     return median_filter(values, size=FLOOR_BINS, mode="nearest")
+
+
+def median_floor(values: np.ndarray, bin_hz: float) -> np.ndarray:
+    """The running median of ``values`` over about 100 Hz of bins ``bin_hz`` wide."""
+    from scipy.ndimage import median_filter
+
+    return median_filter(values, size=int(100 / bin_hz) | 1, mode="nearest")
+
+
+def short_log_power(samples: np.ndarray) -> np.ndarray:
+    """Log power of 1 s Hann frames 0.25 s apart: (frames, bins) float64 up to ``SHORT_MAX_HZ``."""
+    import scipy.fft
+
+    n_bins = int(SHORT_MAX_HZ * SHORT_N / RATE)
+    if samples.shape[0] < SHORT_N:
+        frames = np.zeros((1, SHORT_N), dtype=np.float32)
+        frames[0, : samples.shape[0]] = samples * np.hanning(samples.shape[0]).astype(np.float32)
+    else:
+        count = 1 + (samples.shape[0] - SHORT_N) // SHORT_HOP
+        frames = np.lib.stride_tricks.sliding_window_view(samples, SHORT_N)[::SHORT_HOP][:count] * np.hanning(SHORT_N).astype(np.float32)
+    spectrum = scipy.fft.rfft(frames, axis=1, workers=1)[:, :n_bins]
+    return np.log(spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2 + 1e-12)
+
+
+def short_residuals(log_power: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of a stack of 1 s frames' log power (frames, bins): the mean power's residual, the mean log power's, and the
+    mean power's floor (each (bins,))."""
+    mean_log = np.log(np.exp(log_power).mean(axis=0) + 1e-12)
+    log_mean = log_power.mean(axis=0)
+    floor = median_floor(mean_log, SHORT_BIN_HZ)
+    return mean_log - floor, log_mean - median_floor(log_mean, SHORT_BIN_HZ), floor
 
 
 class _Accumulator:
@@ -132,7 +173,7 @@ def _taper_log_power(samples: np.ndarray) -> np.ndarray:
 
 
 def long_term_spectra(samples: np.ndarray) -> LongTermSpectra:
-    """The four long-term views of ``samples`` (float32 (n,) at 16 kHz, as ``prepare_audio`` gives)."""
+    """The long-term views of ``samples`` (float32 (n,) at 16 kHz, as ``prepare_audio`` gives)."""
     samples = np.asarray(samples, dtype=np.float32)
     squared = np.square(samples) - np.float32(np.mean(np.square(samples))) if samples.size else samples
     direct, square = _Accumulator(), _Accumulator()
@@ -144,6 +185,8 @@ def long_term_spectra(samples: np.ndarray) -> LongTermSpectra:
     mean_log = direct.log_power / direct.n
     square_log = np.log(square.power / square.n + 1e-12)
     taper_log = _taper_log_power(samples)
+    short = short_log_power(samples)
+    short_mean, short_log, _ = short_residuals(short)
     coherence = np.abs(direct.cross) / (direct.cross_norm + 1e-20) if direct.n > COHERENCE_LAG else np.zeros(MAX_BIN)
     return LongTermSpectra(
         power=direct.power / direct.n,
@@ -153,4 +196,6 @@ def long_term_spectra(samples: np.ndarray) -> LongTermSpectra:
         square_residual=square_log - _floor(square_log),
         taper_residual=taper_log - _floor(taper_log),
         n_frames=direct.n,
+        short_log_power=short,
+        short_residual=short_mean + short_log,
     )

@@ -25,19 +25,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from barkkit_detect.comb import KNOWN_SPACINGS, SEARCH_MARGIN, SEARCH_STEP, SPACING_RANGE, search_view
-from barkkit_detect.spectra import BIN_HZ, RATE, LongTermSpectra
+from barkkit_detect.comb import KNOWN_SPACINGS, SEARCH_MARGIN, SPACINGS, search_scores
+from barkkit_detect.spectra import BIN_HZ, SHORT_BIN_HZ, LongTermSpectra, short_residuals
 
 __all__ = ["TEETH_FEATURE_NAMES", "teeth_features", "comb_statistics", "BAND_DROP"]
 
 BAND_DROP = 7.0  # nepers (about 30 dB) under the 0.3-3 kHz floor: above that the band is taken as empty
-SHORT_N = RATE  # 1 s frames (1 Hz bins) ...
-SHORT_HOP = RATE // 4  # ... 0.25 s apart
 CHUNK_FRAMES = 13  # 4 s of short frames ...
 CHUNK_STEP = 8  # ... every 2 s
-SHORT_MAX_HZ = 7_600.0
 _TEETH = np.arange(1, 12)
-_SPACINGS = np.arange(SPACING_RANGE[0], SPACING_RANGE[1] + SEARCH_STEP / 2, SEARCH_STEP)
 _CONTROL_OFFSETS = (-0.5, -1 / 3, 1 / 3)
 _TAPER_STATS = ("s_avail", "s_med", "ctrl_mean", "s_excess", "s_z")  # the taper view, at the long view's spacing
 _STATS = ("n_avail", "s_all", "s_avail", "se_avail", "s_med", "ctrl_mean", "ctrl_p90", "s_excess", "s_z")
@@ -61,12 +57,6 @@ def _peak(values: np.ndarray, freqs: np.ndarray, bin_hz: float) -> np.ndarray:
     return np.maximum(np.maximum(values[bins - 1], values[bins]), values[bins + 1])
 
 
-def _median_floor(values: np.ndarray, bin_hz: float) -> np.ndarray:
-    from scipy.ndimage import median_filter
-
-    return median_filter(values, size=int(100 / bin_hz) | 1, mode="nearest")
-
-
 def _audible(floor: np.ndarray, bin_hz: float) -> np.ndarray:
     """Which teeth (at 600 Hz spacing, (11,) bool) lie where the band holds sound; teeth 1-2 never count."""
     reference = float(np.median(floor[int(300 / bin_hz) : int(3000 / bin_hz)]))
@@ -77,26 +67,26 @@ def _audible(floor: np.ndarray, bin_hz: float) -> np.ndarray:
     return use
 
 
-def _search(view: np.ndarray, teeth: np.ndarray, bin_hz: float) -> tuple[float, float]:
-    """The spacing read on ``teeth`` of ``view`` (as ``comb.search_spacing``, known spacings first) and how sharply it peaks."""
-    freqs = _SPACINGS[:, None] * teeth[None]
-    score = _exact(view, freqs, bin_hz).mean(axis=1)
-    known = [_exact(view, k * teeth, bin_hz).mean() for k in KNOWN_SPACINGS]
+def _search(spectra: LongTermSpectra, teeth: np.ndarray) -> tuple[float, float]:
+    """The spacing read on ``teeth`` (as ``comb.search_spacing``, known spacings first) and how sharply it peaks."""
+    score, known = search_scores(spectra, teeth)
     best_known, best = int(np.argmax(known)), int(np.argmax(score))
-    spacing = float(_SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
+    spacing = float(SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
     return spacing, float((score.max() - np.median(score)) / (score.std() + 1e-9))
 
 
 def comb_statistics(
-    residual: np.ndarray, log_residual: np.ndarray, floor: np.ndarray, bin_hz: float, spacing: float | None = None, search: np.ndarray | None = None
+    residual: np.ndarray, log_residual: np.ndarray, floor: np.ndarray, bin_hz: float, spacing: float | None = None, search: LongTermSpectra | None = None
 ) -> dict[str, float]:
     """The band-aware statistics (``_STATS``, plus ``spacing`` and ``zpk`` when the spacing is searched) of one view.
 
-    ``search``: what the spacing search reads (default ``residual + log_residual``)."""
+    Either ``spacing`` is given, or it is searched (``comb.search_scores``) on the audible teeth of ``search``."""
     use = _audible(floor, bin_hz)
     zpk = float("nan")
     if spacing is None:
-        spacing, zpk = _search(residual + log_residual if search is None else search, _TEETH[use], bin_hz)
+        if search is None:
+            raise ValueError("comb_statistics needs a spacing or the spectra to search it in")
+        spacing, zpk = _search(search, _TEETH[use])
     heights = _peak(residual, spacing * _TEETH, bin_hz) + _peak(log_residual, spacing * _TEETH, bin_hz)
     exact = _exact(residual, spacing * _TEETH, bin_hz) + _exact(log_residual, spacing * _TEETH, bin_hz)
     between = np.concatenate([spacing * (_TEETH[use] + o) for o in _CONTROL_OFFSETS])
@@ -111,37 +101,20 @@ def comb_statistics(
     }  # fmt: skip
 
 
-def _short_log_power(samples: np.ndarray) -> np.ndarray:
-    """Log power of 1 s Hann frames 0.25 s apart: (frames, bins) float64 up to ``SHORT_MAX_HZ``."""
-    import scipy.fft
-
-    n_bins = int(SHORT_MAX_HZ * SHORT_N / RATE)
-    if samples.shape[0] < SHORT_N:
-        frames = np.zeros((1, SHORT_N), dtype=np.float32)
-        frames[0, : samples.shape[0]] = samples * np.hanning(samples.shape[0]).astype(np.float32)
-    else:
-        count = 1 + (samples.shape[0] - SHORT_N) // SHORT_HOP
-        frames = np.lib.stride_tricks.sliding_window_view(samples, SHORT_N)[::SHORT_HOP][:count] * np.hanning(SHORT_N).astype(np.float32)
-    spectrum = scipy.fft.rfft(frames, axis=1, workers=1)[:, :n_bins]
-    return np.log(spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2 + 1e-12)
-
-
 def _short_view(log_power: np.ndarray, spacing: float) -> dict[str, float]:
     """``comb_statistics`` of a stack of short frames' log power (frames, bins), at ``spacing``."""
-    bin_hz = RATE / SHORT_N
-    mean_log = np.log(np.exp(log_power).mean(axis=0) + 1e-12)
-    log_mean = log_power.mean(axis=0)
-    floor = _median_floor(mean_log, bin_hz)
-    return comb_statistics(mean_log - floor, log_mean - _median_floor(log_mean, bin_hz), floor, bin_hz, spacing)
+    mean_residual, log_residual, floor = short_residuals(log_power)
+    return comb_statistics(mean_residual, log_residual, floor, SHORT_BIN_HZ, spacing)
 
 
 def teeth_features(samples: np.ndarray, spectra: LongTermSpectra) -> np.ndarray:
-    """The values named by ``TEETH_FEATURE_NAMES`` for prepared audio (float32 (n,) at 16 kHz) and its spectra."""
+    """The values named by ``TEETH_FEATURE_NAMES`` for prepared audio (float32 (n,) at 16 kHz) and its spectra (which
+    since v6 carry the 1 s frames too: ``samples`` is no longer read)."""
     log_power = np.log(spectra.power + 1e-12)
     floor = log_power - spectra.residual
-    long = comb_statistics(spectra.residual, spectra.log_residual, floor, BIN_HZ, search=search_view(spectra))
+    long = comb_statistics(spectra.residual, spectra.log_residual, floor, BIN_HZ, search=spectra)
     tapered = comb_statistics(spectra.taper_residual, np.zeros_like(floor), floor, BIN_HZ, long["spacing"])
-    short = _short_log_power(np.asarray(samples, dtype=np.float32))
+    short = spectra.short_log_power
     medium = _short_view(short, long["spacing"])
     if short.shape[0] >= CHUNK_FRAMES + CHUNK_STEP:  # at least two 4 s stretches
         chunks = [_short_view(short[s : s + CHUNK_FRAMES], long["spacing"])["s_avail"] for s in range(0, short.shape[0] - CHUNK_FRAMES + 1, CHUNK_STEP)]
