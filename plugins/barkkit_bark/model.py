@@ -20,8 +20,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
+from barkkit_bark.native import decode_attention
 
-__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention"]
+__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_decode_attention"]
 
 
 @dataclass
@@ -72,6 +73,9 @@ class SelfAttention(nn.Module):
     # Fast mode reads this: attention of many queries in bf16 matrix products. Set by barkkit_bark.fast.prepare_fast
     # on CPUs that multiply bf16 in hardware; exact mode never does.
     bf16_attention: bool = False
+    # Fast mode reads this too: one-query steps over a bf16 cache through barkkit_bark.native's kernel, which widens
+    # the cache as it reads it instead of upcasting a copy. Set by prepare_fast where the kernel could be built.
+    native_decode_attention: bool = False
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
         super().__init__()
@@ -122,9 +126,11 @@ class SelfAttention(nn.Module):
         A cache kept in another dtype than the queries' (fast mode on a CPU: bf16) is read at its own size and
         attended in the queries' precision.
         """
-        T = x.shape[1]
+        B, T, _ = x.shape
         q, k, v = self._qkv(x)
         keys, values = cache.write(slice(None), slice(slot, slot + T), k, v)  # (B, nh, S, hs), S = slot + T
+        if T == 1 and self.native_decode_attention and keys.dtype == torch.bfloat16:
+            return self._out(decode_attention(q, cache.k, cache.v, list(first_slots or [0] * B), slot + 1))
         keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-ops unless the cache is bf16
         if first_slots is not None:
             y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], keys[i : i + 1, :, first:], values[i : i + 1, :, first:])
@@ -360,6 +366,14 @@ class FineGPT(nn.Module):
             x = x[:, first_row:]  # (B, T', C): rows before first_row are never sampled
         x = self.transformer.ln_f(x)
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)
+
+
+def use_native_decode_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Let ``model``'s one-query steps over a bf16 cache attend through ``barkkit_bark.native``, in place."""
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.native_decode_attention = enabled
+    return model
 
 
 def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
