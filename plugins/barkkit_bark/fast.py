@@ -53,8 +53,8 @@ from barkkit_bark.kernels import (
     many_rows_kernel_for,
     quantize_int8,
 )
-from barkkit_bark.model import use_bf16_attention, use_native_decode_attention
-from barkkit_bark.native import attention_chosen, native_attention_for
+from barkkit_bark.model import use_bf16_attention, use_native_kernels
+from barkkit_bark.native import described, native_ops
 
 __all__ = ["prepare_fast"]
 
@@ -78,8 +78,7 @@ def prepare_fast(model: nn.Module) -> nn.Module:
     if kernel is None and causal:
         kernel = faster_decode_kernel(model)
     use_bf16_attention(model, features.bf16_matmul)
-    head_size = model.config.n_embd // model.config.n_head
-    if causal:
-        use_native_decode_attention(model, native_attention_for(head_size))
-    model.kernels = fast_kernels(features, kernel if causal else None, attention_chosen(head_size) if causal else "")
+    use_native_kernels(model, native_ops() is not None)
+    native = described(model.config.n_embd // model.config.n_head if causal else None)
+    model.kernels = fast_kernels(features, kernel if causal else None, native)
     return model

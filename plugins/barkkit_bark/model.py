@@ -20,9 +20,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
-from barkkit_bark.native import decode_attention
+from barkkit_bark.native import HEAD_SIZES, decode_attention, gelu
 
-__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_decode_attention"]
+__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_kernels"]
 
 
 @dataclass
@@ -74,7 +74,7 @@ class SelfAttention(nn.Module):
     # on CPUs that multiply bf16 in hardware; exact mode never does.
     bf16_attention: bool = False
     # Fast mode reads this too: one-query steps over a bf16 cache through barkkit_bark.native's kernel, which widens
-    # the cache as it reads it instead of upcasting a copy. Set by prepare_fast where the kernel could be built.
+    # the cache as it reads it instead of upcasting a copy. Set by use_native_kernels.
     native_decode_attention: bool = False
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
@@ -152,13 +152,18 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    # Fast mode on a CPU: GELU through barkkit_bark.native, which keeps a decode step's one row on its thread
+    # (PyTorch's kernel wakes its thread pool for it). Set by use_native_kernels.
+    native_gelu: bool = False
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x)))  # (B, T, C)
+        h = self.c_fc(x)
+        return self.c_proj(gelu(h) if self.native_gelu else F.gelu(h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -368,11 +373,14 @@ class FineGPT(nn.Module):
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)
 
 
-def use_native_decode_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Let ``model``'s one-query steps over a bf16 cache attend through ``barkkit_bark.native``, in place."""
+def use_native_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Let ``model`` run GELU, and its one-query steps over a bf16 cache, through ``barkkit_bark.native``, in place
+    (attention only for the head sizes the kernel is compiled for)."""
     for module in model.modules():
         if isinstance(module, SelfAttention):
-            module.native_decode_attention = enabled
+            module.native_decode_attention = enabled and model.config.n_embd // module.n_head in HEAD_SIZES
+        elif isinstance(module, MLP):
+            module.native_gelu = enabled
     return model
 
 

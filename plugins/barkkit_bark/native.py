@@ -14,6 +14,7 @@ later loads take milliseconds. Where it cannot be built (no compiler, a read-onl
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import platform
@@ -23,19 +24,24 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["native_ops", "decode_attention", "native_attention_for", "attention_chosen", "attention_plan", "HEAD_SIZES"]
+__all__ = ["native_ops", "decode_attention", "gelu", "described", "HEAD_SIZES"]
 
 HEAD_SIZES = (8, 16, 32, 64, 128)  # what decode_attention is compiled for (Bark's models: 64)
 
-_USED = "steps attend in barkkit_bark.native's kernel (the cache read at its own size, widened in registers)"
+_ATTENTION = "barkkit_bark.native (the bf16 cache read at its own size, widened in registers)"
+_GELU = "barkkit_bark.native (a decode step's rows on one thread)"
 
-_SOURCE = Path(__file__).parent / "csrc" / "decode_attention.cpp"
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = [str(_CSRC / name) for name in ("decode_attention.cpp", "gelu.cpp")]
 _reason: str | None = None
 
 
 def _flags() -> list[str]:
     """-O3, and on x86-64 AVX2 + FMA where the CPU has them (the vector code then runs 8 lanes a register)."""
-    flags = ["-O3", "-std=c++17", "-fopenmp"]  # at::parallel_for is OpenMP, torch's own libgomp at run time
+    # at::parallel_for is OpenMP (torch's own libgomp at run time); torch rebuilds when sources or flags change,
+    # so the flags carry a digest of every file in csrc/, headers included
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(_CSRC.iterdir()))).hexdigest()[:16]
+    flags = ["-O3", "-std=c++17", "-fopenmp", f"-DBARKKIT_CSRC={digest}"]
     if platform.machine() in ("x86_64", "AMD64"):
         try:
             cpu = Path("/proc/cpuinfo").read_text()
@@ -49,7 +55,7 @@ def _flags() -> list[str]:
 @functools.cache
 def native_ops() -> object | None:
     """``torch.ops.barkkit_native`` after building or loading the kernels, or None where they cannot be had
-    (``attention_chosen`` then says why)."""
+    (``described`` then says why)."""
     global _reason
     if _switched_off():
         _reason = "BARKKIT_NATIVE=0"
@@ -61,7 +67,7 @@ def native_ops() -> object | None:
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load("barkkit_native", [str(_SOURCE)], extra_cflags=_flags(), extra_ldflags=["-fopenmp"],
+        cpp_extension.load("barkkit_native", _SOURCES, extra_cflags=_flags(), extra_ldflags=["-fopenmp"],
                            is_python_module=False,
                            verbose=False)
     except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
@@ -87,24 +93,23 @@ def _switched_off() -> bool:
     return os.environ.get("BARKKIT_NATIVE", "1") == "0"
 
 
-def native_attention_for(head_size: int) -> bool:
-    """Whether fast mode's decode steps of a model with this head size attend in ``decode_attention`` here (builds
-    the kernels if need be)."""
-    return head_size in HEAD_SIZES and native_ops() is not None
-
-
-def attention_chosen(head_size: int) -> str:
-    """How fast mode's decode steps attend over the bf16 cache here (``barkkit info``)."""
-    if native_attention_for(head_size):
-        return _USED
-    return f"upcast per step ({_reason or f'no native kernel for head size {head_size}'})"
-
-
-def attention_plan() -> str:
-    """``attention_chosen`` without building anything (``kernel_plan``)."""
+def described(head_size: int | None, *, plan: bool = False) -> dict[str, str]:
+    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, and for a causal model (its
+    ``head_size``; None: the fine model) how decode steps attend over the bf16 cache. ``plan``: without building
+    anything (``kernel_plan``), else as built (or not) now."""
     if _switched_off():
-        return "upcast per step (BARKKIT_NATIVE=0)"
-    return f"{_USED} where a C++ compiler builds it (once per machine), else upcast per step"
+        native, why = False, "BARKKIT_NATIVE=0"
+    elif plan:
+        return {"gelu": f"{_GELU} where a C++ compiler builds it (once per machine), else PyTorch's",
+                **({} if head_size is None else {"decode_attention": f"{_ATTENTION} where a C++ compiler builds it "
+                                                                      "(once per machine), else upcast per step"})}
+    else:
+        native, why = native_ops() is not None, _reason
+    kernels = {"gelu": _GELU if native else f"PyTorch's ({why})"}
+    if head_size is not None:
+        kernels["decode_attention"] = (_ATTENTION if native and head_size in HEAD_SIZES else
+                                       f"upcast per step ({why or f'no native kernel for head size {head_size}'})")
+    return kernels
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: list[int], stop: int) -> torch.Tensor:
@@ -114,3 +119,11 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: l
     ops = native_ops()
     assert ops is not None, "decode_attention needs the native kernels (native_ops() is None)"
     return ops.decode_attention(q, k, v, first, stop).transpose(1, 2)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the exact erf of fp32 ``x`` (any shape), within ~2e-7 of ``torch.nn.functional.gelu``; inputs of
+    under 32768 values (a decode step's rows) on the calling thread. Needs ``native_ops()``."""
+    ops = native_ops()
+    assert ops is not None, "gelu needs the native kernels (native_ops() is None)"
+    return ops.gelu(x.contiguous())

@@ -8,8 +8,7 @@
 // Each (row, head) pair is computed by one thread from start to end, in an order that depends on nothing but its own
 // inputs: a row's result is the same alone and in a batch, on any number of threads.
 //
-// Written with GCC/Clang vector extensions (8 floats), which the compiler lowers to AVX2 on x86-64 and to NEON on
-// ARM; the work is bound by reading the cache, so wider vectors would not pay.
+// Written with 8-lane vectors (vec8.h): the work is bound by reading the cache, so wider vectors would not pay.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -18,65 +17,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <cstring>
 #include <limits>
 #include <vector>
 
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
+#include "vec8.h"
 
 namespace {
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef uint16_t v8h __attribute__((vector_size(16)));
-typedef uint32_t v8u __attribute__((vector_size(32)));
-
-constexpr int kLanes = 8;
-
-inline v8f load_bf16(const uint16_t* p) {
-#ifdef __AVX2__  // one widening load and a shift (GCC splits its generic form into 128-bit halves)
-  const __m256i wide = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
-  return reinterpret_cast<v8f>(_mm256_castsi256_ps(wide));
-#else
-  v8h raw;
-  std::memcpy(&raw, p, sizeof raw);
-  v8u wide = __builtin_convertvector(raw, v8u) << 16;  // bf16 is the high half of an fp32
-  v8f out;
-  std::memcpy(&out, &wide, sizeof out);
-  return out;
-#endif
-}
-
-inline v8f broadcast(float x) { return v8f{x, x, x, x, x, x, x, x}; }
-
-inline float sum(v8f v) {
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
-
-// exp(x) for x <= 0 (scores less their maximum), within ~2 ulp: Cephes' expf on 8 lanes. Below -87.3 the result
-// would be subnormal: such weights are 0 against the row's largest (which is 1).
-inline v8f exp_nonpositive(v8f x) {
-  const v8i below = x < -87.3f;
-  x = below ? broadcast(0.0f) : x;
-  const v8f t = x * 1.44269504088896341f - 0.5f;  // round to nearest as truncation towards zero: x <= 0
-  const v8i n = __builtin_convertvector(t, v8i);
-  const v8f nf = __builtin_convertvector(n, v8f);
-  const v8f r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-  v8f p = broadcast(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const v8f y = p * r * r + r + 1.0f;
-  const v8i bits = (n + 127) << 23;  // 2^n
-  v8f scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return below ? broadcast(0.0f) : y * scale;
-}
+using namespace barkkit;
 
 // The sums of a[0..7] and b[0..7] pairwise side by side: {a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7}.
 inline v8f pair_sums(v8f a, v8f b) {
