@@ -129,7 +129,7 @@ class SelfAttention(nn.Module):
         B, T, _ = x.shape
         q, k, v = self._qkv(x)
         keys, values = cache.write(slice(None), slice(slot, slot + T), k, v)  # (B, nh, S, hs), S = slot + T
-        if T == 1 and self.native_decode_attention and keys.dtype == torch.bfloat16:
+        if T == 1 and self.native_decode_attention and keys.dtype == torch.bfloat16 and keys.device.type == "cpu":
             return self._out(decode_attention(q, cache.k, cache.v, list(first_slots or [0] * B), slot + 1))
         keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-ops unless the cache is bf16
         if first_slots is not None:
@@ -163,7 +163,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
-        return self.c_proj(gelu(h) if self.native_gelu else F.gelu(h))  # (B, T, C)
+        native = self.native_gelu and h.device.type == "cpu" and h.dtype == torch.float32
+        return self.c_proj(gelu(h) if native else F.gelu(h))  # (B, T, C)
 
 
 class Block(nn.Module):

@@ -104,6 +104,7 @@ void attend_one(const float* q, const uint16_t* keys, const uint16_t* values, in
 // cache slots [first[b], stop) -> (B, 1, nh, hs) fp32 (heads side by side, as the output projection reads them).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::IntArrayRef first,
                             int64_t stop) {
+  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), "decode_attention runs on the CPU");
   TORCH_CHECK(q.dim() == 4 && q.size(2) == 1 && q.scalar_type() == at::kFloat && q.stride(3) == 1,
               "q must be (B, nh, 1, hs) fp32 with a contiguous last dim");
   TORCH_CHECK(k.scalar_type() == at::kBFloat16 && v.scalar_type() == at::kBFloat16 && k.is_contiguous() &&

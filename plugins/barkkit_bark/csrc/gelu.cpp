@@ -21,7 +21,8 @@ inline v8f gelu8(v8f x) { return 0.5f * x * (1.0f + erf(x * 0.70710678118654752f
 
 // x fp32, contiguous -> GELU(x), within ~2e-7 of torch.nn.functional.gelu.
 at::Tensor gelu(const at::Tensor& x) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "gelu takes a contiguous fp32 tensor");
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous(),
+              "gelu takes a contiguous fp32 tensor on the CPU");
   at::Tensor out = at::empty_like(x);
   const float* in = x.data_ptr<float>();
   float* y = out.data_ptr<float>();

@@ -85,6 +85,9 @@ def test_gelu_matches_pytorchs(shape):
     ("first after stop", lambda q, k, v: decode_attention(q, k, v, [9], 8)),
     ("stop past the cache", lambda q, k, v: decode_attention(q, k, v, [0], 2000)),
     ("one first slot per row", lambda q, k, v: decode_attention(q, k, v, [0, 0], 8)),
+    ("a head size not compiled", lambda q, k, v: decode_attention(q[..., :12], k[..., :12].contiguous(),
+                                                                  v[..., :12].contiguous(), [0], 8)),
+    ("a bf16 query", lambda q, k, v: decode_attention(q.bfloat16(), k, v, [0], 8)),
 ])
 def test_the_kernel_refuses_what_it_cannot_read(what, call):
     q, k, v = random_step(1, 2, 16, 1024)
