@@ -3,11 +3,12 @@
 PyTorch ships no CPU kernel for the one thing a fast-mode decode step needs beyond its int8 linears: attention of
 one query over a bf16 KV cache. Without it, each step upcasts every cached slot to a new fp32 tensor and reads that
 again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went to the copy, 1.2 to the attention). ``decode_attention``
-widens each cached row in registers as it reads it.
+widens each cached row in registers as it reads it. ``gelu`` keeps a decode step's row on its thread (PyTorch's
+wakes its thread pool for 3072 values).
 
-The source is compiled by ``torch.utils.cpp_extension`` (the compiler and ninja) the first time a process asks for
-it, ~25 s, and kept in torch's extension cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``), so
-later loads take milliseconds. Where it cannot be built (no compiler, a read-only cache) or ``BARKKIT_NATIVE=0``,
+The sources are compiled by ``torch.utils.cpp_extension`` (the compiler and ninja) the first time a process asks
+for them, 10-25 s, and kept in torch's extension cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``),
+so later loads take milliseconds. Where they cannot be built (no compiler, a read-only cache) or ``BARKKIT_NATIVE=0``,
 ``native_ops`` returns None and fast mode keeps PyTorch's kernels, as ``barkkit info`` then says.
 """
 
@@ -38,10 +39,9 @@ _reason: str | None = None
 
 def _flags() -> list[str]:
     """-O3, and on x86-64 AVX2 + FMA where the CPU has them (the vector code then runs 8 lanes a register)."""
-    # at::parallel_for is OpenMP (torch's own libgomp at run time); torch rebuilds when sources or flags change,
-    # so the flags carry a digest of every file in csrc/, headers included
+    # torch rebuilds when sources or flags change, so the flags carry a digest of every file in csrc/, headers too
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(_CSRC.iterdir()))).hexdigest()[:16]
-    flags = ["-O3", "-std=c++17", "-fopenmp", f"-DBARKKIT_CSRC={digest}"]
+    flags = ["-O3", "-std=c++17", f"-DBARKKIT_CSRC={digest}", *_openmp()]
     if platform.machine() in ("x86_64", "AMD64"):
         try:
             cpu = Path("/proc/cpuinfo").read_text()
@@ -50,6 +50,12 @@ def _flags() -> list[str]:
         if " avx2" in cpu and " fma" in cpu:
             flags += ["-mavx2", "-mfma"]
     return flags
+
+
+def _openmp() -> list[str]:
+    """-fopenmp where torch runs OpenMP from a libgomp the compiler links against (Linux); elsewhere (Apple's clang
+    has no OpenMP) at::parallel_for's pragmas are left out and the kernels run on the calling thread."""
+    return ["-fopenmp"] if platform.system() == "Linux" else []
 
 
 @functools.cache
@@ -67,9 +73,8 @@ def native_ops() -> object | None:
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load("barkkit_native", _SOURCES, extra_cflags=_flags(), extra_ldflags=["-fopenmp"],
-                           is_python_module=False,
-                           verbose=False)
+        cpp_extension.load("barkkit_native", _SOURCES, extra_cflags=_flags(), extra_ldflags=_openmp(),
+                           is_python_module=False, verbose=False)
     except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
         _reason = f"native kernel not built: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
         return None
