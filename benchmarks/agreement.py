@@ -119,13 +119,13 @@ def draft_passes(folder: str, history, n_sem: int, seed: int = 0) -> list[tuple[
     semantic = None
     for stage in (SemanticStage.load(folder), CoarseStage.load(folder)):
         passes = [0]
-        plain_extend = stage.model.extend
+        # checks run on the fp32 model, or on its oneDNN twin where one is kept (certified.causal_twin)
+        for checker in {id(m): m for m in (stage.model, stage.twin) if m is not None}.values():
+            def counting_extend(*args, all_logits=False, plain=checker.extend, count=passes, **kwargs):
+                count[0] += all_logits
+                return plain(*args, all_logits=all_logits, **kwargs)
 
-        def counting_extend(*args, all_logits=False, plain=plain_extend, count=passes, **kwargs):
-            count[0] += all_logits
-            return plain(*args, all_logits=all_logits, **kwargs)
-
-        stage.model.extend = counting_extend  # this instance only
+            checker.extend = counting_extend  # this instance only
         stage.n_draft = 8  # counted even where the twin is timed no faster here (then the stage decodes plainly)
         generator = torch.Generator().manual_seed(seed)
         if semantic is None:

@@ -80,6 +80,7 @@ class BarkStage(Stage):
     def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> dict[str, str]:
         """The kernels ``__init__`` will choose here (``barkkit_bark.kernels``), without loading weights."""
         from barkkit_bark.kernels import cpu_features, decode_kernel_for, fast_kernels, forced_decode_kernel
+        from barkkit_bark.native import described
 
         check_mode(mode)
         if torch.device(device).type != "cpu":
@@ -90,7 +91,8 @@ class BarkStage(Stage):
         int8 = decode_kernel_for(features)
         if mode == "fast":
             decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
-            return fast_kernels(features, decode if causal else None)
+            head_size = 64 if causal else None  # (both Bark models'; only the plan's wording depends on it)
+            return fast_kernels(features, decode if causal else None, described(head_size, plan=True))
         plan = {"linears": f"fp32: oneDNN for {ONEDNN_USE[cls.kind]} where timed faster at load, else PyTorch's default",
                 "attention": "fp32"}
         if causal:

@@ -410,9 +410,10 @@ def decode_step_timer(model: nn.Module, *, cached: int = 64, tokens: int = 1) ->
 
 
 # fast mode's choices -----------------------------------------------------------------------------------------------
-def fast_kernels(features: CpuFeatures, decode: str | None) -> dict[str, str]:
+def fast_kernels(features: CpuFeatures, decode: str | None, native: dict[str, str] | None = None) -> dict[str, str]:
     """What fast mode computes with on a CPU with ``features`` (``barkkit info``); ``decode``: a causal model's
-    one-token kernel (None: the fine model, which never decodes one token)."""
+    one-token kernel (None: the fine model, which never decodes one token); ``native``: what runs through
+    ``barkkit_bark.native`` (``native.described``)."""
     many = many_rows_kernel_for(features)
     linears = f"int8 (fbgemm {features.fbgemm})" if features.fbgemm else "int8 (torch._int_mm)"
     if many == "int_mm":
@@ -421,6 +422,7 @@ def fast_kernels(features: CpuFeatures, decode: str | None) -> dict[str, str]:
                "attention": "bf16 blocks" if features.bf16_matmul else "fp32"}
     if decode is not None:
         kernels.update(decode=decode, kv_cache="bf16")
+    kernels.update(native or {})
     return kernels
 
 

@@ -20,8 +20,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
+from barkkit_bark.native import HEAD_SIZES, decode_attention, gelu
 
-__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention"]
+__all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_kernels"]
 
 
 @dataclass
@@ -72,6 +73,9 @@ class SelfAttention(nn.Module):
     # Fast mode reads this: attention of many queries in bf16 matrix products. Set by barkkit_bark.fast.prepare_fast
     # on CPUs that multiply bf16 in hardware; exact mode never does.
     bf16_attention: bool = False
+    # Fast mode reads this too: one-query steps over a bf16 cache through barkkit_bark.native's kernel, which widens
+    # the cache as it reads it instead of upcasting a copy. Set by use_native_kernels.
+    native_decode_attention: bool = False
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
         super().__init__()
@@ -122,9 +126,11 @@ class SelfAttention(nn.Module):
         A cache kept in another dtype than the queries' (fast mode on a CPU: bf16) is read at its own size and
         attended in the queries' precision.
         """
-        T = x.shape[1]
+        B, T, _ = x.shape
         q, k, v = self._qkv(x)
         keys, values = cache.write(slice(None), slice(slot, slot + T), k, v)  # (B, nh, S, hs), S = slot + T
+        if T == 1 and self.native_decode_attention and keys.dtype == torch.bfloat16 and keys.device.type == "cpu":
+            return self._out(decode_attention(q, cache.k, cache.v, list(first_slots or [0] * B), slot + 1))
         keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-ops unless the cache is bf16
         if first_slots is not None:
             y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], keys[i : i + 1, :, first:], values[i : i + 1, :, first:])
@@ -146,13 +152,19 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    # Fast mode on a CPU: GELU through barkkit_bark.native, which keeps a decode step's one row on its thread
+    # (PyTorch's kernel wakes its thread pool for it). Set by use_native_kernels.
+    native_gelu: bool = False
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x)))  # (B, T, C)
+        h = self.c_fc(x)
+        native = self.native_gelu and h.device.type == "cpu" and h.dtype == torch.float32
+        return self.c_proj(gelu(h) if native else F.gelu(h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -360,6 +372,17 @@ class FineGPT(nn.Module):
             x = x[:, first_row:]  # (B, T', C): rows before first_row are never sampled
         x = self.transformer.ln_f(x)
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)
+
+
+def use_native_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Let ``model`` run GELU, and its one-query steps over a bf16 cache, through ``barkkit_bark.native``, in place
+    (attention only for the head sizes the kernel is compiled for)."""
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.native_decode_attention = enabled and model.config.n_embd // module.n_head in HEAD_SIZES
+        elif isinstance(module, MLP):
+            module.native_gelu = enabled
+    return model
 
 
 def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:

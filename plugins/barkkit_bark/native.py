@@ -1,0 +1,134 @@
+"""Fast mode's compiled CPU kernels (``csrc/``), built once per machine with its C++ compiler.
+
+PyTorch ships no CPU kernel for the one thing a fast-mode decode step needs beyond its int8 linears: attention of
+one query over a bf16 KV cache. Without it, each step upcasts every cached slot to a new fp32 tensor and reads that
+again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went to the copy, 1.2 to the attention). ``decode_attention``
+widens each cached row in registers as it reads it. ``gelu`` keeps a decode step's row on its thread (PyTorch's
+wakes its thread pool for 3072 values).
+
+The sources are compiled by ``torch.utils.cpp_extension`` (the compiler and ninja) the first time a process asks
+for them, 10-25 s, and kept in torch's extension cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``),
+so later loads take milliseconds. Where they cannot be built (no compiler, a read-only cache) or ``BARKKIT_NATIVE=0``,
+``native_ops`` returns None and fast mode keeps PyTorch's kernels, as ``barkkit info`` then says.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+__all__ = ["native_ops", "decode_attention", "gelu", "described", "HEAD_SIZES"]
+
+HEAD_SIZES = (8, 16, 32, 64, 128)  # what decode_attention is compiled for (Bark's models: 64)
+
+_ATTENTION = "barkkit_bark.native (the bf16 cache read at its own size, widened in registers)"
+_GELU = "barkkit_bark.native (a decode step's rows on one thread)"
+
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = [str(_CSRC / name) for name in ("decode_attention.cpp", "gelu.cpp")]
+_reason: str | None = None
+
+
+def _flags() -> list[str]:
+    """-O3, and on x86-64 AVX2 + FMA where the CPU has them (the vector code then runs 8 lanes a register)."""
+    # torch rebuilds when sources or flags change, so the flags carry a digest of every file in csrc/, headers too
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(_CSRC.iterdir()))).hexdigest()[:16]
+    flags = ["-O3", "-std=c++17", f"-DBARKKIT_CSRC={digest}", *_openmp()]
+    if platform.machine() in ("x86_64", "AMD64"):
+        try:
+            cpu = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpu = ""
+        if " avx2" in cpu and " fma" in cpu:
+            flags += ["-mavx2", "-mfma"]
+    return flags
+
+
+def _openmp() -> list[str]:
+    """-fopenmp where torch runs OpenMP from a libgomp the compiler links against (Linux); elsewhere (Apple's clang
+    has no OpenMP) at::parallel_for's pragmas are left out and the kernels run on the calling thread."""
+    return ["-fopenmp"] if platform.system() == "Linux" else []
+
+
+@functools.cache
+def native_ops() -> object | None:
+    """``torch.ops.barkkit_native`` after building or loading the kernels, or None where they cannot be had
+    (``described`` then says why)."""
+    global _reason
+    if _switched_off():
+        _reason = "BARKKIT_NATIVE=0"
+        return None
+    _put_ninja_on_path()
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its import warns of no CUDA runtime: these kernels are CPU-only
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.load("barkkit_native", _SOURCES, extra_cflags=_flags(), extra_ldflags=_openmp(),
+                           is_python_module=False, verbose=False)
+    except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
+        _reason = f"native kernel not built: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        return None
+    finally:
+        quiet.setLevel(level)
+    return torch.ops.barkkit_native
+
+
+def _put_ninja_on_path() -> None:
+    """torch builds with the ``ninja`` on PATH; a virtual environment that was not activated has barkkit's own (the
+    PyPI package) outside it."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _switched_off() -> bool:
+    return os.environ.get("BARKKIT_NATIVE", "1") == "0"
+
+
+def described(head_size: int | None, *, plan: bool = False) -> dict[str, str]:
+    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, and for a causal model (its
+    ``head_size``; None: the fine model) how decode steps attend over the bf16 cache. ``plan``: without building
+    anything (``kernel_plan``), else as built (or not) now."""
+    if _switched_off():
+        native, why = False, "BARKKIT_NATIVE=0"
+    elif plan:
+        return {"gelu": f"{_GELU} where a C++ compiler builds it (once per machine), else PyTorch's",
+                **({} if head_size is None else {"decode_attention": f"{_ATTENTION} where a C++ compiler builds it "
+                                                                      "(once per machine), else upcast per step"})}
+    else:
+        native, why = native_ops() is not None, _reason
+    kernels = {"gelu": _GELU if native else f"PyTorch's ({why})"}
+    if head_size is not None:
+        kernels["decode_attention"] = (_ATTENTION if native and head_size in HEAD_SIZES else
+                                       f"upcast per step ({why or f'no native kernel for head size {head_size}'})")
+    return kernels
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: list[int], stop: int) -> torch.Tensor:
+    """One query per row over bf16 caches: q (B, nh, 1, hs) fp32, k and v (B, nh, S_max, hs) bf16 (whole caches);
+    row b attends to slots [first[b], stop) -> (B, nh, 1, hs) fp32, the same numbers as PyTorch's fp32 attention over
+    the upcast slots up to float rounding. Needs ``native_ops()``."""
+    ops = native_ops()
+    assert ops is not None, "decode_attention needs the native kernels (native_ops() is None)"
+    return ops.decode_attention(q, k, v, first, stop).transpose(1, 2)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the exact erf of fp32 ``x`` (any shape), within ~2e-7 of ``torch.nn.functional.gelu``; inputs of
+    under 32768 values (a decode step's rows) on the calling thread. Needs ``native_ops()``."""
+    ops = native_ops()
+    assert ops is not None, "gelu needs the native kernels (native_ops() is None)"
+    return ops.gelu(x.contiguous())

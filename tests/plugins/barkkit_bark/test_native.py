@@ -1,0 +1,138 @@
+"""Fast mode's compiled kernels (``barkkit_bark.native``): one-query attention over a bf16 KV cache, and GELU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from barkkit_bark.fast import prepare_fast
+from barkkit_bark.model import MLP, SelfAttention, use_native_kernels
+from barkkit_bark.native import HEAD_SIZES, decode_attention, gelu, native_ops
+
+from .conftest import tiny_models
+
+pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="needs a C++ compiler")
+
+
+def upcast_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: list[int], stop: int) -> torch.Tensor:
+    """What fast mode computes without the kernel: each row over its slots, upcast to fp32."""
+    return torch.cat([F.scaled_dot_product_attention(q[i : i + 1], k[i : i + 1, :, f:stop].float(),
+                                                     v[i : i + 1, :, f:stop].float()) for i, f in enumerate(first)])
+
+
+def random_step(batch: int, heads: int, head_size: int, slots: int, *, spread: float = 1.0, seed: int = 0):
+    """q as the model slices it from its q, k, v projection (B, nh, 1, hs), and bf16 caches (B, nh, slots, hs)."""
+    generator = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, 1, 3, heads, head_size, generator=generator) * spread
+    q = qkv.permute(2, 0, 3, 1, 4)[0]  # a strided view, as SelfAttention._qkv gives it
+    k, v = torch.randn(2, batch, heads, slots, head_size, generator=generator).bfloat16()
+    return q, k, v
+
+
+def test_the_kernel_builds_here():
+    assert native_ops() is not None
+
+
+@pytest.mark.parametrize("head_size", HEAD_SIZES)
+@pytest.mark.parametrize(("first", "stop"), [([0], 1), ([0], 37), ([0, 5, 36], 37), ([0], 890)])
+def test_decode_attention_matches_fp32_attention_over_the_upcast_cache(head_size, first, stop):
+    q, k, v = random_step(len(first), 3, head_size, 1024)
+    got = decode_attention(q, k, v, first, stop)
+    assert got.shape == (len(first), 3, 1, head_size) and got.dtype == torch.float32
+    torch.testing.assert_close(got, upcast_attention(q, k, v, first, stop), rtol=1e-5, atol=1e-5)
+
+
+def test_peaked_and_flat_scores_stay_finite_and_close():
+    """Scores far apart (weights that underflow to 0) and all equal (uniform weights)."""
+    q, k, v = random_step(2, 4, 64, 300, spread=40.0)
+    torch.testing.assert_close(decode_attention(q, k, v, [0, 0], 300), upcast_attention(q, k, v, [0, 0], 300),
+                               rtol=1e-4, atol=1e-4)
+    flat = torch.zeros_like(q)
+    got = decode_attention(flat, k, v, [0, 0], 300)
+    torch.testing.assert_close(got, v[:, :, :300].float().mean(2, keepdim=True), rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_computes_the_same_alone_in_a_batch_and_on_any_thread_count():
+    q, k, v = random_step(3, 12, 64, 512, seed=1)
+    batch = decode_attention(q, k, v, [0, 7, 100], 500)
+    alone = decode_attention(q[1:2], k[1:2], v[1:2], [7], 500)
+    assert torch.equal(batch[1:2], alone)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(decode_attention(q, k, v, [0, 7, 100], 500), batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3072), (1, 300, 3072), (13,), (5, 7)])
+def test_gelu_matches_pytorchs(shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4)) * 4
+    torch.testing.assert_close(gelu(x), F.gelu(x), rtol=1e-6, atol=2e-6)
+    if x.dim() > 1:  # a transposed view: any layout
+        torch.testing.assert_close(gelu(x.mT), F.gelu(x.mT), rtol=1e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize(("what", "call"), [
+    ("fp32 cache", lambda q, k, v: decode_attention(q, k.float(), v.float(), [0], 8)),
+    ("first after stop", lambda q, k, v: decode_attention(q, k, v, [9], 8)),
+    ("stop past the cache", lambda q, k, v: decode_attention(q, k, v, [0], 2000)),
+    ("one first slot per row", lambda q, k, v: decode_attention(q, k, v, [0, 0], 8)),
+    ("a head size not compiled", lambda q, k, v: decode_attention(q[..., :12], k[..., :12].contiguous(),
+                                                                  v[..., :12].contiguous(), [0], 8)),
+    ("a bf16 query", lambda q, k, v: decode_attention(q.bfloat16(), k, v, [0], 8)),
+])
+def test_the_kernel_refuses_what_it_cannot_read(what, call):
+    q, k, v = random_step(1, 2, 16, 1024)
+    with pytest.raises(RuntimeError):
+        call(q, k, v)
+
+
+def test_fast_decode_steps_run_through_the_kernels_and_match_pytorchs():
+    _, coarse, _ = tiny_models()
+    model = prepare_fast(coarse)
+    assert all(m.native_decode_attention for m in model.modules() if isinstance(m, SelfAttention))
+    assert all(m.native_gelu for m in model.modules() if isinstance(m, MLP))
+    assert model.kernels["decode_attention"].startswith("barkkit_bark.native")
+    ids = torch.randint(0, 10_000, (1, 40), generator=torch.Generator().manual_seed(3))
+    outputs = {}
+    with torch.inference_mode():
+        for native in (True, False):
+            use_native_kernels(model, native)
+            caches = model.new_caches(1, 64)
+            model.prefill(model.embed(ids[:, :30]), caches)
+            outputs[native] = torch.stack([model.decode(ids[:, t : t + 1], t, caches) for t in range(30, 40)])
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"BARKKIT_NATIVE": "0"}, "upcast per step (BARKKIT_NATIVE=0)"),
+    ({"CXX": "false", "TORCH_EXTENSIONS_DIR": "{tmp}"}, "upcast per step (native kernel not built"),
+])
+def test_without_the_kernel_fast_mode_upcasts_and_says_why(env, expected, tmp_path):
+    """Switched off, or no compiler that builds it (``false`` as the compiler, an empty extension cache)."""
+    code = (
+        "import json, torch\n"
+        "from barkkit_bark.fast import prepare_fast\n"
+        "from barkkit_bark.model import SelfAttention\n"
+        "from tests.plugins.barkkit_bark.conftest import tiny_models\n"
+        "model = prepare_fast(tiny_models()[1])\n"
+        "caches = model.new_caches(1, 8)\n"
+        "model.prefill(model.embed(torch.zeros(1, 4, dtype=torch.long)), caches)\n"
+        "logits = model.decode(torch.zeros(1, 1, dtype=torch.long), 4, caches)\n"
+        "print(json.dumps([model.kernels['decode_attention'], bool(torch.isfinite(logits).all()),\n"
+        "                  any(m.native_decode_attention for m in model.modules() if isinstance(m, SelfAttention))]))\n"
+    )
+    child_env = {**os.environ, **{k: v.format(tmp=tmp_path) for k, v in env.items()}}
+    out = subprocess.run([sys.executable, "-c", code], env=child_env, capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__)))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    described, finite, native = json.loads(out.stdout.strip().splitlines()[-1])
+    assert described.startswith(expected) and finite and not native
