@@ -649,3 +649,18 @@ def test_the_second_stage_is_trusted_only_as_far_as_its_worst_held_out_source():
     separable = sources != "resynth"
     _, weight, auc = _stage_two(X[separable], is_bark[separable], sources[separable], everything[separable], clean[separable], "logistic")
     assert set(auc) == {"valle_a", "valle_b"} and weight > 0.9
+
+
+def test_the_joint_search_finds_the_spacing_of_short_clips_played_fast_or_slow():
+    from barkkit_detect.comb import search_scores, search_spacing
+    from barkkit_detect.spectra import long_term_spectra
+
+    for seed in range(6):
+        for speed in (0.96, 1.03):
+            rate = int(round(24_000 * speed))  # 24 kHz samples read at another rate: the comb moves by that factor
+            spectra = long_term_spectra(prepare_audio(Audio(speech_like(1.8, 24_000, 100 + seed, comb_db=28), rate)))
+            spacing, scores = search_spacing(spectra)
+            assert spacing == pytest.approx(600.0 * rate / 24_000, abs=0.3), (seed, speed)
+            teeth = np.arange(3, 12)
+            candidates, known = search_scores(spectra, teeth)
+            assert candidates.max() > known.max() + 2.0 and np.array_equal(candidates, scores)
