@@ -52,18 +52,14 @@ inline v8f eight_scores(const v8f* qv, const uint16_t* keys, int64_t row_stride)
 template <int C>
 void attend_one(const float* q, const uint16_t* keys, const uint16_t* values, int64_t row_stride, int64_t n_keys,
                 float scale, float* out, std::vector<float>& scores) {
-  constexpr int chunks = C;
   v8f qv[C];
-  for (int c = 0; c < C; ++c) {
-    std::memcpy(&qv[c], q + c * kLanes, sizeof(v8f));
-    qv[c] *= scale;
-  }
+  for (int c = 0; c < C; ++c) qv[c] = load(q + c * kLanes) * scale;
   const int64_t full = n_keys / kLanes * kLanes, padded = (n_keys + kLanes - 1) / kLanes * kLanes;
   scores.resize(padded);
   v8f top = broadcast(-std::numeric_limits<float>::infinity());
   for (int64_t s = 0; s < full; s += kLanes) {
     const v8f x = eight_scores<C>(qv, keys + s * row_stride, row_stride);
-    std::memcpy(&scores[s], &x, sizeof x);
+    store(&scores[s], x);
     top = x > top ? x : top;
   }
   float best = std::max({top[0], top[1], top[2], top[3], top[4], top[5], top[6], top[7]});
@@ -77,13 +73,11 @@ void attend_one(const float* q, const uint16_t* keys, const uint16_t* values, in
   for (int64_t s = n_keys; s < padded; ++s) scores[s] = best;  // padding lanes: masked below
   v8f total = broadcast(0.0f);
   for (int64_t s = 0; s < padded; s += kLanes) {
-    v8f x;
-    std::memcpy(&x, &scores[s], sizeof x);
-    v8f w = exp_nonpositive(x - best);
+    v8f w = exp_nonpositive(load(&scores[s]) - best);
     if (s + kLanes > n_keys) {  // the padding lanes weigh nothing
       for (int64_t lane = n_keys - s; lane < kLanes; ++lane) w[lane] = 0.0f;
     }
-    std::memcpy(&scores[s], &w, sizeof w);
+    store(&scores[s], w);
     total += w;
   }
   v8f acc[C];
@@ -94,10 +88,7 @@ void attend_one(const float* q, const uint16_t* keys, const uint16_t* values, in
     for (int c = 0; c < C; ++c) acc[c] += w * load_bf16(v + c * kLanes);
   }
   const float inverse = 1.0f / sum(total);
-  for (int c = 0; c < C; ++c) {
-    const v8f y = acc[c] * inverse;
-    std::memcpy(out + c * kLanes, &y, sizeof y);
-  }
+  for (int c = 0; c < C; ++c) store(out + c * kLanes, acc[c] * inverse);
 }
 
 // q (B, nh, 1, hs) fp32, its last dim contiguous; k, v (B, nh, S_max, hs) bf16, contiguous; row b attends to the
