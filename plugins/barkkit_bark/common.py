@@ -91,8 +91,7 @@ class BarkStage(Stage):
         int8 = decode_kernel_for(features)
         if mode == "fast":
             decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
-            head_size = 64 if causal else None  # (both Bark models'; only the plan's wording depends on it)
-            return fast_kernels(features, decode if causal else None, described(head_size, plan=True))
+            return fast_kernels(features, decode if causal else None, described(causal))
         plan = {"linears": f"fp32: oneDNN for {ONEDNN_USE[cls.kind]} where timed faster at load, else PyTorch's default",
                 "attention": "fp32"}
         if causal:

@@ -82,6 +82,6 @@ def prepare_fast(model: nn.Module) -> nn.Module:
         kernel = faster_decode_kernel(model)
     use_bf16_attention(model, features.bf16_matmul)
     use_native_kernels(model, native_ops() is not None)
-    native = described(model.config.n_embd // model.config.n_head if causal else None)
+    native = described(causal, model.config.n_embd // model.config.n_head)
     model.kernels = fast_kernels(features, kernel if causal else None, native)
     return model

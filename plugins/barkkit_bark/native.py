@@ -98,22 +98,25 @@ def _switched_off() -> bool:
     return os.environ.get("BARKKIT_NATIVE", "1") == "0"
 
 
-def described(head_size: int | None, *, plan: bool = False) -> dict[str, str]:
-    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, and for a causal model (its
-    ``head_size``; None: the fine model) how decode steps attend over the bf16 cache. ``plan``: without building
-    anything (``kernel_plan``), else as built (or not) now."""
+def described(causal: bool, head_size: int | None = None) -> dict[str, str]:
+    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, and for a causal model how
+    decode steps attend over the bf16 cache. ``head_size`` None: the plan, nothing built (``kernel_plan``); else as
+    built (or not) now, for a model with that head size."""
     if _switched_off():
-        native, why = False, "BARKKIT_NATIVE=0"
-    elif plan:
-        return {"gelu": f"{_GELU} where a C++ compiler builds it (once per machine), else PyTorch's",
-                **({} if head_size is None else {"decode_attention": f"{_ATTENTION} where a C++ compiler builds it "
-                                                                      "(once per machine), else upcast per step"})}
+        built, why = False, "BARKKIT_NATIVE=0"
+    elif head_size is None:
+        built, why = None, ""
     else:
-        native, why = native_ops() is not None, _reason
-    kernels = {"gelu": _GELU if native else f"PyTorch's ({why})"}
-    if head_size is not None:
-        kernels["decode_attention"] = (_ATTENTION if native and head_size in HEAD_SIZES else
-                                       f"upcast per step ({why or f'no native kernel for head size {head_size}'})")
+        built, why = native_ops() is not None, _reason
+
+    def choice(kernel: str, fallback: str, fits: bool = True) -> str:
+        if built is None:
+            return f"{kernel} where a C++ compiler builds it (once per machine), else {fallback}"
+        return kernel if built and fits else f"{fallback} ({why or f'no native kernel for head size {head_size}'})"
+
+    kernels = {"gelu": choice(_GELU, "PyTorch's")}
+    if causal:
+        kernels["decode_attention"] = choice(_ATTENTION, "upcast per step", head_size is None or head_size in HEAD_SIZES)
     return kernels
 
 
