@@ -664,3 +664,28 @@ def test_the_joint_search_finds_the_spacing_of_short_clips_played_fast_or_slow()
             teeth = np.arange(3, 12)
             candidates, known = search_scores(spectra, teeth)
             assert candidates.max() > known.max() + 2.0 and np.array_equal(candidates, scores)
+
+
+def test_the_search_weights_encodecs_tall_teeth(monkeypatch):
+    """EnCodec's teeth 3, 4 and 6 (1.8, 2.4, 3.6 kHz) stand far taller than the others; a comb of those three alone,
+    30 dB down in a 1.8 s clip played 0.96x or 1.03x, is found by the weighted search and mostly missed unweighted."""
+    from barkkit_detect import comb
+    from barkkit_detect.spectra import long_term_spectra
+
+    def tall_teeth(seed: int) -> np.ndarray:
+        x = speech_like(1.8, 24_000, 200 + seed).astype(np.float64)
+        t = np.arange(x.size) / 24_000
+        rng = np.random.default_rng(seed)
+        lines = sum(np.sin(2 * np.pi * 600.0 * k * t + rng.uniform(0, 6.3)) for k in (3, 4, 6))
+        lines *= np.sqrt(np.mean(x**2) / np.mean(lines**2)) * 10 ** (-30 / 20)
+        return (x + lines).astype(np.float32)
+
+    spectra = [(long_term_spectra(prepare_audio(Audio(tall_teeth(seed), rate))), 600.0 * rate / 24_000) for seed in range(8) for rate in (23_040, 24_720)]
+
+    def found() -> int:
+        return sum(abs(comb.search_spacing(s)[0] - truth) < 0.3 for s, truth in spectra)
+
+    assert comb.TOOTH_WEIGHTS[[2, 3, 5]].min() > comb.TOOTH_WEIGHTS[[4, 6, 7, 8, 10]].max()
+    weighted = found()
+    monkeypatch.setattr(comb, "TOOTH_WEIGHTS", np.ones(comb.N_TEETH))
+    assert weighted >= 14 and weighted >= found() + 4
