@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["CpuFeatures", "cpu_features", "DECODE_KERNELS", "decode_kernel_for", "many_rows_kernel_for",
+           "native_attention_for",
            "Int8Linear", "quantize_int8", "OneDnnLinear", "onednn_linear_works", "onednn_twin",
            "fast_kernels", "forced_decode_kernel", "faster_decode_kernel",
            "blocked_attention_bf16", "measure", "kernel_cache_path", "decode_step_timer", "int_mm_works"]
@@ -117,6 +118,14 @@ def many_rows_kernel_for(features: CpuFeatures) -> str:
     kernel): there ``torch._int_mm`` multiplies twice as fast (887-token prefill layer, one core: 8.3 against
     17.8 ms; fp32 39 ms) and sums exactly, with an 8-bit scale per row."""
     return "int_mm" if features.fbgemm is not None and not features.vnni and features.int8_exact_mm else "fbgemm"
+
+
+def native_attention_for(features: CpuFeatures) -> bool:
+    """Fast mode's fp32 attention of many queries (prefills, fine passes) through ``barkkit_bark.native`` where
+    ATen runs AVX2 and no bf16 blocks do it (capped at AVX2, 1 thread: 1024 frames 36 against PyTorch's 41 ms, a
+    causal 887-token prompt 15 against 24, as the kernel stops each tile at the diagonal). The kernel's vectors are
+    8 lanes wide, so AVX-512 CPUs keep PyTorch's 16-lane kernel; it is not measured on ARM, which keeps PyTorch's."""
+    return features.aten == "AVX2" and not features.bf16_matmul
 
 
 def decode_kernel_for(features: CpuFeatures) -> str | None:

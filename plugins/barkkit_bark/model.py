@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
-from barkkit_bark.native import HEAD_SIZES, decode_attention, gelu
+from barkkit_bark.native import GELU_MAX_VALUES, HEAD_SIZES, attention, decode_attention, gelu
 
 __all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_kernels"]
 
@@ -76,6 +76,9 @@ class SelfAttention(nn.Module):
     # Fast mode reads this too: one-query steps over a bf16 cache through barkkit_bark.native's kernel, which widens
     # the cache as it reads it instead of upcasting a copy. Set by use_native_kernels.
     native_decode_attention: bool = False
+    # And this: attention of many queries in fp32 through barkkit_bark.native's register-blocked kernel, where
+    # kernels.native_attention_for chose it (CPUs whose PyTorch runs 8-lane AVX2). Set by use_native_kernels.
+    native_attention: bool = False
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
         super().__init__()
@@ -100,6 +103,8 @@ class SelfAttention(nn.Module):
     def _many_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
         if self.bf16_attention:  # fast mode where bf16 runs in hardware: barkkit_bark.kernels
             return blocked_attention_bf16(q, k, v, causal=causal)
+        if self.native_attention and q.device.type == "cpu" and q.dtype == torch.float32:
+            return attention(q, k, v, causal)
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
     def forward(self, x: torch.Tensor, first_query: int = 0) -> torch.Tensor:
@@ -152,8 +157,8 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    # Fast mode on a CPU: GELU through barkkit_bark.native, which keeps a decode step's one row on its thread
-    # (PyTorch's kernel wakes its thread pool for it). Set by use_native_kernels.
+    # Fast mode on a CPU: a decode step's GELU through barkkit_bark.native, which keeps its rows on the calling thread
+    # (PyTorch's kernel wakes its thread pool for them). Set by use_native_kernels.
     native_gelu: bool = False
 
     def __init__(self, config: GPTConfig) -> None:
@@ -163,7 +168,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
-        native = self.native_gelu and h.device.type == "cpu" and h.dtype == torch.float32
+        native = (self.native_gelu and h.device.type == "cpu" and h.dtype == torch.float32
+                  and h.numel() <= GELU_MAX_VALUES)
         return self.c_proj(gelu(h) if native else F.gelu(h))  # (B, T, C)
 
 
@@ -374,12 +380,15 @@ class FineGPT(nn.Module):
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)
 
 
-def use_native_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Let ``model`` run GELU, and its one-query steps over a bf16 cache, through ``barkkit_bark.native``, in place
-    (attention only for the head sizes the kernel is compiled for)."""
+def use_native_kernels(model: nn.Module, enabled: bool = True, many_queries: bool = False) -> nn.Module:
+    """Let ``model`` run GELU, and its one-query steps over a bf16 cache, through ``barkkit_bark.native``, in place;
+    ``many_queries``: its prefills' and fine passes' fp32 attention too (attention only for the head sizes the
+    kernels are compiled for)."""
     for module in model.modules():
         if isinstance(module, SelfAttention):
-            module.native_decode_attention = enabled and model.config.n_embd // module.n_head in HEAD_SIZES
+            fits = enabled and model.config.n_embd // module.n_head in HEAD_SIZES
+            module.native_decode_attention = fits
+            module.native_attention = fits and many_queries
         elif isinstance(module, MLP):
             module.native_gelu = enabled
     return model

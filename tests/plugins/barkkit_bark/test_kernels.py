@@ -160,7 +160,8 @@ def test_both_modes_on_avx2_forced_for_the_whole_process(tmp_path):
              "tests/plugins/barkkit_bark/test_kernels.py::test_int_mm_is_used_only_where_it_sums_exactly",
              "tests/plugins/barkkit_bark/test_kernels.py::test_many_row_products_are_close_and_keep_rows_independent",
              "tests/plugins/barkkit_bark/test_fast.py::test_every_decode_kernel_is_close_and_keeps_rows_independent",
-             "tests/plugins/barkkit_bark/test_kernels.py::test_exact_mode_drafts_only_where_the_twin_measures_faster"]
+             "tests/plugins/barkkit_bark/test_kernels.py::test_exact_mode_drafts_only_where_the_twin_measures_faster",
+             "tests/plugins/barkkit_bark/test_native.py::test_fast_mode_attends_natively_where_aten_runs_avx2"]
     env = {**os.environ, **AVX2, FORCED: "avx2", "BARKKIT_KERNEL_CACHE": str(tmp_path / "kernels.json")}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)

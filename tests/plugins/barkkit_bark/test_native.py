@@ -1,4 +1,5 @@
-"""Fast mode's compiled kernels (``barkkit_bark.native``): one-query attention over a bf16 KV cache, and GELU."""
+"""Fast mode's compiled kernels (``barkkit_bark.native``): one-query attention over a bf16 KV cache, fp32 attention of
+many queries, and GELU."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from barkkit_bark.fast import prepare_fast
+from barkkit_bark.kernels import cpu_features, native_attention_for
 from barkkit_bark.model import MLP, SelfAttention, use_native_kernels
-from barkkit_bark.native import HEAD_SIZES, decode_attention, gelu, native_ops
+from barkkit_bark.native import HEAD_SIZES, attention, decode_attention, gelu, native_ops
 
 from .conftest import tiny_models
 
@@ -70,6 +72,74 @@ def test_a_row_computes_the_same_alone_in_a_batch_and_on_any_thread_count():
         assert torch.equal(decode_attention(q, k, v, [0, 7, 100], 500), batch)
     finally:
         torch.set_num_threads(threads)
+
+
+def model_qkv(batch: int, heads: int, head_size: int, positions: int, *, spread: float = 1.0, seed: int = 0):
+    """q, k, v (B, nh, T, hs) as strided views of one projection, as SelfAttention._qkv gives them."""
+    qkv = torch.randn(batch, positions, 3, heads, head_size, generator=torch.Generator().manual_seed(seed)) * spread
+    return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+
+@pytest.mark.parametrize("head_size", HEAD_SIZES)
+@pytest.mark.parametrize(("positions", "first_query", "causal"), [
+    (1, 0, True), (5, 0, True), (37, 0, True), (300, 0, True),  # tiles of 6 queries, blocks of 128 keys: edges
+    (1, 0, False), (130, 0, False), (300, 0, False), (300, 211, False),  # a fine pass's last layer: queries from 211
+])
+def test_attention_of_many_queries_matches_pytorchs(head_size, positions, first_query, causal):
+    q, k, v = model_qkv(2, 3, head_size, positions)
+    q = q[:, :, first_query:]
+    got = attention(q, k, v, causal)
+    assert got.shape == q.shape and got.dtype == torch.float32
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=2e-6)
+
+
+def test_attention_with_peaked_scores_and_any_thread_count():
+    """Scores far apart (weights that underflow to 0); a (row, head) is one thread's, so 1 or 2 threads and a row
+    alone or in a batch give the same bits."""
+    q, k, v = model_qkv(2, 4, 64, 200, spread=12.0, seed=1)
+    both = attention(q, k, v, True)
+    torch.testing.assert_close(both, F.scaled_dot_product_attention(q, k, v, is_causal=True), rtol=1e-4, atol=1e-4)
+    assert torch.equal(attention(q[1:], k[1:], v[1:], True), both[1:])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(attention(q, k, v, True), both)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("what", "call"), [
+    ("causal, fewer queries than keys", lambda q, k, v: attention(q[:, :, 3:], k, v, True)),
+    ("bf16", lambda q, k, v: attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), False)),
+    ("a head size not compiled", lambda q, k, v: attention(q[..., :12], k[..., :12], v[..., :12], False)),
+    ("keys and values disagree", lambda q, k, v: attention(q, k, v[:, :, :5], False)),
+    ("a strided last dim", lambda q, k, v: attention(q.mT, k.mT, v.mT, False)),
+])
+def test_attention_refuses_what_it_cannot_read(what, call):
+    q, k, v = model_qkv(1, 2, 16, 16)
+    with pytest.raises(RuntimeError):
+        call(q, k, v)
+
+
+def test_fast_mode_attends_natively_where_aten_runs_avx2():
+    """The choice follows the CPU (``kernels.native_attention_for``; the forced-AVX2 run of test_kernels repeats
+    this test there), and a prefill and a fine pass compute what PyTorch's kernel computes."""
+    text, _, fine = tiny_models()
+    chosen = native_attention_for(cpu_features())
+    for model in (prepare_fast(text), prepare_fast(fine)):
+        assert all(m.native_attention == chosen for m in model.modules() if isinstance(m, SelfAttention))
+        assert model.kernels["attention"].startswith("fp32, barkkit_bark.native") == chosen
+    ids = torch.randint(0, 1024, (1, 70, 8), generator=torch.Generator().manual_seed(5))
+    outputs = {}
+    with torch.inference_mode():
+        for native in (True, False):
+            for model in (text, fine):
+                use_native_kernels(model, True, many_queries=native)
+            caches = text.new_caches(1, 64)
+            outputs[native] = (text.prefill(text.embed(ids[:, :50, 0]), caches), fine(3, ids, first_row=20))
+    for with_native, without in zip(outputs[True], outputs[False]):
+        torch.testing.assert_close(with_native, without, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3072), (1, 300, 3072), (13,), (5, 7)])
