@@ -14,8 +14,9 @@ stage's next-token distribution under teacher forcing, on random weights with pe
   coarse) and ~0.011 (fine) with 8-bit activations, ~0.005 (semantic, coarse) with 7-bit.
 - bf16 attention of many queries (prefills, fine passes) where the CPU multiplies bf16 in hardware (AVX512-BF16,
   AMX): ``kernels.blocked_attention_bf16``, about 2x PyTorch's fp32 kernel. Emulated bf16 is 20x slower than fp32,
-  so other CPUs keep fp32: where PyTorch runs AVX2, through ``barkkit_bark.native``'s register-blocked kernel
-  (``kernels.native_attention_for``), which also skips the causal square's upper half that PyTorch's blocks compute. Decode steps (one query) keep fp32 attention: PyTorch's bf16 one-query kernels are
+  so other CPUs keep fp32: where PyTorch runs AVX2 (elsewhere where timed faster at load), through
+  ``barkkit_bark.native``'s register-blocked kernel (``kernels.native_attention_for``), which also skips the causal
+  square's upper half that PyTorch's blocks compute. Decode steps (one query) keep fp32 attention: PyTorch's bf16 one-query kernels are
   slower than its fp32 ones. Cost: KL < 1e-4.
 - a bf16 KV cache (``GPT.cache_dtype``): a decode step is bound by reading weights and cache, so keys and values
   are kept in bf16, and decode steps attend over them in a compiled kernel (``barkkit_bark.native``) that widens
@@ -56,10 +57,11 @@ from barkkit_bark.kernels import (
     forced_decode_kernel,
     many_rows_kernel_for,
     native_attention_for,
+    native_attention_measured_faster,
     quantize_int8,
 )
 from barkkit_bark.model import use_bf16_attention, use_native_kernels
-from barkkit_bark.native import described, native_ops
+from barkkit_bark.native import HEAD_SIZES, described, native_ops
 
 __all__ = ["prepare_fast"]
 
@@ -83,8 +85,11 @@ def prepare_fast(model: nn.Module) -> nn.Module:
     if kernel is None and causal:
         kernel = faster_decode_kernel(model)
     use_bf16_attention(model, features.bf16_matmul)
+    built, head_size = native_ops() is not None, model.config.n_embd // model.config.n_head
     many_queries = native_attention_for(features)
-    use_native_kernels(model, native_ops() is not None, many_queries)
-    native = described(causal, model.config.n_embd // model.config.n_head, many_queries)
+    if many_queries is None:  # AVX-512 without bf16 units, ARM: time it
+        many_queries = built and head_size in HEAD_SIZES and native_attention_measured_faster(model.config.n_head, head_size)
+    use_native_kernels(model, built, many_queries)
+    native = described(causal, head_size, many_queries)
     model.kernels = fast_kernels(features, kernel if causal else None, native)
     return model

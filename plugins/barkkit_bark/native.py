@@ -103,11 +103,11 @@ def _switched_off() -> bool:
     return os.environ.get("BARKKIT_NATIVE", "1") == "0"
 
 
-def described(causal: bool, head_size: int | None = None, many_queries: bool = False) -> dict[str, str]:
+def described(causal: bool, head_size: int | None = None, many_queries: bool | None = False) -> dict[str, str]:
     """What fast mode computes here through these kernels, for ``barkkit info``: GELU, for a causal model how
-    decode steps attend over the bf16 cache, and with ``many_queries`` (``kernels.native_attention_for``) the
-    attention of prefills and fine passes. ``head_size`` None: the plan, nothing built (``kernel_plan``); else as
-    built (or not) now, for a model with that head size."""
+    decode steps attend over the bf16 cache, and unless ``many_queries`` is False (``kernels.native_attention_for``;
+    None: timed at load) the attention of prefills and fine passes. ``head_size`` None: the plan, nothing built
+    (``kernel_plan``); else as built (or not) now, for a model with that head size."""
     if _switched_off():
         built, why = False, "BARKKIT_NATIVE=0"
     elif head_size is None:
@@ -122,7 +122,9 @@ def described(causal: bool, head_size: int | None = None, many_queries: bool = F
 
     kernels = {"gelu": choice(_GELU, "PyTorch's")}
     fits = head_size is None or head_size in HEAD_SIZES
-    if many_queries:
+    if many_queries is None:
+        kernels["attention"] = f"{_MANY_QUERIES} where timed faster than PyTorch's at load, else fp32 (PyTorch's)"
+    elif many_queries:
         kernels["attention"] = choice(_MANY_QUERIES, "fp32 (PyTorch's kernel)", fits)
     if causal:
         kernels["decode_attention"] = choice(_ATTENTION, "upcast per step", fits)

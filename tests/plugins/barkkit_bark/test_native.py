@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from barkkit_bark.fast import prepare_fast
-from barkkit_bark.kernels import cpu_features, native_attention_for
+from barkkit_bark.kernels import CpuFeatures, cpu_features, native_attention_for
 from barkkit_bark.model import MLP, SelfAttention, use_native_kernels
 from barkkit_bark.native import HEAD_SIZES, attention, decode_attention, gelu, native_ops
 
@@ -206,3 +206,42 @@ def test_without_the_kernel_fast_mode_upcasts_and_says_why(env, expected, tmp_pa
     assert out.returncode == 0, out.stderr[-2000:]
     described, finite, native = json.loads(out.stdout.strip().splitlines()[-1])
     assert described.startswith(expected) and finite and not native
+
+
+def features(aten: str, bf16: bool) -> CpuFeatures:
+    return CpuFeatures(cpu="test", arch="x86_64", aten=aten, fbgemm="avx2", bf16_matmul=bf16, caps=())
+
+
+def test_many_query_attention_is_chosen_by_the_cpu_or_timed():
+    assert native_attention_for(features("AVX512", bf16=True)) is False  # bf16 blocks do it
+    assert native_attention_for(features("AVX2", bf16=False)) is True  # measured: faster with AVX2
+    assert native_attention_for(features("AVX512", bf16=False)) is None  # 16-lane PyTorch: timed at load
+    assert native_attention_for(features("DEFAULT", bf16=False)) is None  # ARM & co.: timed at load
+
+
+@pytest.mark.skipif(not torch.cpu._is_avx512_supported(), reason="needs AVX-512 to cap at")
+def test_avx512_without_bf16_units_times_both_attentions_once(tmp_path):
+    """Capped at AVX-512 without BF16 (an Intel Xeon of Skylake to Ice Lake), fast mode times its native attention
+    against PyTorch's, keeps the faster, says so, and keeps the answer for the next load."""
+    code = (
+        "import json\n"
+        "from barkkit_bark.fast import prepare_fast\n"
+        "from barkkit_bark.model import SelfAttention\n"
+        "from tests.plugins.barkkit_bark.conftest import tiny_models\n"
+        "model = prepare_fast(tiny_models()[2])\n"
+        "print(json.dumps([model.kernels['attention'],\n"
+        "                  all(m.native_attention for m in model.modules() if isinstance(m, SelfAttention))]))\n"
+    )
+    cache = tmp_path / "kernels.json"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+           "FBGEMM_ENABLE_INSTRUCTIONS": "AVX512", "BARKKIT_KERNEL_CACHE": str(cache)}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=root)
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr[-2000:]
+    answers = [json.loads(run.stdout.strip().splitlines()[-1]) for run in runs]
+    timed = [times for times in json.loads(cache.read_text()).values() if set(times) == {"native", "pytorch"}]
+    assert len(timed) == 1 and answers[0] == answers[1]  # timed once, the second load read the answer
+    native_won = timed[0]["native"] < timed[0]["pytorch"]
+    described, native = answers[0]
+    assert native == native_won and described.startswith("fp32, barkkit_bark.native") == native_won
