@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
-from barkkit_bark.native import GELU_MAX_VALUES, HEAD_SIZES, attention, decode_attention, gelu
+from barkkit_bark.native import GELU_MAX_VALUES, HEAD_SIZES, attention, decode_attention, decode_attention_int8, gelu
 
 __all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_kernels"]
 
@@ -45,19 +45,53 @@ class KVCache:
 
     Slots are the cache's own positions. Exact mode fills every row from slot 0 (slot = position); fast mode's row
     engine (``barkkit_bark.engine``) prefills one row at a time right-aligned at a common end slot, so a row's
-    position is its slot less its left padding.
+    position is its slot less its left padding. An int8 cache (fast mode where the native decode kernel reads it)
+    keeps each (row, head, slot) vector with its own scale, ``k_scale`` and ``v_scale`` (B, nh, max_len): x = q *
+    scale, q in [-127, 127], scale = max|x| / 127.
     """
 
     def __init__(self, batch: int, n_head: int, max_len: int, head_size: int, *, dtype: torch.dtype, device: torch.device):
         shape = (batch, n_head, max_len, head_size)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_scale: torch.Tensor | None = None
+        self.v_scale: torch.Tensor | None = None
+        if dtype == torch.int8:
+            self.k_scale = torch.zeros(shape[:3], device=device)
+            self.v_scale = torch.zeros(shape[:3], device=device)
 
-    def write(self, rows: slice, slots: slice, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hs) at ``slots`` of ``rows`` -> those rows' keys and values up to ``slots.stop``."""
-        self.k[rows, :, slots] = k
-        self.v[rows, :, slots] = v
-        return self.k[rows, :, : slots.stop], self.v[rows, :, : slots.stop]
+    def tensors(self) -> list[torch.Tensor]:
+        """Everything kept per slot (slots on dim 2): keys, values, and an int8 cache's scales."""
+        return [t for t in (self.k, self.v, self.k_scale, self.v_scale) if t is not None]
+
+    def write(self, rows: slice, slots: slice, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write k, v (B, nh, T, hs) at ``slots`` of ``rows``."""
+        for cache, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            if scale is None:
+                cache[rows, :, slots] = x
+            else:
+                peak = x.abs().amax(-1).clamp_min(1e-12) / 127  # (B, nh, T); as the native kernel's quantize_row
+                cache[rows, :, slots] = (x / peak[..., None]).round().to(torch.int8)
+                scale[rows, :, slots] = peak
+
+    def write_at(self, slot: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write k, v (B, nh, 1, hs) at slot ``slot`` (1,) of every row, in shapes that never change."""
+        for cache, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            if scale is None:
+                cache.index_copy_(2, slot, x.to(cache.dtype))
+            else:
+                peak = x.abs().amax(-1).clamp_min(1e-12) / 127
+                cache.index_copy_(2, slot, (x / peak[..., None]).round().to(torch.int8))
+                scale.index_copy_(2, slot, peak)
+
+    def read(self, stop: int | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row's keys and values in slots [0, stop) (None: all) in ``dtype``: (B, nh, S, hs), an int8 cache's
+        scaled back."""
+        out = []
+        for cache, scale in ((self.k, self.k_scale), (self.v, self.v_scale)):
+            x = cache[:, :, :stop].to(dtype)  # a no-op where the cache is already in dtype
+            out.append(x if scale is None else x * scale[:, :, :stop, None])
+        return out[0], out[1]
 
 
 class SelfAttention(nn.Module):
@@ -133,10 +167,14 @@ class SelfAttention(nn.Module):
         """
         B, T, _ = x.shape
         q, k, v = self._qkv(x)
-        keys, values = cache.write(slice(None), slice(slot, slot + T), k, v)  # (B, nh, S, hs), S = slot + T
-        if T == 1 and self.native_decode_attention and keys.dtype == torch.bfloat16 and keys.device.type == "cpu":
-            return self._out(decode_attention(q, cache.k, cache.v, list(first_slots or [0] * B), slot + 1))
-        keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-ops unless the cache is bf16
+        first = list(first_slots or [0] * B)
+        native = T == 1 and self.native_decode_attention and cache.k.device.type == "cpu"
+        if native and cache.k.dtype == torch.int8:  # the kernel writes the new slot itself
+            return self._out(decode_attention_int8(q, k, v, cache, first, slot))
+        cache.write(slice(None), slice(slot, slot + T), k, v)
+        if native and cache.k.dtype == torch.bfloat16:
+            return self._out(decode_attention(q, cache.k, cache.v, first, slot + 1))
+        keys, values = cache.read(slot + T, q.dtype)  # (B, nh, S, hs), S = slot + T
         if first_slots is not None:
             y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], keys[i : i + 1, :, first:], values[i : i + 1, :, first:])
                            for i, first in enumerate(first_slots)])  # (B, nh, T, hs)
@@ -150,9 +188,9 @@ class SelfAttention(nn.Module):
         """One new position per row, x (B, 1, C), into slot ``slot`` (1,); every cache slot is a key and ``mask``
         (B, 1, 1, S) says which each row sees -> (B, 1, C). Only tensor values change from step to step."""
         q, k, v = self._qkv(x)
-        cache.k.index_copy_(2, slot, k)
-        cache.v.index_copy_(2, slot, v)
-        y = F.scaled_dot_product_attention(q, cache.k.to(q.dtype), cache.v.to(q.dtype), attn_mask=mask)
+        cache.write_at(slot, k, v)
+        keys, values = cache.read(None, q.dtype)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self._out(y)
 
 

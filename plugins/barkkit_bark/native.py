@@ -1,9 +1,11 @@
 """Fast mode's compiled CPU kernels (``csrc/``), built once per machine with its C++ compiler.
 
 PyTorch ships no CPU kernel for the one thing a fast-mode decode step needs beyond its int8 linears: attention of
-one query over a bf16 KV cache. Without it, each step upcasts every cached slot to a new fp32 tensor and reads that
-again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went to the copy, 1.2 to the attention). ``decode_attention``
-widens each cached row in registers as it reads it. ``gelu`` keeps a decode step's row on its thread (PyTorch's
+one query over a compact KV cache. Without it, each step upcasts every cached slot of its bf16 cache to a new fp32
+tensor and reads that again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went to the copy, 1.2 to the attention).
+``decode_attention`` widens each cached row in registers as it reads it, and ``decode_attention_int8`` does so for
+an int8 cache (a scale per row, head and slot: half a bf16 cache's bytes), writing the step's own key and value
+into it first. ``gelu`` keeps a decode step's row on its thread (PyTorch's
 wakes its thread pool for 3072 values). ``attention`` (many queries, fp32) is chosen where PyTorch runs 8-lane AVX2
 (``kernels.native_attention_for``): register-blocked, it beats PyTorch's flash kernel there, most on causal prompts.
 
@@ -26,14 +28,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["native_ops", "decode_attention", "attention", "gelu", "described", "HEAD_SIZES", "GELU_MAX_VALUES"]
+__all__ = ["native_ops", "decode_attention", "decode_attention_int8", "attention", "gelu", "described", "HEAD_SIZES", "GELU_MAX_VALUES"]
 
 HEAD_SIZES = (8, 16, 32, 64, 128)  # what both attention kernels are compiled for (Bark's models: 64)
 # Most values fast mode sends through the native GELU (a decode batch of 8 rows is 24576); more go to PyTorch's
 # kernel, which splits them over its thread pool.
 GELU_MAX_VALUES = 1 << 15
 
-_ATTENTION = "barkkit_bark.native (the bf16 cache read at its own size, widened in registers)"
+_ATTENTION = "barkkit_bark.native (the int8 cache read at its own size, widened in registers)"
 _GELU = "barkkit_bark.native (a decode step's rows on one thread)"
 _MANY_QUERIES = "fp32, barkkit_bark.native (6 x 16 register tiles, online softmax, causal tiles stop at the diagonal)"
 
@@ -128,6 +130,7 @@ def described(causal: bool, head_size: int | None = None, many_queries: bool | N
         kernels["attention"] = choice(_MANY_QUERIES, "fp32 (PyTorch's kernel)", fits)
     if causal:
         kernels["decode_attention"] = choice(_ATTENTION, "upcast per step", fits)
+        kernels["kv_cache"] = choice("int8, a scale per row, head and slot", "bf16", fits)
     return kernels
 
 
@@ -155,3 +158,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -
     ops = native_ops()
     assert ops is not None, "attention needs the native kernels (native_ops() is None)"
     return ops.attention(q, k, v, causal).transpose(1, 2)
+
+
+def decode_attention_int8(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, cache: object, first: list[int],
+                          slot: int) -> torch.Tensor:
+    """One query per row over an int8 cache (``KVCache`` with ``k_scale``, ``v_scale``): the new keys and values
+    k_new, v_new (B, nh, 1, hs) fp32 are quantized into ``slot`` (a scale per row, head and slot), then row b attends
+    to slots [first[b], slot] -> (B, nh, 1, hs) fp32. Needs ``native_ops()``."""
+    ops = native_ops()
+    assert ops is not None, "decode_attention_int8 needs the native kernels (native_ops() is None)"
+    return ops.decode_attention_int8(q, k_new, v_new, cache.k, cache.v, cache.k_scale, cache.v_scale, first,
+                                     slot).transpose(1, 2)

@@ -26,6 +26,7 @@ from barkkit_bark.kernels import (
     many_rows_kernel_for,
     measure,
 )
+from barkkit_bark.native import native_ops
 from barkkit_bark.speculative import draft_model, drafting_pays
 
 from .conftest import tiny_models
@@ -193,5 +194,6 @@ def test_info_with_a_model_shows_what_each_loaded_stage_chose(suno_folder):
     finally:
         cli.use_plugins(None)
     assert result.exit_code == 0, result.output
-    assert "bark.semantic (fast, loaded):" in result.output and "kv_cache  bf16" in result.output
+    cache = "int8, a scale per row, head and slot" if native_ops() is not None else "bf16"
+    assert "bark.semantic (fast, loaded):" in result.output and f"kv_cache  {cache}" in result.output
     assert f"decode    {decode_kernel_for(cpu_features()) or ''}" in result.output

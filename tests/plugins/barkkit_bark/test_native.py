@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from barkkit_bark.fast import prepare_fast
 from barkkit_bark.kernels import CpuFeatures, cpu_features, native_attention_for
-from barkkit_bark.model import MLP, SelfAttention, use_native_kernels
-from barkkit_bark.native import HEAD_SIZES, attention, decode_attention, gelu, native_ops
+from barkkit_bark.model import MLP, KVCache, SelfAttention, use_native_kernels
+from barkkit_bark.native import HEAD_SIZES, attention, decode_attention, decode_attention_int8, gelu, native_ops
 
 from .conftest import tiny_models
 
@@ -70,6 +70,56 @@ def test_a_row_computes_the_same_alone_in_a_batch_and_on_any_thread_count():
     try:
         torch.set_num_threads(1)
         assert torch.equal(decode_attention(q, k, v, [0, 7, 100], 500), batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def int8_cache(batch: int, heads: int, head_size: int, slots: int, filled: int, seed: int = 0) -> KVCache:
+    """An int8 cache whose first ``filled`` slots hold random keys and values, written as prefills write them."""
+    cache = KVCache(batch, heads, slots, head_size, dtype=torch.int8, device=torch.device("cpu"))
+    k, v = torch.randn(2, batch, heads, filled, head_size, generator=torch.Generator().manual_seed(seed)) * 3
+    cache.write(slice(None), slice(0, filled), k, v)
+    return cache
+
+
+def test_an_int8_cache_keeps_each_vector_within_half_a_step():
+    cache = int8_cache(2, 3, 64, 40, 40)
+    k, v = torch.randn(2, 2, 3, 40, 64, generator=torch.Generator().manual_seed(0)) * 3
+    keys, values = cache.read(40, torch.float32)
+    for got, x, scale in ((keys, k, cache.k_scale), (values, v, cache.v_scale)):
+        torch.testing.assert_close(scale, x.abs().amax(-1) / 127)
+        assert ((got - x).abs() <= scale[..., None] / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("head_size", HEAD_SIZES)
+@pytest.mark.parametrize(("first", "slot"), [([0], 0), ([0], 36), ([0, 5, 36], 36), ([0], 889)])
+def test_int8_decode_attention_writes_its_slot_and_matches_fp32_attention(head_size, first, slot):
+    """The kernel quantizes the step's key and value into ``slot`` exactly as KVCache.write does, then attends
+    over the scaled-back cache as PyTorch's fp32 attention would."""
+    q, k_new, v_new = model_qkv(len(first), 3, head_size, 1, seed=2)
+    cache, expected = int8_cache(len(first), 3, head_size, 1024, slot), int8_cache(len(first), 3, head_size, 1024, slot)
+    got = decode_attention_int8(q, k_new, v_new, cache, first, slot)
+    expected.write(slice(None), slice(slot, slot + 1), k_new, v_new)
+    assert all(torch.equal(a, b) for a, b in zip(cache.tensors(), expected.tensors()))
+    keys, values = expected.read(slot + 1, torch.float32)
+    reference = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], keys[i : i + 1, :, f:], values[i : i + 1, :, f:])
+                           for i, f in enumerate(first)])
+    torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_decode_attention_keeps_rows_independent_on_any_thread_count():
+    q, k_new, v_new = model_qkv(3, 12, 64, 1, seed=3)
+    batch = decode_attention_int8(q, k_new, v_new, int8_cache(3, 12, 64, 512, 499), [0, 7, 100], 499)
+    alone = int8_cache(3, 12, 64, 512, 499)
+    one = KVCache(1, 12, 512, 64, dtype=torch.int8, device=torch.device("cpu"))
+    for mine, theirs in zip(one.tensors(), alone.tensors()):
+        mine.copy_(theirs[1:2])
+    assert torch.equal(decode_attention_int8(q[1:2], k_new[1:2], v_new[1:2], one, [7], 499), batch[1:2])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        again = decode_attention_int8(q, k_new, v_new, int8_cache(3, 12, 64, 512, 499), [0, 7, 100], 499)
+        assert torch.equal(again, batch)
     finally:
         torch.set_num_threads(threads)
 
@@ -168,6 +218,7 @@ def test_the_kernel_refuses_what_it_cannot_read(what, call):
 def test_fast_decode_steps_run_through_the_kernels_and_match_pytorchs():
     _, coarse, _ = tiny_models()
     model = prepare_fast(coarse)
+    assert model.cache_dtype == torch.int8 and model.kernels["kv_cache"].startswith("int8")
     assert all(m.native_decode_attention for m in model.modules() if isinstance(m, SelfAttention))
     assert all(m.native_gelu for m in model.modules() if isinstance(m, MLP))
     assert model.kernels["decode_attention"].startswith("barkkit_bark.native")
