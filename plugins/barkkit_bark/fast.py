@@ -16,8 +16,8 @@ stage's next-token distribution under teacher forcing, on random weights with pe
   AMX): ``kernels.blocked_attention_bf16``, about 2x PyTorch's fp32 kernel. Emulated bf16 is 20x slower than fp32,
   so other CPUs keep fp32: where PyTorch runs AVX2 (elsewhere where timed faster at load), through
   ``barkkit_bark.native``'s register-blocked kernel (``kernels.native_attention_for``), which also skips the causal
-  square's upper half that PyTorch's blocks compute. Decode steps (one query) keep fp32 attention: PyTorch's bf16 one-query kernels are
-  slower than its fp32 ones. Cost: KL < 1e-4.
+  square's upper half that PyTorch's blocks compute. Decode steps (one query) keep fp32 attention: PyTorch's bf16
+  one-query kernels are slower than its fp32 ones. Cost: KL < 1e-4.
 - a compact KV cache (``GPT.cache_dtype``): a decode step is bound by reading weights and cache, so keys and values
   are kept in int8 with a scale per row, head and slot where ``barkkit_bark.native``'s decode kernel reads them
   (it writes the step's own key and value into the cache and widens each cached row in registers as it reads it),
@@ -69,7 +69,7 @@ __all__ = ["prepare_fast"]
 
 def prepare_fast(model: nn.Module) -> nn.Module:
     """Make a loaded Bark model fast-mode ready, in place: on a CPU int8 linears with the decode kernel this machine
-    runs fastest, an int8 or bf16 KV cache, and bf16 attention where the CPU multiplies bf16 in hardware; bfloat16 on an
+    runs fastest, an int8 or bf16 KV cache, and bf16 or native attention where the CPU favours them; bfloat16 on an
     accelerator. What was chosen is left in ``model.kernels``."""
     device = next(model.parameters()).device
     if device.type != "cpu":

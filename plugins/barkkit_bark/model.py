@@ -40,6 +40,13 @@ class GPTConfig:
     n_codes_given: int = 1  # FineGPT only: codebooks never predicted (head i predicts codebook n_codes_given + i)
 
 
+def quantize_vectors(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., hs) -> int8 (..., hs) and a scale (...) each, max |x| / 127: the int8 KV cache's format, computed as
+    the native decode kernel computes it for the slot it writes."""
+    scale = x.abs().amax(-1).clamp_min(1e-12) / 127
+    return (x / scale[..., None]).round().to(torch.int8), scale
+
+
 class KVCache:
     """Preallocated keys and values of one attention layer, ``k`` and ``v`` (B, nh, max_len, hs), written in place.
 
@@ -70,9 +77,7 @@ class KVCache:
             if scale is None:
                 cache[rows, :, slots] = x
             else:
-                peak = x.abs().amax(-1).clamp_min(1e-12) / 127  # (B, nh, T); as the native kernel's quantize_row
-                cache[rows, :, slots] = (x / peak[..., None]).round().to(torch.int8)
-                scale[rows, :, slots] = peak
+                cache[rows, :, slots], scale[rows, :, slots] = quantize_vectors(x)
 
     def write_at(self, slot: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write k, v (B, nh, 1, hs) at slot ``slot`` (1,) of every row, in shapes that never change."""
@@ -80,8 +85,8 @@ class KVCache:
             if scale is None:
                 cache.index_copy_(2, slot, x.to(cache.dtype))
             else:
-                peak = x.abs().amax(-1).clamp_min(1e-12) / 127
-                cache.index_copy_(2, slot, (x / peak[..., None]).round().to(torch.int8))
+                quantized, peak = quantize_vectors(x)
+                cache.index_copy_(2, slot, quantized)
                 scale.index_copy_(2, slot, peak)
 
     def read(self, stop: int | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +112,8 @@ class SelfAttention(nn.Module):
     # Fast mode reads this: attention of many queries in bf16 matrix products. Set by barkkit_bark.fast.prepare_fast
     # on CPUs that multiply bf16 in hardware; exact mode never does.
     bf16_attention: bool = False
-    # Fast mode reads this too: one-query steps over a bf16 cache through barkkit_bark.native's kernel, which widens
-    # the cache as it reads it instead of upcasting a copy. Set by use_native_kernels.
+    # Fast mode reads this too: one-query steps over an int8 or bf16 cache through barkkit_bark.native's kernels,
+    # which widen the cache as they read it instead of upcasting a copy. Set by use_native_kernels.
     native_decode_attention: bool = False
     # And this: attention of many queries in fp32 through barkkit_bark.native's register-blocked kernel, where
     # kernels.native_attention_for chose it (CPUs whose PyTorch runs 8-lane AVX2). Set by use_native_kernels.
@@ -162,18 +167,18 @@ class SelfAttention(nn.Module):
         Each new position sees the cached slots before it and the new ones up to itself. ``first_slots``: row i
         sees the slots from ``first_slots[i]`` on only (the row engine's left-padded rows), one attention call a
         row, so that each row computes exactly what it computes alone; None: every row from slot 0, in one call.
-        A cache kept in another dtype than the queries' (fast mode on a CPU: bf16) is read at its own size and
-        attended in the queries' precision.
+        A cache kept in another dtype than the queries' (fast mode on a CPU: int8 or bf16) is read at its own size
+        and attended in the queries' precision.
         """
         B, T, _ = x.shape
         q, k, v = self._qkv(x)
-        first = list(first_slots or [0] * B)
+        firsts = list(first_slots or [0] * B)
         native = T == 1 and self.native_decode_attention and cache.k.device.type == "cpu"
         if native and cache.k.dtype == torch.int8:  # the kernel writes the new slot itself
-            return self._out(decode_attention_int8(q, k, v, cache, first, slot))
+            return self._out(decode_attention_int8(q, k, v, cache, firsts, slot))
         cache.write(slice(None), slice(slot, slot + T), k, v)
         if native and cache.k.dtype == torch.bfloat16:
-            return self._out(decode_attention(q, cache.k, cache.v, first, slot + 1))
+            return self._out(decode_attention(q, cache.k, cache.v, firsts, slot + 1))
         keys, values = cache.read(slot + T, q.dtype)  # (B, nh, S, hs), S = slot + T
         if first_slots is not None:
             y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], keys[i : i + 1, :, first:], values[i : i + 1, :, first:])
