@@ -1,9 +1,12 @@
-// One-query attention over a bf16 KV cache: fast mode's decode steps on a CPU (barkkit_bark.native).
+// One-query attention over a bf16 or int8 KV cache: fast mode's decode steps on a CPU (barkkit_bark.native).
 //
 // PyTorch has no CPU kernel that attends over bf16 keys and values at fp32 speed, so fast mode upcast the slots it
 // read every step (a new fp32 copy of the whole cache, twice the bytes it read) and then read that copy again in
 // scaled_dot_product_attention. Here each key and value row is widened in registers as it is read (bf16 is the high
-// half of an fp32), so a step reads the cache once, at half the bytes, and writes nothing but the output.
+// half of an fp32), so a step reads the cache once, at half the bytes, and writes nothing but the output. The int8
+// cache halves the bytes again: a row is widened from int8 and its scale (one per row, head and slot) multiplies its
+// score (keys) or its softmax weight (values); the step's own key and value are quantized into the cache by the
+// thread that then reads them.
 //
 // Each (row, head) pair is computed by one thread from start to end, in an order that depends on nothing but its own
 // inputs: a row's result is the same alone and in a batch, on any number of threads.
