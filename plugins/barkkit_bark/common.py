@@ -79,7 +79,13 @@ class BarkStage(Stage):
     @classmethod
     def kernel_plan(cls, mode: str = "exact", device: str | torch.device = "cpu") -> dict[str, str]:
         """The kernels ``__init__`` will choose here (``barkkit_bark.kernels``), without loading weights."""
-        from barkkit_bark.kernels import cpu_features, decode_kernel_for, fast_kernels, forced_decode_kernel
+        from barkkit_bark.kernels import (
+            cpu_features,
+            decode_kernel_for,
+            fast_kernels,
+            forced_decode_kernel,
+            native_attention_for,
+        )
         from barkkit_bark.native import described
 
         check_mode(mode)
@@ -91,7 +97,7 @@ class BarkStage(Stage):
         int8 = decode_kernel_for(features)
         if mode == "fast":
             decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
-            return fast_kernels(features, decode if causal else None, described(causal))
+            return fast_kernels(features, decode if causal else None, described(causal, None, native_attention_for(features)))
         plan = {"linears": f"fp32: oneDNN for {ONEDNN_USE[cls.kind]} where timed faster at load, else PyTorch's default",
                 "attention": "fp32"}
         if causal:

@@ -76,7 +76,7 @@ class CausalRunner:
         """Move ``rows``' keys/values from slots [pad, total) to [pad + by, total + by) (exact copies)."""
         for cache in self.caches:
             for i in rows:
-                for t in (cache.k, cache.v):
+                for t in cache.tensors():
                     t[i, :, pad[i] + by : total + by] = t[i, :, pad[i] : total].clone()
 
 

@@ -14,14 +14,17 @@ stage's next-token distribution under teacher forcing, on random weights with pe
   coarse) and ~0.011 (fine) with 8-bit activations, ~0.005 (semantic, coarse) with 7-bit.
 - bf16 attention of many queries (prefills, fine passes) where the CPU multiplies bf16 in hardware (AVX512-BF16,
   AMX): ``kernels.blocked_attention_bf16``, about 2x PyTorch's fp32 kernel. Emulated bf16 is 20x slower than fp32,
-  so other CPUs keep fp32. Decode steps (one query) keep fp32 attention: PyTorch's bf16 one-query kernels are
-  slower than its fp32 ones. Cost: KL < 1e-4.
-- a bf16 KV cache (``GPT.cache_dtype``): a decode step is bound by reading weights and cache, so keys and values
-  are kept in bf16, and decode steps attend over them in a compiled kernel (``barkkit_bark.native``) that widens
-  each cached row in registers as it reads it, where PyTorch would need an fp32 copy of every slot each step (capped
-  at AVX2, ~1.2 ms off a 7 ms coarse step at 890 cached positions). GELU runs there too: PyTorch's kernel wakes its
-  thread pool for a decode step's single row. Where the kernels cannot be built (no C++ compiler), steps upcast the
-  slots for PyTorch's fp32 attention, as before. Cost: KL < 1e-4 against an fp32 cache.
+  so other CPUs keep fp32: where PyTorch runs AVX2 (elsewhere where timed faster at load), through
+  ``barkkit_bark.native``'s register-blocked kernel (``kernels.native_attention_for``), which also skips the causal
+  square's upper half that PyTorch's blocks compute. Decode steps (one query) keep fp32 attention: PyTorch's bf16
+  one-query kernels are slower than its fp32 ones. Cost: KL < 1e-4.
+- a compact KV cache (``GPT.cache_dtype``): a decode step is bound by reading weights and cache, so keys and values
+  are kept in int8 with a scale per row, head and slot where ``barkkit_bark.native``'s decode kernel reads them
+  (it writes the step's own key and value into the cache and widens each cached row in registers as it reads it),
+  else in bf16, upcast per step for PyTorch's fp32 attention. Capped at AVX2, the native bf16 kernel took ~1.2 ms
+  off a 7 ms coarse step at 890 cached positions, the int8 cache ~0.7 ms more (min of alternating batches). GELU
+  runs there too: PyTorch's kernel wakes its thread pool for a decode step's single row. Cost: KL < 1e-4 (bf16)
+  and < 0.001 (int8) against an fp32 cache.
 - the coarse stage's decode steps compute only the 1024 head rows of the codebook sampled next.
 - the row engine (``engine.CausalRunner``) for a single run and a batch alike: prefill one row at a time, decode all
   rows together (one weight read for every row; each row's attention in its own call, so a row computes exactly
@@ -54,17 +57,19 @@ from barkkit_bark.kernels import (
     faster_decode_kernel,
     forced_decode_kernel,
     many_rows_kernel_for,
+    native_attention_for,
+    native_attention_measured_faster,
     quantize_int8,
 )
 from barkkit_bark.model import use_bf16_attention, use_native_kernels
-from barkkit_bark.native import described, native_ops
+from barkkit_bark.native import HEAD_SIZES, described, native_ops
 
 __all__ = ["prepare_fast"]
 
 
 def prepare_fast(model: nn.Module) -> nn.Module:
     """Make a loaded Bark model fast-mode ready, in place: on a CPU int8 linears with the decode kernel this machine
-    runs fastest, a bf16 KV cache, and bf16 attention where the CPU multiplies bf16 in hardware; bfloat16 on an
+    runs fastest, an int8 or bf16 KV cache, and bf16 or native attention where the CPU favours them; bfloat16 on an
     accelerator. What was chosen is left in ``model.kernels``."""
     device = next(model.parameters()).device
     if device.type != "cpu":
@@ -74,14 +79,20 @@ def prepare_fast(model: nn.Module) -> nn.Module:
     features = cpu_features()
     causal = hasattr(model, "new_caches")
     if causal:  # bf16 keys and values, upcast per step (see GPT.cache_dtype): a step reads half the bytes
-        model.cache_dtype = torch.bfloat16
+        model.cache_dtype = torch.bfloat16  # (int8 below, where the native decode kernel reads it)
     kernel = forced_decode_kernel() or decode_kernel_for(features)
     # "fp32" keeps both weights until measured
     quantize_int8(model, decode_kernel=kernel or "fp32", many_rows=many_rows_kernel_for(features))
     if kernel is None and causal:
         kernel = faster_decode_kernel(model)
     use_bf16_attention(model, features.bf16_matmul)
-    use_native_kernels(model, native_ops() is not None)
-    native = described(causal, model.config.n_embd // model.config.n_head)
+    built, head_size = native_ops() is not None, model.config.n_embd // model.config.n_head
+    many_queries = native_attention_for(features)
+    if many_queries is None:  # AVX-512 without bf16 units, ARM: time it
+        many_queries = built and head_size in HEAD_SIZES and native_attention_measured_faster(model.config.n_head, head_size)
+    use_native_kernels(model, built, many_queries)
+    if causal and built and head_size in HEAD_SIZES:  # the native kernel reads int8 keys and values: half the bytes
+        model.cache_dtype = torch.int8
+    native = described(causal, head_size, many_queries)
     model.kernels = fast_kernels(features, kernel if causal else None, native)
     return model

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["CpuFeatures", "cpu_features", "DECODE_KERNELS", "decode_kernel_for", "many_rows_kernel_for",
+           "native_attention_for", "native_attention_measured_faster",
            "Int8Linear", "quantize_int8", "OneDnnLinear", "onednn_linear_works", "onednn_twin",
            "fast_kernels", "forced_decode_kernel", "faster_decode_kernel",
            "blocked_attention_bf16", "measure", "kernel_cache_path", "decode_step_timer", "int_mm_works"]
@@ -117,6 +118,30 @@ def many_rows_kernel_for(features: CpuFeatures) -> str:
     kernel): there ``torch._int_mm`` multiplies twice as fast (887-token prefill layer, one core: 8.3 against
     17.8 ms; fp32 39 ms) and sums exactly, with an 8-bit scale per row."""
     return "int_mm" if features.fbgemm is not None and not features.vnni and features.int8_exact_mm else "fbgemm"
+
+
+def native_attention_for(features: CpuFeatures) -> bool | None:
+    """Whether fast mode's fp32 attention of many queries (prefills, fine passes) goes through
+    ``barkkit_bark.native``: never where bf16 blocks do it; yes where ATen runs AVX2 (capped at AVX2, one thread:
+    1024 frames 36 against PyTorch's 41 ms, a causal 887-token prompt 15 against 24, as the kernel stops each tile at
+    the diagonal); None elsewhere (AVX-512 without bf16 units, ARM): ``native_attention_measured_faster`` decides
+    at load, as the kernel's 8 lanes may lose to PyTorch's 16 there (on an AMD Zen 5 they win: 35 against 40 ms,
+    15 against 24)."""
+    if features.bf16_matmul:
+        return False
+    return True if features.aten == "AVX2" else None
+
+
+def native_attention_measured_faster(n_head: int, head_size: int) -> bool:
+    """Time one fine-pass-like attention (512 queries, non-causal: the kernel's weaker case) natively and through
+    PyTorch's kernel (``measure``: once per machine) -> whether the native kernel was faster."""
+    from barkkit_bark.native import attention
+
+    q, k, v = torch.randn(3, 1, n_head, 512, head_size).unbind(0)
+    times = measure(f"attention of 512 queries, {n_head} heads of {head_size}",
+                    {"native": lambda: attention(q, k, v, False),
+                     "pytorch": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)})
+    return times["native"] < times["pytorch"]
 
 
 def decode_kernel_for(features: CpuFeatures) -> str | None:

@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from barkkit_bark.kernels import blocked_attention_bf16
-from barkkit_bark.native import HEAD_SIZES, decode_attention, gelu
+from barkkit_bark.native import GELU_MAX_VALUES, HEAD_SIZES, attention, decode_attention, decode_attention_int8, gelu
 
 __all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_kernels"]
 
@@ -40,24 +40,63 @@ class GPTConfig:
     n_codes_given: int = 1  # FineGPT only: codebooks never predicted (head i predicts codebook n_codes_given + i)
 
 
+def quantize_vectors(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., hs) -> int8 (..., hs) and a scale (...) each, max |x| / 127: the int8 KV cache's format, computed as
+    the native decode kernel computes it for the slot it writes."""
+    scale = x.abs().amax(-1).clamp_min(1e-12) / 127
+    return (x / scale[..., None]).round().to(torch.int8), scale
+
+
 class KVCache:
     """Preallocated keys and values of one attention layer, ``k`` and ``v`` (B, nh, max_len, hs), written in place.
 
     Slots are the cache's own positions. Exact mode fills every row from slot 0 (slot = position); fast mode's row
     engine (``barkkit_bark.engine``) prefills one row at a time right-aligned at a common end slot, so a row's
-    position is its slot less its left padding.
+    position is its slot less its left padding. An int8 cache (fast mode where the native decode kernel reads it)
+    keeps each (row, head, slot) vector with its own scale, ``k_scale`` and ``v_scale`` (B, nh, max_len): x = q *
+    scale, q in [-127, 127], scale = max|x| / 127.
     """
 
     def __init__(self, batch: int, n_head: int, max_len: int, head_size: int, *, dtype: torch.dtype, device: torch.device):
         shape = (batch, n_head, max_len, head_size)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_scale: torch.Tensor | None = None
+        self.v_scale: torch.Tensor | None = None
+        if dtype == torch.int8:
+            self.k_scale = torch.zeros(shape[:3], device=device)
+            self.v_scale = torch.zeros(shape[:3], device=device)
 
-    def write(self, rows: slice, slots: slice, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nh, T, hs) at ``slots`` of ``rows`` -> those rows' keys and values up to ``slots.stop``."""
-        self.k[rows, :, slots] = k
-        self.v[rows, :, slots] = v
-        return self.k[rows, :, : slots.stop], self.v[rows, :, : slots.stop]
+    def tensors(self) -> list[torch.Tensor]:
+        """Everything kept per slot (slots on dim 2): keys, values, and an int8 cache's scales."""
+        return [t for t in (self.k, self.v, self.k_scale, self.v_scale) if t is not None]
+
+    def write(self, rows: slice, slots: slice, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write k, v (B, nh, T, hs) at ``slots`` of ``rows``."""
+        for cache, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            if scale is None:
+                cache[rows, :, slots] = x
+            else:
+                cache[rows, :, slots], scale[rows, :, slots] = quantize_vectors(x)
+
+    def write_at(self, slot: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write k, v (B, nh, 1, hs) at slot ``slot`` (1,) of every row, in shapes that never change."""
+        for cache, scale, x in ((self.k, self.k_scale, k), (self.v, self.v_scale, v)):
+            if scale is None:
+                cache.index_copy_(2, slot, x.to(cache.dtype))
+            else:
+                quantized, peak = quantize_vectors(x)
+                cache.index_copy_(2, slot, quantized)
+                scale.index_copy_(2, slot, peak)
+
+    def read(self, stop: int | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row's keys and values in slots [0, stop) (None: all) in ``dtype``: (B, nh, S, hs), an int8 cache's
+        scaled back."""
+        out = []
+        for cache, scale in ((self.k, self.k_scale), (self.v, self.v_scale)):
+            x = cache[:, :, :stop].to(dtype)  # a no-op where the cache is already in dtype
+            out.append(x if scale is None else x * scale[:, :, :stop, None])
+        return out[0], out[1]
 
 
 class SelfAttention(nn.Module):
@@ -73,9 +112,12 @@ class SelfAttention(nn.Module):
     # Fast mode reads this: attention of many queries in bf16 matrix products. Set by barkkit_bark.fast.prepare_fast
     # on CPUs that multiply bf16 in hardware; exact mode never does.
     bf16_attention: bool = False
-    # Fast mode reads this too: one-query steps over a bf16 cache through barkkit_bark.native's kernel, which widens
-    # the cache as it reads it instead of upcasting a copy. Set by use_native_kernels.
+    # Fast mode reads this too: one-query steps over an int8 or bf16 cache through barkkit_bark.native's kernels,
+    # which widen the cache as they read it instead of upcasting a copy. Set by use_native_kernels.
     native_decode_attention: bool = False
+    # And this: attention of many queries in fp32 through barkkit_bark.native's register-blocked kernel, where
+    # kernels.native_attention_for chose it (CPUs whose PyTorch runs 8-lane AVX2). Set by use_native_kernels.
+    native_attention: bool = False
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
         super().__init__()
@@ -100,6 +142,8 @@ class SelfAttention(nn.Module):
     def _many_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
         if self.bf16_attention:  # fast mode where bf16 runs in hardware: barkkit_bark.kernels
             return blocked_attention_bf16(q, k, v, causal=causal)
+        if self.native_attention and q.device.type == "cpu" and q.dtype == torch.float32:
+            return attention(q, k, v, causal)
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
     def forward(self, x: torch.Tensor, first_query: int = 0) -> torch.Tensor:
@@ -123,15 +167,19 @@ class SelfAttention(nn.Module):
         Each new position sees the cached slots before it and the new ones up to itself. ``first_slots``: row i
         sees the slots from ``first_slots[i]`` on only (the row engine's left-padded rows), one attention call a
         row, so that each row computes exactly what it computes alone; None: every row from slot 0, in one call.
-        A cache kept in another dtype than the queries' (fast mode on a CPU: bf16) is read at its own size and
-        attended in the queries' precision.
+        A cache kept in another dtype than the queries' (fast mode on a CPU: int8 or bf16) is read at its own size
+        and attended in the queries' precision.
         """
         B, T, _ = x.shape
         q, k, v = self._qkv(x)
-        keys, values = cache.write(slice(None), slice(slot, slot + T), k, v)  # (B, nh, S, hs), S = slot + T
-        if T == 1 and self.native_decode_attention and keys.dtype == torch.bfloat16 and keys.device.type == "cpu":
-            return self._out(decode_attention(q, cache.k, cache.v, list(first_slots or [0] * B), slot + 1))
-        keys, values = keys.to(q.dtype), values.to(q.dtype)  # no-ops unless the cache is bf16
+        firsts = list(first_slots or [0] * B)
+        native = T == 1 and self.native_decode_attention and cache.k.device.type == "cpu"
+        if native and cache.k.dtype == torch.int8:  # the kernel writes the new slot itself
+            return self._out(decode_attention_int8(q, k, v, cache, firsts, slot))
+        cache.write(slice(None), slice(slot, slot + T), k, v)
+        if native and cache.k.dtype == torch.bfloat16:
+            return self._out(decode_attention(q, cache.k, cache.v, firsts, slot + 1))
+        keys, values = cache.read(slot + T, q.dtype)  # (B, nh, S, hs), S = slot + T
         if first_slots is not None:
             y = torch.cat([F.scaled_dot_product_attention(q[i : i + 1], keys[i : i + 1, :, first:], values[i : i + 1, :, first:])
                            for i, first in enumerate(first_slots)])  # (B, nh, T, hs)
@@ -145,15 +193,15 @@ class SelfAttention(nn.Module):
         """One new position per row, x (B, 1, C), into slot ``slot`` (1,); every cache slot is a key and ``mask``
         (B, 1, 1, S) says which each row sees -> (B, 1, C). Only tensor values change from step to step."""
         q, k, v = self._qkv(x)
-        cache.k.index_copy_(2, slot, k)
-        cache.v.index_copy_(2, slot, v)
-        y = F.scaled_dot_product_attention(q, cache.k.to(q.dtype), cache.v.to(q.dtype), attn_mask=mask)
+        cache.write_at(slot, k, v)
+        keys, values = cache.read(None, q.dtype)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self._out(y)
 
 
 class MLP(nn.Module):
-    # Fast mode on a CPU: GELU through barkkit_bark.native, which keeps a decode step's one row on its thread
-    # (PyTorch's kernel wakes its thread pool for it). Set by use_native_kernels.
+    # Fast mode on a CPU: a decode step's GELU through barkkit_bark.native, which keeps its rows on the calling thread
+    # (PyTorch's kernel wakes its thread pool for them). Set by use_native_kernels.
     native_gelu: bool = False
 
     def __init__(self, config: GPTConfig) -> None:
@@ -163,7 +211,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
-        native = self.native_gelu and h.device.type == "cpu" and h.dtype == torch.float32
+        native = (self.native_gelu and h.device.type == "cpu" and h.dtype == torch.float32
+                  and h.numel() <= GELU_MAX_VALUES)
         return self.c_proj(gelu(h) if native else F.gelu(h))  # (B, T, C)
 
 
@@ -374,12 +423,15 @@ class FineGPT(nn.Module):
         return self.lm_heads[pred_idx - self.config.n_codes_given](x)  # (B, T', V)
 
 
-def use_native_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Let ``model`` run GELU, and its one-query steps over a bf16 cache, through ``barkkit_bark.native``, in place
-    (attention only for the head sizes the kernel is compiled for)."""
+def use_native_kernels(model: nn.Module, enabled: bool = True, many_queries: bool = False) -> nn.Module:
+    """Let ``model`` run GELU, and its one-query steps over a bf16 cache, through ``barkkit_bark.native``, in place;
+    ``many_queries``: its prefills' and fine passes' fp32 attention too (attention only for the head sizes the
+    kernels are compiled for)."""
     for module in model.modules():
         if isinstance(module, SelfAttention):
-            module.native_decode_attention = enabled and model.config.n_embd // module.n_head in HEAD_SIZES
+            fits = enabled and model.config.n_embd // module.n_head in HEAD_SIZES
+            module.native_decode_attention = fits
+            module.native_attention = fits and many_queries
         elif isinstance(module, MLP):
             module.native_gelu = enabled
     return model

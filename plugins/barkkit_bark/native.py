@@ -1,10 +1,13 @@
 """Fast mode's compiled CPU kernels (``csrc/``), built once per machine with its C++ compiler.
 
 PyTorch ships no CPU kernel for the one thing a fast-mode decode step needs beyond its int8 linears: attention of
-one query over a bf16 KV cache. Without it, each step upcasts every cached slot to a new fp32 tensor and reads that
-again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went to the copy, 1.2 to the attention). ``decode_attention``
-widens each cached row in registers as it reads it. ``gelu`` keeps a decode step's row on its thread (PyTorch's
-wakes its thread pool for 3072 values).
+one query over a compact KV cache. Without it, each step upcasts every cached slot of its bf16 cache to a new fp32
+tensor and reads that again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went to the copy, 1.2 to the attention).
+``decode_attention`` widens each cached row in registers as it reads it, and ``decode_attention_int8`` does so for
+an int8 cache (a scale per row, head and slot: half a bf16 cache's bytes), writing the step's own key and value
+into it first. ``gelu`` keeps a decode step's row on its thread (PyTorch's
+wakes its thread pool for 3072 values). ``attention`` (many queries, fp32) is chosen where PyTorch runs 8-lane AVX2
+(``kernels.native_attention_for``): register-blocked, it beats PyTorch's flash kernel there, most on causal prompts.
 
 The sources are compiled by ``torch.utils.cpp_extension`` (the compiler and ninja) the first time a process asks
 for them, 10-25 s, and kept in torch's extension cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``),
@@ -25,15 +28,19 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["native_ops", "decode_attention", "gelu", "described", "HEAD_SIZES"]
+__all__ = ["native_ops", "decode_attention", "decode_attention_int8", "attention", "gelu", "described", "HEAD_SIZES", "GELU_MAX_VALUES"]
 
-HEAD_SIZES = (8, 16, 32, 64, 128)  # what decode_attention is compiled for (Bark's models: 64)
+HEAD_SIZES = (8, 16, 32, 64, 128)  # what both attention kernels are compiled for (Bark's models: 64)
+# Most values fast mode sends through the native GELU (a decode batch of 8 rows is 24576); more go to PyTorch's
+# kernel, which splits them over its thread pool.
+GELU_MAX_VALUES = 1 << 15
 
-_ATTENTION = "barkkit_bark.native (the bf16 cache read at its own size, widened in registers)"
+_ATTENTION = "barkkit_bark.native (the int8 cache read at its own size, widened in registers)"
 _GELU = "barkkit_bark.native (a decode step's rows on one thread)"
+_MANY_QUERIES = "fp32, barkkit_bark.native (6 x 16 register tiles, online softmax, causal tiles stop at the diagonal)"
 
 _CSRC = Path(__file__).parent / "csrc"
-_SOURCES = [str(_CSRC / name) for name in ("decode_attention.cpp", "gelu.cpp")]
+_SOURCES = [str(_CSRC / name) for name in ("decode_attention.cpp", "attention.cpp", "gelu.cpp")]
 _reason: str | None = None
 
 
@@ -98,10 +105,11 @@ def _switched_off() -> bool:
     return os.environ.get("BARKKIT_NATIVE", "1") == "0"
 
 
-def described(causal: bool, head_size: int | None = None) -> dict[str, str]:
-    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, and for a causal model how
-    decode steps attend over the bf16 cache. ``head_size`` None: the plan, nothing built (``kernel_plan``); else as
-    built (or not) now, for a model with that head size."""
+def described(causal: bool, head_size: int | None = None, many_queries: bool | None = False) -> dict[str, str]:
+    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, for a causal model how
+    decode steps attend over the bf16 cache, and unless ``many_queries`` is False (``kernels.native_attention_for``;
+    None: timed at load) the attention of prefills and fine passes. ``head_size`` None: the plan, nothing built
+    (``kernel_plan``); else as built (or not) now, for a model with that head size."""
     if _switched_off():
         built, why = False, "BARKKIT_NATIVE=0"
     elif head_size is None:
@@ -115,8 +123,14 @@ def described(causal: bool, head_size: int | None = None) -> dict[str, str]:
         return kernel if built and fits else f"{fallback} ({why or f'no native kernel for head size {head_size}'})"
 
     kernels = {"gelu": choice(_GELU, "PyTorch's")}
+    fits = head_size is None or head_size in HEAD_SIZES
+    if many_queries is None:
+        kernels["attention"] = f"{_MANY_QUERIES} where timed faster than PyTorch's at load, else fp32 (PyTorch's)"
+    elif many_queries:
+        kernels["attention"] = choice(_MANY_QUERIES, "fp32 (PyTorch's kernel)", fits)
     if causal:
-        kernels["decode_attention"] = choice(_ATTENTION, "upcast per step", head_size is None or head_size in HEAD_SIZES)
+        kernels["decode_attention"] = choice(_ATTENTION, "upcast per step", fits)
+        kernels["kv_cache"] = choice("int8, a scale per row, head and slot", "bf16", fits)
     return kernels
 
 
@@ -130,8 +144,28 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: l
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
-    """GELU with the exact erf of fp32 ``x`` (any shape), within ~2e-7 of ``torch.nn.functional.gelu``; inputs of
-    under 32768 values (a decode step's rows) on the calling thread. Needs ``native_ops()``."""
+    """GELU with the exact erf of fp32 ``x`` (any shape), within ~2e-7 of ``torch.nn.functional.gelu``, on the
+    calling thread: for a decode step's rows (up to ``GELU_MAX_VALUES``). Needs ``native_ops()``."""
     ops = native_ops()
     assert ops is not None, "gelu needs the native kernels (native_ops() is None)"
     return ops.gelu(x.contiguous())
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """fp32 attention of many queries: q (B, nh, Tq, hs), k and v (B, nh, Tk, hs), each with a contiguous last dim;
+    ``causal``: query i sees keys [0, i] (Tq == Tk) -> (B, nh, Tq, hs) (a view of a (B, Tq, nh, hs) tensor), the
+    same numbers as ``scaled_dot_product_attention`` up to float rounding. Needs ``native_ops()``."""
+    ops = native_ops()
+    assert ops is not None, "attention needs the native kernels (native_ops() is None)"
+    return ops.attention(q, k, v, causal).transpose(1, 2)
+
+
+def decode_attention_int8(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, cache: object, first: list[int],
+                          slot: int) -> torch.Tensor:
+    """One query per row over an int8 cache (``KVCache`` with ``k_scale``, ``v_scale``): the new keys and values
+    k_new, v_new (B, nh, 1, hs) fp32 are quantized into ``slot`` (a scale per row, head and slot), then row b attends
+    to slots [first[b], slot] -> (B, nh, 1, hs) fp32. Needs ``native_ops()``."""
+    ops = native_ops()
+    assert ops is not None, "decode_attention_int8 needs the native kernels (native_ops() is None)"
+    return ops.decode_attention_int8(q, k_new, v_new, cache.k, cache.v, cache.k_scale, cache.v_scale, first,
+                                     slot).transpose(1, 2)

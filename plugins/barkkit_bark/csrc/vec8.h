@@ -32,6 +32,17 @@ inline v8f load_bf16(const uint16_t* p) {
 #endif
 }
 
+inline v8f load_i8(const int8_t* p) {
+#ifdef __AVX2__  // one widening load and a conversion
+  return reinterpret_cast<v8f>(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+#else
+  typedef int8_t v8b __attribute__((vector_size(8)));
+  v8b raw;
+  std::memcpy(&raw, p, sizeof raw);
+  return __builtin_convertvector(raw, v8f);
+#endif
+}
+
 inline v8f broadcast(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 
 inline float sum(v8f v) {

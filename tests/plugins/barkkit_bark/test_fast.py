@@ -17,6 +17,7 @@ from barkkit_bark.kernels import (
     quantize_int8,
 )
 from barkkit_bark.model import SelfAttention, use_bf16_attention
+from barkkit_bark.native import native_ops
 
 from .conftest import tiny_models
 
@@ -52,21 +53,24 @@ def test_prepare_fast_switches_on_int8_and_bf16_attention_where_the_cpu_has_it()
         flags = {m.bf16_attention for m in model.modules() if isinstance(m, SelfAttention)}
         assert flags == {cpu_features().bf16_matmul}
         assert isinstance(model.transformer.h[0].attn.c_attn, Int8Linear)
-    assert text.new_caches(1, 8)[0].k.dtype == torch.bfloat16  # the causal model's KV cache
+    # the causal model's KV cache: int8 where the native kernel reads it, else bf16
+    assert text.new_caches(1, 8)[0].k.dtype == (torch.int8 if native_ops() is not None else torch.bfloat16)
 
 
-def test_decoding_from_a_bf16_kv_cache_stays_close_to_fp32():
+@pytest.mark.parametrize("cache_dtype", [torch.bfloat16, torch.int8])
+def test_decoding_from_a_compact_kv_cache_stays_close_to_fp32(cache_dtype):
+    """PyTorch's attention over the cache read back (the path without the native kernels)."""
     _, coarse, _ = tiny_models()
     ids = torch.randint(0, 10_000, (1, 30), generator=torch.Generator().manual_seed(2))
     logits = {}
     with torch.inference_mode():
-        for dtype in (None, torch.bfloat16):
+        for dtype in (None, cache_dtype):
             coarse.cache_dtype = dtype
             caches = coarse.new_caches(1, 40)
             coarse.prefill(coarse.embed(ids), caches)
             logits[dtype] = torch.cat([coarse.decode(torch.tensor([[10_000 + i]]), 30 + i, caches) for i in range(6)])
-    assert caches[0].k.dtype == torch.bfloat16
-    exact, fast = logits[None], logits[torch.bfloat16]
+    assert caches[0].k.dtype == cache_dtype
+    exact, fast = logits[None], logits[cache_dtype]
     assert not torch.equal(fast, exact)  # the steps read the bf16 cache
     assert (fast - exact).abs().max() < 0.01 * exact.abs().max()
     assert torch.equal(fast.argmax(-1), exact.argmax(-1))

@@ -26,6 +26,7 @@ from barkkit_bark.kernels import (
     many_rows_kernel_for,
     measure,
 )
+from barkkit_bark.native import native_ops
 from barkkit_bark.speculative import draft_model, drafting_pays
 
 from .conftest import tiny_models
@@ -160,7 +161,8 @@ def test_both_modes_on_avx2_forced_for_the_whole_process(tmp_path):
              "tests/plugins/barkkit_bark/test_kernels.py::test_int_mm_is_used_only_where_it_sums_exactly",
              "tests/plugins/barkkit_bark/test_kernels.py::test_many_row_products_are_close_and_keep_rows_independent",
              "tests/plugins/barkkit_bark/test_fast.py::test_every_decode_kernel_is_close_and_keeps_rows_independent",
-             "tests/plugins/barkkit_bark/test_kernels.py::test_exact_mode_drafts_only_where_the_twin_measures_faster"]
+             "tests/plugins/barkkit_bark/test_kernels.py::test_exact_mode_drafts_only_where_the_twin_measures_faster",
+             "tests/plugins/barkkit_bark/test_native.py::test_fast_mode_attends_natively_where_aten_runs_avx2"]
     env = {**os.environ, **AVX2, FORCED: "avx2", "BARKKIT_KERNEL_CACHE": str(tmp_path / "kernels.json")}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -192,5 +194,6 @@ def test_info_with_a_model_shows_what_each_loaded_stage_chose(suno_folder):
     finally:
         cli.use_plugins(None)
     assert result.exit_code == 0, result.output
-    assert "bark.semantic (fast, loaded):" in result.output and "kv_cache  bf16" in result.output
+    cache = "int8, a scale per row, head and slot" if native_ops() is not None else "bf16"
+    assert "bark.semantic (fast, loaded):" in result.output and f"kv_cache  {cache}" in result.output
     assert f"decode    {decode_kernel_for(cpu_features()) or ''}" in result.output
