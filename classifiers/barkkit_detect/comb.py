@@ -116,12 +116,13 @@ def search_scores(spectra: LongTermSpectra, teeth: np.ndarray) -> tuple[np.ndarr
     return score(SPACINGS), score(np.array(KNOWN_SPACINGS))
 
 
-def search_spacing(spectra: LongTermSpectra) -> tuple[float, np.ndarray]:
-    """The spacing (Hz) to measure the comb at and the search score of every candidate (``search_scores`` on the
-    teeth from the third up: below 1.8 kHz voiced speech's own harmonics swamp the comb and only add chance).
+def search_spacing(spectra: LongTermSpectra, teeth: np.ndarray = _TEETH[SEARCH_FROM:]) -> tuple[float, np.ndarray]:
+    """The spacing (Hz) to measure the comb at and the search score of every candidate (``search_scores`` on
+    ``teeth``; by default the third up: below 1.8 kHz voiced speech's own harmonics swamp the comb and only add
+    chance).
 
     The best known spacing is kept unless the best candidate's score beats it by ``SEARCH_MARGIN``."""
-    score, known = search_scores(spectra, _TEETH[SEARCH_FROM:])
+    score, known = search_scores(spectra, teeth)
     best_known, best = int(np.argmax(known)), int(np.argmax(score))
     spacing = float(SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
     return spacing, score

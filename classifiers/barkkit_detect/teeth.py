@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from barkkit_detect.comb import KNOWN_SPACINGS, SEARCH_MARGIN, SPACINGS, search_scores
+from barkkit_detect.comb import search_spacing
 from barkkit_detect.spectra import BIN_HZ, SHORT_BIN_HZ, LongTermSpectra, short_residuals
 
 __all__ = ["TEETH_FEATURE_NAMES", "teeth_features", "comb_statistics", "BAND_DROP"]
@@ -68,10 +68,8 @@ def _audible(floor: np.ndarray, bin_hz: float) -> np.ndarray:
 
 
 def _search(spectra: LongTermSpectra, teeth: np.ndarray) -> tuple[float, float]:
-    """The spacing read on ``teeth`` (as ``comb.search_spacing``, known spacings first) and how sharply it peaks."""
-    score, known = search_scores(spectra, teeth)
-    best_known, best = int(np.argmax(known)), int(np.argmax(score))
-    spacing = float(SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
+    """The spacing read on ``teeth`` (``comb.search_spacing``) and how sharply its search scores peak."""
+    spacing, score = search_spacing(spectra, teeth)
     return spacing, float((score.max() - np.median(score)) / (score.std() + 1e-9))
 
 
