@@ -78,8 +78,6 @@ def prepare_fast(model: nn.Module) -> nn.Module:
         return model
     features = cpu_features()
     causal = hasattr(model, "new_caches")
-    if causal:  # bf16 keys and values, upcast per step (see GPT.cache_dtype): a step reads half the bytes
-        model.cache_dtype = torch.bfloat16  # (int8 below, where the native decode kernel reads it)
     kernel = forced_decode_kernel() or decode_kernel_for(features)
     # "fp32" keeps both weights until measured
     quantize_int8(model, decode_kernel=kernel or "fp32", many_rows=many_rows_kernel_for(features))
@@ -87,12 +85,13 @@ def prepare_fast(model: nn.Module) -> nn.Module:
         kernel = faster_decode_kernel(model)
     use_bf16_attention(model, features.bf16_matmul)
     built, head_size = native_ops() is not None, model.config.n_embd // model.config.n_head
+    fits = built and head_size in HEAD_SIZES  # the native kernels serve this model
     many_queries = native_attention_for(features)
     if many_queries is None:  # AVX-512 without bf16 units, ARM: time it
-        many_queries = built and head_size in HEAD_SIZES and native_attention_measured_faster(model.config.n_head, head_size)
+        many_queries = fits and native_attention_measured_faster(model.config.n_head, head_size)
     use_native_kernels(model, built, many_queries)
-    if causal and built and head_size in HEAD_SIZES:  # the native kernel reads int8 keys and values: half the bytes
-        model.cache_dtype = torch.int8
+    if causal:  # a decode step reads the whole cache (see GPT.cache_dtype): int8 where the native kernel reads it,
+        model.cache_dtype = torch.int8 if fits else torch.bfloat16  # else bf16, upcast per step: 1/2 or 1/4 of fp32
     native = described(causal, head_size, many_queries)
     model.kernels = fast_kernels(features, kernel if causal else None, native)
     return model

@@ -39,6 +39,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from barkkit_bark.native import attention
+
 __all__ = ["CpuFeatures", "cpu_features", "DECODE_KERNELS", "decode_kernel_for", "many_rows_kernel_for",
            "native_attention_for", "native_attention_measured_faster",
            "Int8Linear", "quantize_int8", "OneDnnLinear", "onednn_linear_works", "onednn_twin",
@@ -135,8 +137,6 @@ def native_attention_for(features: CpuFeatures) -> bool | None:
 def native_attention_measured_faster(n_head: int, head_size: int) -> bool:
     """Time one fine-pass-like attention (512 queries, non-causal: the kernel's weaker case) natively and through
     PyTorch's kernel (``measure``: once per machine) -> whether the native kernel was faster."""
-    from barkkit_bark.native import attention
-
     q, k, v = torch.randn(3, 1, n_head, 512, head_size).unbind(0)
     times = measure(f"attention of 512 queries, {n_head} heads of {head_size}",
                     {"native": lambda: attention(q, k, v, False),

@@ -5,9 +5,10 @@ one query over a compact KV cache. Without it, each step upcasts every cached sl
 tensor and reads that again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went to the copy, 1.2 to the attention).
 ``decode_attention`` widens each cached row in registers as it reads it, and ``decode_attention_int8`` does so for
 an int8 cache (a scale per row, head and slot: half a bf16 cache's bytes), writing the step's own key and value
-into it first. ``gelu`` keeps a decode step's row on its thread (PyTorch's
-wakes its thread pool for 3072 values). ``attention`` (many queries, fp32) is chosen where PyTorch runs 8-lane AVX2
-(``kernels.native_attention_for``): register-blocked, it beats PyTorch's flash kernel there, most on causal prompts.
+into it first. ``gelu`` keeps a decode step's row on its thread (PyTorch's wakes its thread pool for 3072 values).
+``attention`` (many queries, fp32) is chosen where PyTorch runs 8-lane AVX2, and timed against PyTorch's elsewhere
+without bf16 units (``kernels.native_attention_for``): register-blocked, it beats PyTorch's flash kernel, most on
+causal prompts.
 
 The sources are compiled by ``torch.utils.cpp_extension`` (the compiler and ninja) the first time a process asks
 for them, 10-25 s, and kept in torch's extension cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``),
@@ -106,8 +107,8 @@ def _switched_off() -> bool:
 
 
 def described(causal: bool, head_size: int | None = None, many_queries: bool | None = False) -> dict[str, str]:
-    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, for a causal model how
-    decode steps attend over the bf16 cache, and unless ``many_queries`` is False (``kernels.native_attention_for``;
+    """What fast mode computes here through these kernels, for ``barkkit info``: GELU, for a causal model its KV
+    cache and how decode steps attend over it, and unless ``many_queries`` is False (``kernels.native_attention_for``;
     None: timed at load) the attention of prefills and fine passes. ``head_size`` None: the plan, nothing built
     (``kernel_plan``); else as built (or not) now, for a model with that head size."""
     if _switched_off():
