@@ -206,14 +206,17 @@ def train(
     max_degraded_fpr: float = 0.02,
     progress: Progress | None = None,
     cache_dir: str | os.PathLike | None = None,
+    table: FeatureTable | None = None,
 ) -> tuple[dict[str, Any], float, dict[str, Any]]:
     """Fit both stages on ``clips``. Returns ({"trace": pipeline[, "bark": pipeline]}, threshold, metadata).
 
     The threshold flags at most ``max_fpr`` of the clean out-of-source scores of speech that never went through
     EnCodec (``real``, ``other_tts``) and at most ``max_degraded_fpr`` of their degraded copies; the other labels are
-    reported, not used for it.
+    reported, not used for it. ``table``: the clips' features already extracted as ``extract_table`` gives them
+    (``benchmarks/detector_loso.py`` keeps the degraded audio between runs); extracted here when None.
     """
-    table = extract_table(clips, feature_set, n_augment=n_augment, seed=seed, jobs=jobs, progress=progress, cache_dir=cache_dir)
+    if table is None:
+        table = extract_table(clips, feature_set, n_augment=n_augment, seed=seed, jobs=jobs, progress=progress, cache_dir=cache_dir)
     labels = np.array([clips[i].label for i in table.clip])
     sources = np.array([clips[i].source for i in table.clip])
     fit = np.array([clips[i].trainable for i in table.clip])

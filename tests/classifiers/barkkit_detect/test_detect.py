@@ -634,6 +634,23 @@ def test_segment_edges_are_refined_with_short_pieces():
     assert refine_segments(marked, rate, windows, 0.5, window, hop, stray) == ranges
 
 
+def test_train_on_features_already_extracted_gives_the_same_figures(tmp_path):
+    """``train(table=...)`` (what benchmarks/detector_loso.py passes) fits and reports on the given features alone."""
+    from barkkit_detect.dataset import read_clips
+    from barkkit_detect.training import FeatureTable, extract_table, train
+
+    clips = read_clips(_synthetic_data(tmp_path / "data", n=3))
+    features = CombFeatures()
+    table = extract_table(clips, features, n_augment=1, seed=3)
+    _, threshold, metadata = train(clips, features, n_augment=1, seed=3)
+    _, given_threshold, given = train(clips, features, n_augment=1, seed=3, table=table)
+    assert given_threshold == threshold and given["leave_one_source_out"] == metadata["leave_one_source_out"]
+    # features that carry no trace: the report must change, so the table (not a fresh extraction) was used
+    blank = FeatureTable(np.random.default_rng(0).standard_normal(table.X.shape), table.clip, table.augmented)
+    _, _, blind = train(clips, features, n_augment=1, seed=3, table=blank)
+    assert blind["leave_one_source_out"]["clean"]["roc_auc"] < metadata["leave_one_source_out"]["clean"]["roc_auc"]
+
+
 def test_the_second_stage_is_trusted_only_as_far_as_its_worst_held_out_source():
     from barkkit_detect.training import _stage_two
 
