@@ -110,11 +110,13 @@ def _switched_off() -> bool:
     return os.environ.get("BARKKIT_NATIVE", "1") == "0"
 
 
-def described(causal: bool, head_size: int | None = None, many_queries: bool | None = False) -> dict[str, str]:
+def described(causal: bool, head_size: int | None = None, many_queries: bool | None = False,
+              blocks: bool = True) -> dict[str, str]:
     """What fast mode computes here through these kernels, for ``barkkit info``: GELU, for a causal model its KV
     cache and how decode steps attend over it, and unless ``many_queries`` is False (``kernels.native_attention_for``;
     None: timed at load) the attention of prefills and fine passes. ``head_size`` None: the plan, nothing built
-    (``kernel_plan``); else as built (or not) now, for a model with that head size."""
+    (``kernel_plan``); else as built (or not) now, for a model with that head size. ``blocks``: whether its linears
+    decode through fbgemm, which a decode step's block in one call (``decode_block``) needs."""
     if _switched_off():
         built, why = False, "BARKKIT_NATIVE=0"
     elif head_size is None:
@@ -136,7 +138,8 @@ def described(causal: bool, head_size: int | None = None, many_queries: bool | N
     if causal:
         kernels["decode_attention"] = choice(_ATTENTION, "upcast per step", fits)
         kernels["kv_cache"] = choice("int8, a scale per row, head and slot", "bf16", fits)
-        kernels["decode_step"] = choice(_BLOCK, "module by module", fits)
+        kernels["decode_step"] = (choice(_BLOCK, "module by module", fits) if blocks
+                                  else "module by module (the linears do not decode through fbgemm)")
     return kernels
 
 
