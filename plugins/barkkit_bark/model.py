@@ -230,9 +230,9 @@ class Block(nn.Module):
     One method per attention method (``SelfAttention``), the MLP after each.
     """
 
-    # Fast mode on a CPU: a decode step's whole block in one barkkit_bark.native call, where its linears decode
-    # through fbgemm and the cache is int8: the block's weights as native.decode_block takes them (None: module by
-    # module). Set by use_native_kernels.
+    # A decode step's whole block in one barkkit_bark.native call, where its linears decode through fbgemm and the
+    # cache is int8 (fast mode) or fp32 (exact mode's drafting twin): the block's weights as native.decode_block
+    # takes them (None: module by module). Set by use_native_kernels.
     native_decode: tuple | None = None
 
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
@@ -255,8 +255,9 @@ class Block(nn.Module):
         return self._then_mlp(x, attended, x.shape[1] - 1 if last_only else 0)
 
     def extend(self, x: torch.Tensor, cache: KVCache, slot: int, first_slots: Sequence[int] | None = None) -> torch.Tensor:
-        if self.native_decode is not None and x.shape[1] == 1 and cache.k.dtype == torch.int8 and not x.requires_grad:
-            return decode_block(self.native_decode, x, cache, list(first_slots or [0] * x.shape[0]), slot)
+        if (self.native_decode is not None and x.shape[1] == 1 and cache.k.dtype in (torch.int8, torch.float32)
+                and not x.requires_grad):
+            return decode_block(self.native_decode, x, cache, list(first_slots or []), slot)
         return self._then_mlp(x, self.attn.extend(self.ln_1(x), cache, slot, first_slots))
 
     def extend_fixed(self, x: torch.Tensor, cache: KVCache, slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -182,9 +182,9 @@ def decode_attention_int8(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Ten
 
 def decode_block(weights: tuple, x: torch.Tensor, cache: object, first: list[int], slot: int) -> torch.Tensor:
     """One decode step of a transformer block in one call: x (B, 1, C) fp32, one new position per row into cache
-    slot ``slot`` of an int8 ``KVCache`` (row b attends to slots [first[b], slot]) -> (B, 1, C). ``weights``: the
-    block's layer norms and fbgemm-packed int8 linears with the activation levels they decode with, as
-    ``model.decode_block_weights`` gathers them. Needs ``native_ops()``."""
+    slot ``slot`` of a ``KVCache``, int8 or fp32 (row b attends to slots [first[b], slot]; ``first`` empty: every
+    row from slot 0) -> (B, 1, C). ``weights``: the block's layer norms and fbgemm-packed int8 linears with the
+    activation levels they decode with, as ``model.decode_block_weights`` gathers them. Needs ``native_ops()``."""
     ops = native_ops()
     assert ops is not None, "decode_block needs the native kernels (native_ops() is None)"
     B, T, C = x.shape
