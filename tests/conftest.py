@@ -11,11 +11,16 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 # Before torch loads OpenMP: idle threads sleep instead of spinning, which otherwise starves the other process
 # (pytest-xdist workers, subprocess CLI tests) on a 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Kernel choices measured at load time (barkkit_bark.kernels.measure) go to a cache of this run, not the user's.
+# Kernel choices measured at load time (barkkit_bark.kernels.measure) go to a cache of this run, not the user's;
+# the process that made it (pytest-xdist's workers inherit the variable) removes it at exit.
 if "BARKKIT_KERNEL_CACHE" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
-    os.environ["BARKKIT_KERNEL_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="barkkit-kernels-"), "kernels.json")
+    _kernel_cache_dir = tempfile.mkdtemp(prefix="barkkit-kernels-")
+    os.environ["BARKKIT_KERNEL_CACHE"] = os.path.join(_kernel_cache_dir, "kernels.json")
+    atexit.register(shutil.rmtree, _kernel_cache_dir, ignore_errors=True)
 
 import pytest  # noqa: E402
 

@@ -97,7 +97,8 @@ class BarkStage(Stage):
         int8 = decode_kernel_for(features)
         if mode == "fast":
             decode = forced_decode_kernel() or int8 or "int_mm or fp32, whichever is timed faster at load"
-            return fast_kernels(features, decode if causal else None, described(causal, None, native_attention_for(features)))
+            native = described(causal, None, native_attention_for(features), blocks=decode.startswith("fbgemm"))
+            return fast_kernels(features, decode if causal else None, native)
         plan = {"linears": f"fp32: oneDNN for {ONEDNN_USE[cls.kind]} where timed faster at load, else PyTorch's default",
                 "attention": "fp32"}
         if causal:

@@ -92,6 +92,6 @@ def prepare_fast(model: nn.Module) -> nn.Module:
     use_native_kernels(model, built, many_queries)
     if causal:  # a decode step reads the whole cache (see GPT.cache_dtype): int8 where the native kernel reads it,
         model.cache_dtype = torch.int8 if fits else torch.bfloat16  # else bf16, upcast per step: 1/2 or 1/4 of fp32
-    native = described(causal, head_size, many_queries)
+    native = described(causal, head_size, many_queries, blocks=(kernel or "").startswith("fbgemm"))
     model.kernels = fast_kernels(features, kernel if causal else None, native)
     return model

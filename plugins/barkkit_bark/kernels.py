@@ -220,7 +220,7 @@ class Int8Linear(nn.Module):
             # In place where the arithmetic allows: a decode step makes ~50 of these calls, and each op costs about
             # a microsecond of dispatch on top of the weight read.
             peak = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (M, 1)
-            levels = 127 if kernel == "fbgemm_u8" else 63  # rows in [-1, 1] -> u8 1..255, or u7 1..127
+            levels = _LEVELS[kernel]  # rows in [-1, 1] -> u8 1..255, or u7 1..127
             packed = self.packed if rows is None else self._packed_rows(rows)
             y = _fbgemm_fixed_scale(x2 / peak, 1 / levels, levels + 1, packed).mul_(peak)
             if self.bias is not None:
@@ -228,6 +228,12 @@ class Int8Linear(nn.Module):
         else:
             y = self._int_mm(x2, rows)
         return y.view(*shape[:-1], y.shape[-1])
+
+    @property
+    def decode_levels(self) -> int | None:
+        """The levels a decode row in [-1, 1] is quantized to where fbgemm decodes it: 127 (u8 1..255, VNNI) or 63
+        (u7 1..127); None for the other decode kernels."""
+        return _LEVELS.get(self.decode_kernel) if self.packed is not None else None
 
     def _packed_rows(self, rows: slice) -> object:
         """fbgemm's packed weights of the output rows ``rows`` alone (made once per slice, then kept)."""
@@ -250,6 +256,7 @@ class Int8Linear(nn.Module):
         return y if bias is None else y + bias
 
 
+_LEVELS = {"fbgemm_u8": 127, "fbgemm_u7": 63}  # the fixed activation scale's levels of each fbgemm decode kernel
 _fbgemm_fixed_scale = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32  # x, x scale, x zero point, W
 
 

@@ -19,8 +19,16 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from barkkit_bark.kernels import blocked_attention_bf16
-from barkkit_bark.native import GELU_MAX_VALUES, HEAD_SIZES, attention, decode_attention, decode_attention_int8, gelu
+from barkkit_bark.kernels import Int8Linear, blocked_attention_bf16
+from barkkit_bark.native import (
+    GELU_MAX_VALUES,
+    HEAD_SIZES,
+    attention,
+    decode_attention,
+    decode_attention_int8,
+    decode_block,
+    gelu,
+)
 
 __all__ = ["GPTConfig", "KVCache", "GPT", "FineGPT", "use_bf16_attention", "use_native_kernels"]
 
@@ -222,6 +230,11 @@ class Block(nn.Module):
     One method per attention method (``SelfAttention``), the MLP after each.
     """
 
+    # A decode step's whole block in one barkkit_bark.native call, where its linears decode through fbgemm and the
+    # cache is int8 (fast mode) or fp32 (exact mode's drafting twin): the block's weights as native.decode_block
+    # takes them (None: module by module). Set by use_native_kernels.
+    native_decode: tuple | None = None
+
     def __init__(self, config: GPTConfig, *, causal: bool) -> None:
         super().__init__()
         norm_bias = config.bias if causal else True
@@ -242,6 +255,9 @@ class Block(nn.Module):
         return self._then_mlp(x, attended, x.shape[1] - 1 if last_only else 0)
 
     def extend(self, x: torch.Tensor, cache: KVCache, slot: int, first_slots: Sequence[int] | None = None) -> torch.Tensor:
+        if (self.native_decode is not None and x.shape[1] == 1 and cache.k.dtype in (torch.int8, torch.float32)
+                and not x.requires_grad):
+            return decode_block(self.native_decode, x, cache, list(first_slots or []), slot)
         return self._then_mlp(x, self.attn.extend(self.ln_1(x), cache, slot, first_slots))
 
     def extend_fixed(self, x: torch.Tensor, cache: KVCache, slot: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -434,7 +450,24 @@ def use_native_kernels(model: nn.Module, enabled: bool = True, many_queries: boo
             module.native_attention = fits and many_queries
         elif isinstance(module, MLP):
             module.native_gelu = enabled
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.native_decode = decode_block_weights(module) if enabled and module.attn.native_decode_attention else None
     return model
+
+
+def decode_block_weights(block: Block) -> tuple | None:
+    """``block``'s weights in ``native.decode_block``'s order, or None where its linears do not all decode through
+    fbgemm with the same activation levels (then it decodes module by module)."""
+    linears = (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
+    if not all(isinstance(linear, Int8Linear) for linear in linears):
+        return None
+    levels = {linear.decode_levels for linear in linears}
+    if len(levels) != 1 or None in levels:
+        return None
+    c_attn, attn_proj, c_fc, mlp_proj = linears
+    return (block.ln_1.weight, block.ln_1.bias, c_attn.packed, c_attn.bias, attn_proj.packed, attn_proj.bias,
+            block.ln_2.weight, block.ln_2.bias, c_fc.packed, c_fc.bias, mlp_proj.packed, mlp_proj.bias, levels.pop())
 
 
 def use_bf16_attention(model: nn.Module, enabled: bool = True) -> nn.Module:

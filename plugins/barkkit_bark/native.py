@@ -6,7 +6,9 @@ tensor and reads that again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went 
 ``decode_attention`` widens each cached row in registers as it reads it, and ``decode_attention_int8`` does so for
 an int8 cache (a scale per row, head and slot: half a bf16 cache's bytes), writing the step's own key and value
 into it first. ``gelu`` keeps a decode step's row on its thread (PyTorch's wakes its thread pool for 3072 values).
-``attention`` (many queries, fp32) is chosen where PyTorch runs 8-lane AVX2, and timed against PyTorch's elsewhere
+``decode_block`` runs a whole transformer block of a decode step (layer norms, fbgemm's int8 linears, the int8 cache's
+attention, GELU, residuals) in one call, bit for bit what the modules compute one operator at a time: their ~40
+calls from Python a block cost 1.4-2 ms of a 5-8 ms coarse step. ``attention`` (many queries, fp32) is chosen where PyTorch runs 8-lane AVX2, and timed against PyTorch's elsewhere
 without bf16 units (``kernels.native_attention_for``): register-blocked, it beats PyTorch's flash kernel, most on
 causal prompts.
 
@@ -29,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["native_ops", "decode_attention", "decode_attention_int8", "attention", "gelu", "described", "HEAD_SIZES", "GELU_MAX_VALUES"]
+__all__ = ["native_ops", "decode_attention", "decode_attention_int8", "decode_block", "attention", "gelu", "described",
+           "HEAD_SIZES", "GELU_MAX_VALUES"]
 
 HEAD_SIZES = (8, 16, 32, 64, 128)  # what both attention kernels are compiled for (Bark's models: 64)
 # Most values fast mode sends through the native GELU (a decode batch of 8 rows is 24576); more go to PyTorch's
@@ -38,10 +41,11 @@ GELU_MAX_VALUES = 1 << 15
 
 _ATTENTION = "barkkit_bark.native (the int8 cache read at its own size, widened in registers)"
 _GELU = "barkkit_bark.native (a decode step's rows on one thread)"
+_BLOCK = "barkkit_bark.native (each block in one call: layer norms, fbgemm's int8 linears, attention, MLP)"
 _MANY_QUERIES = "fp32, barkkit_bark.native (6 x 16 register tiles, online softmax, causal tiles stop at the diagonal)"
 
 _CSRC = Path(__file__).parent / "csrc"
-_SOURCES = [str(_CSRC / name) for name in ("decode_attention.cpp", "attention.cpp", "gelu.cpp")]
+_SOURCES = [str(_CSRC / name) for name in ("decode_attention.cpp", "attention.cpp", "gelu.cpp", "decode_block.cpp")]
 _reason: str | None = None
 
 
@@ -106,11 +110,13 @@ def _switched_off() -> bool:
     return os.environ.get("BARKKIT_NATIVE", "1") == "0"
 
 
-def described(causal: bool, head_size: int | None = None, many_queries: bool | None = False) -> dict[str, str]:
+def described(causal: bool, head_size: int | None = None, many_queries: bool | None = False,
+              blocks: bool = True) -> dict[str, str]:
     """What fast mode computes here through these kernels, for ``barkkit info``: GELU, for a causal model its KV
     cache and how decode steps attend over it, and unless ``many_queries`` is False (``kernels.native_attention_for``;
     None: timed at load) the attention of prefills and fine passes. ``head_size`` None: the plan, nothing built
-    (``kernel_plan``); else as built (or not) now, for a model with that head size."""
+    (``kernel_plan``); else as built (or not) now, for a model with that head size. ``blocks``: whether its linears
+    decode through fbgemm, which a decode step's block in one call (``decode_block``) needs."""
     if _switched_off():
         built, why = False, "BARKKIT_NATIVE=0"
     elif head_size is None:
@@ -132,6 +138,8 @@ def described(causal: bool, head_size: int | None = None, many_queries: bool | N
     if causal:
         kernels["decode_attention"] = choice(_ATTENTION, "upcast per step", fits)
         kernels["kv_cache"] = choice("int8, a scale per row, head and slot", "bf16", fits)
+        kernels["decode_step"] = (choice(_BLOCK, "module by module", fits) if blocks
+                                  else "module by module (the linears do not decode through fbgemm)")
     return kernels
 
 
@@ -170,3 +178,16 @@ def decode_attention_int8(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Ten
     assert ops is not None, "decode_attention_int8 needs the native kernels (native_ops() is None)"
     return ops.decode_attention_int8(q, k_new, v_new, cache.k, cache.v, cache.k_scale, cache.v_scale, first,
                                      slot).transpose(1, 2)
+
+
+def decode_block(weights: tuple, x: torch.Tensor, cache: object, first: list[int], slot: int) -> torch.Tensor:
+    """One decode step of a transformer block in one call: x (B, 1, C) fp32, one new position per row into cache
+    slot ``slot`` of a ``KVCache``, int8 or fp32 (row b attends to slots [first[b], slot]; ``first`` empty: every
+    row from slot 0) -> (B, 1, C). ``weights``: the block's layer norms and fbgemm-packed int8 linears with the
+    activation levels they decode with, as ``model.decode_block_weights`` gathers them. Needs ``native_ops()``."""
+    ops = native_ops()
+    assert ops is not None, "decode_block needs the native kernels (native_ops() is None)"
+    B, T, C = x.shape
+    y = ops.decode_block(x.view(B, C), *weights[:-1], cache.k, cache.v, cache.k_scale, cache.v_scale, first, slot,
+                         weights[-1], GELU_MAX_VALUES)
+    return y.view(B, T, C)

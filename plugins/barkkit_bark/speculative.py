@@ -36,7 +36,8 @@ from barkkit_bark.kernels import (
     measure,
     quantize_int8,
 )
-from barkkit_bark.model import GPT
+from barkkit_bark.model import GPT, use_native_kernels
+from barkkit_bark.native import native_ops
 
 __all__ = ["draft_model", "drafting_pays", "DraftedRunner", "Propose"]
 
@@ -53,11 +54,13 @@ def draft_model(model: GPT) -> GPT:
     """An int8 twin of ``model`` for drafting: its own int8 linear layers, every other tensor shared (no copy).
 
     It decodes with this machine's fastest int8 kernel for one token (fbgemm where it exists: 4-5x faster than
-    fp32, with or without VNNI; ``torch._int_mm`` elsewhere, which ``drafting_pays`` may find too slow)."""
+    fp32, with or without VNNI; ``torch._int_mm`` elsewhere, which ``drafting_pays`` may find too slow), each block
+    in one native call where the kernels are built (``native.decode_block``, over the fp32 cache it shares)."""
     shared = {id(p): p for p in model.parameters()}
     twin = copy.deepcopy(model, memo=shared)  # new modules around the same parameters
     kernel = decode_kernel_for(cpu_features()) or "int_mm"
-    return quantize_int8(twin, decode_kernel=kernel, packed=False)  # the originals keep fp32
+    twin = quantize_int8(twin, decode_kernel=kernel, packed=False)  # the originals keep fp32
+    return use_native_kernels(twin, native_ops() is not None)
 
 
 def drafting_pays(model: GPT, draft: GPT) -> bool:

@@ -23,6 +23,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops.h"
 #include "vec8.h"
 
 namespace {
@@ -176,6 +177,10 @@ void quantize_row(const float* x, int64_t hs, int8_t* q, float* scale) {
   *scale = s;
 }
 
+}  // namespace
+
+namespace barkkit {
+
 // The int8 cache (a scale per row, head and slot): k_new, v_new (B, nh, 1, hs) fp32 are quantized into `slot` first
 // (by the thread that then reads them), then row b attends to the slots [first[b], slot] -> (B, 1, nh, hs) fp32.
 at::Tensor decode_attention_int8(const at::Tensor& q, const at::Tensor& k_new, const at::Tensor& v_new,
@@ -203,10 +208,10 @@ at::Tensor decode_attention_int8(const at::Tensor& q, const at::Tensor& k_new, c
   return attend_all<int8_t>(q, kp, vp, ksp, vsp, S_max, first, slot + 1, write);
 }
 
-}  // namespace
+}  // namespace barkkit
 
 TORCH_LIBRARY(barkkit_native, m) {
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, int[] first, int stop) -> Tensor", &decode_attention);
   m.def("decode_attention_int8(Tensor q, Tensor k_new, Tensor v_new, Tensor(a!) k, Tensor(b!) v, Tensor(c!) k_scale, "
-        "Tensor(d!) v_scale, int[] first, int slot) -> Tensor", &decode_attention_int8);
+        "Tensor(d!) v_scale, int[] first, int slot) -> Tensor", &barkkit::decode_attention_int8);
 }

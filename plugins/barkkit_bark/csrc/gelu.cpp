@@ -9,6 +9,7 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include "ops.h"
 #include "vec8.h"
 
 namespace {
@@ -16,6 +17,10 @@ namespace {
 using namespace barkkit;
 
 inline v8f gelu8(v8f x) { return 0.5f * x * (1.0f + erf(x * 0.70710678118654752f)); }
+
+}  // namespace
+
+namespace barkkit {
 
 // x fp32, contiguous -> GELU(x), within ~2e-7 of torch.nn.functional.gelu.
 at::Tensor gelu(const at::Tensor& x) {
@@ -36,6 +41,6 @@ at::Tensor gelu(const at::Tensor& x) {
   return out;
 }
 
-}  // namespace
+}  // namespace barkkit
 
-TORCH_LIBRARY_FRAGMENT(barkkit_native, m) { m.def("gelu(Tensor x) -> Tensor", &gelu); }
+TORCH_LIBRARY_FRAGMENT(barkkit_native, m) { m.def("gelu(Tensor x) -> Tensor", &barkkit::gelu); }

@@ -1,5 +1,5 @@
-"""Fast mode's compiled kernels (``barkkit_bark.native``): one-query attention over a bf16 KV cache, fp32 attention of
-many queries, and GELU."""
+"""Fast mode's compiled kernels (``barkkit_bark.native``): one-query attention over a bf16 or int8 KV cache, fp32
+attention of many queries, GELU, and a decode step's whole block in one call."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from barkkit_bark.fast import prepare_fast
-from barkkit_bark.kernels import CpuFeatures, cpu_features, native_attention_for
-from barkkit_bark.model import MLP, KVCache, SelfAttention, use_native_kernels
+from barkkit_bark.kernels import CpuFeatures, Int8Linear, cpu_features, native_attention_for
+from barkkit_bark.model import MLP, Block, KVCache, SelfAttention, use_native_kernels
 from barkkit_bark.native import HEAD_SIZES, attention, decode_attention, decode_attention_int8, gelu, native_ops
+from barkkit_bark.speculative import draft_model
 
 from .conftest import tiny_models
 
@@ -296,3 +297,66 @@ def test_avx512_without_bf16_units_times_both_attentions_once(tmp_path):
     native_won = timed[0]["native"] < timed[0]["pytorch"]
     described, native = answers[0]
     assert native == native_won and described.startswith("fp32, barkkit_bark.native") == native_won
+
+
+def decode_steps(model, ids: torch.Tensor, firsts: list[int] | None) -> tuple[torch.Tensor, list[KVCache]]:
+    """Prefill each row of ids (B, 40) left-padded by firsts[b] slots (None: none, and no first slots passed), then
+    decode 10 steps together -> the logits (10, B, V) and the caches."""
+    B = ids.shape[0]
+    caches = model.new_caches(B, 64)
+    with torch.inference_mode():
+        for b, first in enumerate(firsts or [0] * B):
+            model.prefill(model.embed(ids[b : b + 1, : 30 - first]), caches, row=b, end=30)
+        steps = []
+        for t in range(30, 40):
+            pos = torch.tensor([[t - first] for first in firsts or [0] * B])
+            steps.append(model.extend(model.embed(ids[:, t : t + 1]), pos, caches, t, first_slots=firsts))
+    return torch.stack(steps), caches
+
+
+def fused_and_module_by_module(model, ids: torch.Tensor, firsts: list[int] | None) -> None:
+    """Decode with every block in one native call and module by module: the same logits and caches, bit for bit."""
+    runs = {}
+    for fused in (True, False):
+        use_native_kernels(model, True)
+        blocks = [m for m in model.modules() if isinstance(m, Block)]
+        assert all(block.native_decode is not None for block in blocks)
+        if not fused:
+            for block in blocks:
+                block.native_decode = None
+        runs[fused] = decode_steps(model, ids, firsts)
+    assert torch.equal(runs[True][0], runs[False][0])
+    for fused_cache, module_cache in zip(runs[True][1], runs[False][1]):
+        assert all(torch.equal(a, b) for a, b in zip(fused_cache.tensors(), module_cache.tensors()))
+
+
+@pytest.mark.parametrize("kernel", ["fbgemm_u8", "fbgemm_u7"])
+def test_a_decode_block_in_one_call_computes_bit_for_bit_what_the_modules_do(kernel):
+    """Fast mode's int8 cache: batch rows with their own left padding, both activation levels."""
+    _, coarse, _ = tiny_models()
+    model = prepare_fast(coarse)
+    assert model.kernels["decode_step"].startswith("barkkit_bark.native (each block in one call")
+    for layer in model.modules():
+        if isinstance(layer, Int8Linear):
+            layer.decode_kernel = kernel
+    ids = torch.randint(0, 10_000, (3, 40), generator=torch.Generator().manual_seed(6))
+    fused_and_module_by_module(model, ids, [0, 4, 11])
+
+
+@pytest.mark.parametrize("firsts", [None, [0, 7]])
+def test_exact_modes_drafting_twin_decodes_in_blocks_over_its_fp32_cache(firsts):
+    _, coarse, _ = tiny_models()
+    twin = draft_model(coarse)
+    assert twin.cache_dtype is None and all(block.native_decode is not None for block in twin.transformer.h)
+    ids = torch.randint(0, 10_000, (2, 40), generator=torch.Generator().manual_seed(7))
+    fused_and_module_by_module(twin, ids, firsts)
+
+
+def test_a_block_whose_linears_do_not_decode_through_fbgemm_runs_module_by_module():
+    _, coarse, _ = tiny_models()
+    model = prepare_fast(coarse)
+    model.transformer.h[1].mlp.c_fc.decode_kernel = "int_mm"
+    use_native_kernels(model, True)
+    assert model.transformer.h[1].native_decode is None and model.transformer.h[0].native_decode is not None
+    use_native_kernels(model, False)
+    assert all(block.native_decode is None for block in model.transformer.h)
