@@ -6,11 +6,11 @@ tensor and reads that again (capped at AVX2, 1.9 of a coarse step's 8.8 ms went 
 ``decode_attention`` widens each cached row in registers as it reads it, and ``decode_attention_int8`` does so for
 an int8 cache (a scale per row, head and slot: half a bf16 cache's bytes), writing the step's own key and value
 into it first. ``gelu`` keeps a decode step's row on its thread (PyTorch's wakes its thread pool for 3072 values).
-``decode_block`` runs a whole transformer block of a decode step (layer norms, fbgemm's int8 linears, the int8 cache's
-attention, GELU, residuals) in one call, bit for bit what the modules compute one operator at a time: their ~40
-calls from Python a block cost 1.4-2 ms of a 5-8 ms coarse step. ``attention`` (many queries, fp32) is chosen where PyTorch runs 8-lane AVX2, and timed against PyTorch's elsewhere
-without bf16 units (``kernels.native_attention_for``): register-blocked, it beats PyTorch's flash kernel, most on
-causal prompts.
+``decode_block`` runs a whole transformer block of a decode step (layer norms, fbgemm's int8 linears, attention over
+the cache, GELU, residuals) in one call, bit for bit what the modules compute one operator at a time: their ~40 calls
+from Python a block cost 1.4-2 ms of a 5-8 ms coarse step. ``attention`` (many queries, fp32) is chosen where
+PyTorch runs 8-lane AVX2, and timed against PyTorch's elsewhere without bf16 units
+(``kernels.native_attention_for``): register-blocked, it beats PyTorch's flash kernel, most on causal prompts.
 
 The sources are compiled by ``torch.utils.cpp_extension`` (the compiler and ninja) the first time a process asks
 for them, 10-25 s, and kept in torch's extension cache (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``),

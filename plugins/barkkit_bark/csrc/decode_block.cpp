@@ -66,7 +66,8 @@ at::Tensor norm(const at::Tensor& x, const at::Tensor& weight, const std::option
 
 // x (B, C) fp32, one new position per row at cache slot `slot` (row b attends to slots [first[b], slot]; `first`
 // empty: every row from slot 0) -> (B, C). k, v (B, nh, S, hs) the block's cache, int8 with k_scale, v_scale
-// (B, nh, S), or fp32; the step's key and value are written into it. gelu_max: the most values the MLP's GELU runs natively (native.GELU_MAX_VALUES; more go to PyTorch's).
+// (B, nh, S), or fp32; the step's key and value are written into it. gelu_max: the most values the MLP's GELU
+// runs natively (native.GELU_MAX_VALUES; more go to PyTorch's).
 at::Tensor decode_block(const at::Tensor& x, const at::Tensor& ln_1, const std::optional<at::Tensor>& ln_1_bias,
                         const Packed& c_attn, const std::optional<at::Tensor>& c_attn_bias, const Packed& attn_proj,
                         const std::optional<at::Tensor>& attn_proj_bias, const at::Tensor& ln_2,
@@ -74,8 +75,7 @@ at::Tensor decode_block(const at::Tensor& x, const at::Tensor& ln_1, const std::
                         const std::optional<at::Tensor>& c_fc_bias, const Packed& mlp_proj,
                         const std::optional<at::Tensor>& mlp_proj_bias, const at::Tensor& k, const at::Tensor& v,
                         const std::optional<at::Tensor>& k_scale, const std::optional<at::Tensor>& v_scale,
-                        at::IntArrayRef first, int64_t slot,
-                        int64_t levels, int64_t gelu_max) {
+                        at::IntArrayRef first, int64_t slot, int64_t levels, int64_t gelu_max) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.device().is_cpu(), "x must be (B, C) fp32 on the CPU");
   TORCH_CHECK(k.dim() == 4, "the cache must be (B, nh, S, hs)");
   const int64_t B = x.size(0), C = x.size(1), nh = k.size(1), hs = k.size(3);
