@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -53,6 +54,11 @@ SOURCE_NOTE_KEY = "source_note"
 ``{"semantic": "hubert.semantic (...) over all 12.0 s of me.wav", "coarse": ..., "fine": ...}``. Bark and older
 barkkit ignore it; voices without it load as before."""
 
+# numpy parses every .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not safe across threads
+# (concurrent parses raise "SystemError: AST constructor recursion depth mismatch", python/cpython#106905): a server
+# loading voices on several threads reads them one at a time (a few KB each).
+_NPY_READS = threading.Lock()
+
 
 def load_token_file(path: str | os.PathLike, *, require: Iterable[str] = ()) -> dict[str, Tokens]:
     """Read the token arrays of an ``.npz`` file (any of ``TOKEN_KEYS``), validated.
@@ -71,10 +77,10 @@ def load_token_file(path: str | os.PathLike, *, require: Iterable[str] = ()) -> 
     if not zipfile.is_zipfile(path):
         raise VoiceError(f"{path}: not an .npz token file (not a zip archive); save tokens with numpy.savez")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _NPY_READS, zipfile.ZipFile(path) as archive:
             held = _check_headers(path, archive)
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files if key in TOKEN_KEYS}
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files if key in TOKEN_KEYS}
     except VoiceError:
         raise
     except ValueError as exc:
@@ -149,9 +155,10 @@ def load_token_array(path: str | os.PathLike, key: str) -> np.ndarray:
     """
     path = check_input_file(path, "token array file", VoiceError)
     try:
-        with open(path, "rb") as stream:
-            _check_header(path, key, stream)
-        return np.load(path, allow_pickle=False)
+        with _NPY_READS:
+            with open(path, "rb") as stream:
+                _check_header(path, key, stream)
+            return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise VoiceError(f"{path}: not a readable .npy array for {key} ({exc})") from None
 
@@ -180,19 +187,20 @@ def read_source_note(path: str | os.PathLike) -> dict[str, str]:
     (a note is information only: a voice never fails to load because of it)."""
     try:
         path = check_input_file(path, "token file", VoiceError)
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if f"{SOURCE_NOTE_KEY}.npy" not in names:
-                return {}
-            with archive.open(f"{SOURCE_NOTE_KEY}.npy") as member:  # a 0-d unicode array, and a short one
-                version = np.lib.format.read_magic(member)
-                if version != (1, 0):
+        with _NPY_READS:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if f"{SOURCE_NOTE_KEY}.npy" not in names:
                     return {}
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-        if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * MAX_NOTE_CHARACTERS:
-            return {}
-        with np.load(path, allow_pickle=False) as npz:
-            raw = npz[SOURCE_NOTE_KEY]
+                with archive.open(f"{SOURCE_NOTE_KEY}.npy") as member:  # a 0-d unicode array, and a short one
+                    version = np.lib.format.read_magic(member)
+                    if version != (1, 0):
+                        return {}
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * MAX_NOTE_CHARACTERS:
+                return {}
+            with np.load(path, allow_pickle=False) as npz:
+                raw = npz[SOURCE_NOTE_KEY]
         note = json.loads(str(raw[()]))
     except (VoiceError, OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
         return {}
