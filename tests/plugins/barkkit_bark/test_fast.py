@@ -71,7 +71,7 @@ def test_decoding_from_a_compact_kv_cache_stays_close_to_fp32(cache_dtype):
             logits[dtype] = torch.cat([coarse.decode(torch.tensor([[10_000 + i]]), 30 + i, caches) for i in range(6)])
     assert caches[0].k.dtype == cache_dtype
     exact, fast = logits[None], logits[cache_dtype]
-    assert not torch.equal(fast, exact)  # the steps read the bf16 cache
+    assert not torch.equal(fast, exact)  # the steps read the compact cache
     assert (fast - exact).abs().max() < 0.01 * exact.abs().max()
     assert torch.equal(fast.argmax(-1), exact.argmax(-1))
 
