@@ -20,6 +20,12 @@ every fundamental dividing the spacing (spacing / 2 ... / 12, e.g. mains hum, co
 line-rich the whole spectrum is (a tone, a click train or rounding noise of a synthetic signal has lines
 everywhere); and how much of the total power the comb holds (a harmonic tone at 600 Hz is *all* comb, EnCodec's
 trace is a whisper under the sound).
+
+Some rivals sit on EnCodec's own 75 Hz lattice: the harmonics of spacing / 2 and / 4 off the comb (300 and 150 Hz)
+and the half-way lines are all multiples of 75 Hz, so a Bark clip with strong frame-rate lines reads as hummed.
+What tells them apart (v8): EnCodec lights the *odd* multiples of 75 Hz as well, a hum at 150 or 300 Hz never does,
+so ``frame_odd_excess`` is the mean height of the odd lines less that of the even off-comb ones (all lines, and
+above 1 kHz where speech harmonics thin out).
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ COMB_FEATURE_NAMES: list[str] = (
     + ["known_comb_mean", "log_known_comb_mean", "search_comb_mean", "search_peak_z", "spacing_offset"]
     + ["half_comb_mean"]
     + [f"off_comb_div{d}_mean" for d in SUB_DIVISORS]
-    + ["comb_excess", "line_density", "residual_p99", "comb_power_share_db", "top_power_share_db", "comb_spacing_hz"]
+    + ["comb_excess", "line_density", "residual_p99", "comb_power_share_db", "top_power_share_db"]
+    + ["frame_odd_excess", "frame_odd_excess_high", "comb_spacing_hz"]
 )
 
 
@@ -135,6 +142,17 @@ def _off_comb(spacing: float, divisor: int) -> np.ndarray:
     return _bins(harmonics * spacing / divisor)
 
 
+def frame_odd_excess(spectra: LongTermSpectra, spacing: float, above_hz: float = 0.0) -> float:
+    """Mean height (residual plus log residual, peak within +-1 bin) of the odd multiples of the frame rate
+    (spacing / 8) above ``above_hz``, less that of its even multiples that are not teeth (150 Hz apart at 600)."""
+    height = spectra.residual + spectra.log_residual
+    k = np.arange(1, N_TEETH * FRAME_RATE_DIVISOR + 1)
+    freqs = k * spacing / FRAME_RATE_DIVISOR
+    band = freqs > above_hz
+    odd, even = band & (k % 2 == 1), band & (k % 2 == 0) & (k % FRAME_RATE_DIVISOR != 0)
+    return float(_peak(height, _bins(freqs[odd])).mean() - _peak(height, _bins(freqs[even])).mean())
+
+
 def comb_features(spectra: LongTermSpectra) -> np.ndarray:
     """The values named by ``COMB_FEATURE_NAMES``: float64 (len(COMB_FEATURE_NAMES),)."""
     spacing, scores = search_spacing(spectra)
@@ -166,7 +184,8 @@ def comb_features(spectra: LongTermSpectra) -> np.ndarray:
             (scores.max() - np.median(scores)) / spread, min(abs(spacing / k - 1.0) for k in KNOWN_SPACINGS),
             half, *subs,
             teeth.mean() - max(rivals), float(np.mean(residual_off > LINE_LEVEL)), float(np.percentile(residual_off, 99)),
-            10 * np.log10(comb_power / total + 1e-20), 10 * np.log10(top / total + 1e-20), spacing,
+            10 * np.log10(comb_power / total + 1e-20), 10 * np.log10(top / total + 1e-20),
+            frame_odd_excess(spectra, spacing), frame_odd_excess(spectra, spacing, 1000.0), spacing,
         ],
         dtype=np.float64,
     )  # fmt: skip

@@ -706,3 +706,30 @@ def test_the_search_weights_encodecs_tall_teeth(monkeypatch):
     weighted = found()
     monkeypatch.setattr(comb, "TOOTH_WEIGHTS", np.ones(comb.N_TEETH))
     assert weighted >= 14 and weighted >= found() + 4
+
+
+def test_frame_odd_excess_tells_encodecs_75hz_lines_from_a_150hz_hum():
+    """EnCodec lights every multiple of 75 Hz, a 150 Hz hum only the even ones: both light the 150 Hz rivals off the
+    comb alike, and only ``frame_odd_excess`` (odd lines less even ones) tells them apart (v8)."""
+    from barkkit_detect.comb import COMB_FEATURE_NAMES, comb_features, frame_odd_excess
+    from barkkit_detect.spectra import long_term_spectra
+
+    rate = 24_000
+    x = speech_like(4.0, rate, 7).astype(np.float64)
+    t = np.arange(x.size) / rate
+    rng = np.random.default_rng(7)
+
+    def spectra_with_lines(step: float | None):  # noqa: ANN202
+        y = x
+        if step is not None:  # every multiple of step up to 7 kHz, 25 dB under the voice in all
+            lines = sum(np.sin(2 * np.pi * step * k * t + rng.uniform(0, 6.3)) for k in range(1, int(7000 / step)))
+            y = x + lines * np.sqrt(np.mean(x**2) / np.mean(lines**2)) * 10 ** (-25 / 20)
+        return long_term_spectra(prepare_audio(Audio(y.astype(np.float32), rate)))
+
+    encodec, hum, plain = spectra_with_lines(75.0), spectra_with_lines(150.0), spectra_with_lines(None)
+    rival = COMB_FEATURE_NAMES.index("off_comb_div4_mean")
+    assert min(comb_features(encodec)[rival], comb_features(hum)[rival]) > comb_features(plain)[rival] + 1.0
+    for above in (0.0, 1000.0):
+        assert frame_odd_excess(hum, 600.0, above) < -2.0
+        assert frame_odd_excess(encodec, 600.0, above) > -0.5 and frame_odd_excess(plain, 600.0, above) > -0.5
+    assert CombFeatures().feature_names()[len(COMB_FEATURE_NAMES) - 1] == "comb_spacing_hz"
