@@ -34,7 +34,7 @@ import numpy as np
 
 from barkkit_detect.spectra import BIN_HZ, MAX_BIN, SHORT_BIN_HZ, LongTermSpectra
 
-__all__ = ["COMB_FEATURE_NAMES", "comb_features", "search_spacing", "search_scores", "SPACING_RANGE", "SPACINGS", "KNOWN_SPACINGS"]
+__all__ = ["COMB_FEATURE_NAMES", "comb_features", "frame_odd_excess", "search_spacing", "search_scores", "SPACING_RANGE", "SPACINGS", "KNOWN_SPACINGS"]
 
 NOMINAL_SPACING = 600.0
 SPACING_RANGE = (570.0, 630.0)  # +-5% speed; the usual wrong header rates are KNOWN_SPACINGS
