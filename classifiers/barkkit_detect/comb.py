@@ -26,6 +26,11 @@ and the half-way lines are all multiples of 75 Hz, so a Bark clip with strong fr
 What tells them apart (v8): EnCodec lights the *odd* multiples of 75 Hz as well, a hum at 150 or 300 Hz never does,
 so ``frame_odd_excess`` is the mean height of the odd lines less that of the even off-comb ones (all lines, and
 above 1 kHz where speech harmonics thin out).
+
+How far the search had to look (v8): ``search_margin`` is the best candidate's search score less the best known
+spacing's, and ``known_peak_z`` where the best known spacing stands among all candidates. Bark at its true speed
+has its comb at a known spacing; a human clip's best of 1,201 candidates is high by chance, and these two values let
+the models weigh a searched comb against that chance.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ COMB_FEATURE_NAMES: list[str] = (
     + ["half_comb_mean"]
     + [f"off_comb_div{d}_mean" for d in SUB_DIVISORS]
     + ["comb_excess", "line_density", "residual_p99", "comb_power_share_db", "top_power_share_db"]
-    + ["frame_odd_excess", "frame_odd_excess_high", "comb_spacing_hz"]
+    + ["frame_odd_excess", "frame_odd_excess_high", "search_margin", "known_peak_z", "comb_spacing_hz"]
 )
 
 
@@ -130,9 +135,12 @@ def search_spacing(spectra: LongTermSpectra, teeth: np.ndarray = _TEETH[SEARCH_F
 
     The best known spacing is kept unless the best candidate's score beats it by ``SEARCH_MARGIN``."""
     score, known = search_scores(spectra, teeth)
+    return _chosen_spacing(score, known), score
+
+
+def _chosen_spacing(score: np.ndarray, known: np.ndarray) -> float:
     best_known, best = int(np.argmax(known)), int(np.argmax(score))
-    spacing = float(SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
-    return spacing, score
+    return float(SPACINGS[best]) if score[best] > known[best_known] + SEARCH_MARGIN else float(KNOWN_SPACINGS[best_known])
 
 
 def _off_comb(spacing: float, divisor: int) -> np.ndarray:
@@ -155,7 +163,8 @@ def frame_odd_excess(spectra: LongTermSpectra, spacing: float, above_hz: float =
 
 def comb_features(spectra: LongTermSpectra) -> np.ndarray:
     """The values named by ``COMB_FEATURE_NAMES``: float64 (len(COMB_FEATURE_NAMES),)."""
-    spacing, scores = search_spacing(spectra)
+    scores, known = search_scores(spectra, _TEETH[SEARCH_FROM:])
+    spacing = _chosen_spacing(scores, known)
     teeth_bins = _bins(spacing * _TEETH)
     teeth = _peak(spectra.residual, teeth_bins)
     log_teeth = _peak(spectra.log_residual, teeth_bins)
@@ -185,7 +194,8 @@ def comb_features(spectra: LongTermSpectra) -> np.ndarray:
             half, *subs,
             teeth.mean() - max(rivals), float(np.mean(residual_off > LINE_LEVEL)), float(np.percentile(residual_off, 99)),
             10 * np.log10(comb_power / total + 1e-20), 10 * np.log10(top / total + 1e-20),
-            frame_odd_excess(spectra, spacing), frame_odd_excess(spectra, spacing, 1000.0), spacing,
+            frame_odd_excess(spectra, spacing), frame_odd_excess(spectra, spacing, 1000.0),
+            scores.max() - known.max(), (known.max() - np.median(scores)) / spread, spacing,
         ],
         dtype=np.float64,
     )  # fmt: skip

@@ -100,7 +100,7 @@ class CombFeatures(FeatureSet):
     """
 
     name = "encodec-comb"
-    version = 8  # 3: spacing searched, log-mean, coherence and squared-signal views; 4: band-aware teeth at 2 s and 1 s frames and over time; 5: multitaper view (search + T_ teeth); 6: spacing searched on the joint evidence of seven views; 7: the search weights EnCodec's tall teeth (3, 4, 6) three times; 8: odd 75 Hz lines against even ones (frame_odd_excess)
+    version = 8  # 3: spacing searched, log-mean, coherence and squared-signal views; 4: band-aware teeth at 2 s and 1 s frames and over time; 5: multitaper view (search + T_ teeth); 6: spacing searched on the joint evidence of seven views; 7: the search weights EnCodec's tall teeth (3, 4, 6) three times; 8: odd 75 Hz lines against even ones (frame_odd_excess), the search's margin over the known spacings
 
     def __init__(self) -> None:
         self.dim = len(COMB_FEATURE_NAMES) + len(TEETH_FEATURE_NAMES)

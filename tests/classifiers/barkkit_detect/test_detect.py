@@ -733,3 +733,17 @@ def test_frame_odd_excess_tells_encodecs_75hz_lines_from_a_150hz_hum():
         assert frame_odd_excess(hum, 600.0, above) < -2.0
         assert frame_odd_excess(encodec, 600.0, above) > -0.5 and frame_odd_excess(plain, 600.0, above) > -0.5
     assert CombFeatures().feature_names()[len(COMB_FEATURE_NAMES) - 1] == "comb_spacing_hz"
+
+
+def test_search_margin_says_how_far_the_search_had_to_look():
+    """A comb at its true speed stands at a known spacing (the search gains nothing over it); played 0.97x it is found
+    only by the search, which then beats the known spacings by a wide margin (v8)."""
+    from barkkit_detect.comb import COMB_FEATURE_NAMES, comb_features
+    from barkkit_detect.spectra import long_term_spectra
+
+    margin, known_z = COMB_FEATURE_NAMES.index("search_margin"), COMB_FEATURE_NAMES.index("known_peak_z")
+    x = speech_like(4.0, 24_000, 11, comb_db=25)
+    true_speed = comb_features(long_term_spectra(prepare_audio(Audio(x, 24_000))))
+    slowed = comb_features(long_term_spectra(prepare_audio(Audio(x, 23_280))))
+    assert true_speed[margin] <= 0.5 and true_speed[known_z] > 4.0
+    assert slowed[margin] > 2.0 and slowed[known_z] < true_speed[known_z] - 2.0
