@@ -7,7 +7,11 @@ copies are drawn once per seed and their prepared audio (16 kHz, what the featur
 ``--audio-cache``, so after a change to the features only the features and the fits run again (on the shared 2-core
 host about 2 minutes of features and 2-3 of fits a seed, against about 4 more for the codecs and resampling).
 
-    .venv/bin/python benchmarks/detector_loso.py --seeds 0,1,2 [--audio-cache /tmp/detect-audio] [--jobs 2]
+    .venv/bin/python benchmarks/detector_loso.py --seeds 0,1,2 [--audio-cache /tmp/detect-audio] [--jobs 2] [--stages]
+
+``--stages`` also scores the two trace stages out of source apart (the logistic on natural audio, the trees on
+everything) and prints the Bark recall and synthetic flags of each alone, of their minimum (as shipped) and of their
+geometric mean, each at the shipped threshold rule: where the trees veto natural Bark, the minimum shows it.
 """
 
 from __future__ import annotations
@@ -74,11 +78,33 @@ def _report(seed: int, threshold: float, evaluation: dict) -> None:
     print("  degraded Bark by source: " + ", ".join(f"{s[:-7]} {100 * v['flagged']:.1f}% ({v['n']})" for s, v in bark.items()))
 
 
+def _stage_report(clips: list, table, jobs: int) -> None:  # noqa: ANN001
+    """Recall and synthetic flags of each trace stage alone and of two combinations, out of source."""
+    from joblib import Parallel, delayed
+
+    from barkkit_detect.training import _threshold, leave_one_source_out
+
+    labels = np.array([clips[i].label for i in table.clip])
+    sources = np.array([clips[i].source for i in table.clip])
+    fit = np.array([clips[i].trainable for i in table.clip])
+    has_trace = np.array([clips[i].has_trace for i in table.clip])
+    natural = labels != "synthetic"
+    logistic, trees = Parallel(n_jobs=jobs)(
+        delayed(leave_one_source_out)(table.X, has_trace, sources, rows, kind) for rows, kind in ((fit & natural, "logistic"), (fit, "boosting"))
+    )
+    human, bark, synthetic, clean = np.isin(labels, ("real", "other_tts")), labels == "bark", labels == "synthetic", ~table.augmented
+    for name, scores in (("logistic", logistic), ("trees", trees), ("minimum", np.minimum(logistic, trees)), ("geometric mean", np.sqrt(logistic * trees))):
+        cut = _threshold(scores, human & clean, human & ~clean, 0.005, 0.02, 0.5)
+        rates = [100 * np.mean(scores[group & part] >= cut) for group in (bark, synthetic) for part in (clean, ~clean)]
+        print(f"  {name:15s} threshold {cut:.3f}: Bark {rates[0]:.1f} / {rates[1]:.1f}%, synthetic {rates[2]:.1f} / {rates[3]:.1f}% (clean / degraded)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="augmentation seeds (comma-separated)")
     parser.add_argument("--audio-cache", type=Path, default=Path(tempfile.gettempdir()) / "barkkit-detect-audio")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--stages", action="store_true", help="also report each trace stage alone and two combinations")
     args = parser.parse_args()
     from barkkit_detect.dataset import read_clips
     from barkkit_detect.features import CombFeatures
@@ -93,7 +119,9 @@ def main() -> None:
             clips = [c for d in data for c in read_clips(d)] + write_synthetic_clips(scratch, 20, seed)
             table = _table(clips, seed, args.audio_cache, args.jobs)
             _, threshold, metadata = train(clips, CombFeatures(), n_augment=COPIES, seed=seed, table=table)
-        _report(seed, threshold, metadata["leave_one_source_out"])
+            _report(seed, threshold, metadata["leave_one_source_out"])
+            if args.stages:
+                _stage_report(clips, table, args.jobs)
 
 
 if __name__ == "__main__":
