@@ -78,8 +78,9 @@ def _report(seed: int, threshold: float, evaluation: dict) -> None:
     print("  degraded Bark by source: " + ", ".join(f"{s[:-7]} {100 * v['flagged']:.1f}% ({v['n']})" for s, v in bark.items()))
 
 
-def _stage_report(clips: list, table, jobs: int) -> None:  # noqa: ANN001
-    """Recall and synthetic flags of each trace stage alone and of two combinations, out of source."""
+def _stage_report(clips: list, table, training: dict, jobs: int) -> None:  # noqa: ANN001
+    """Recall and synthetic flags of each trace stage alone and of two combinations, out of source, at the threshold
+    rule ``train()`` used (``training``: its metadata's ``training`` record)."""
     from joblib import Parallel, delayed
 
     from barkkit_detect.training import _threshold, leave_one_source_out
@@ -94,7 +95,7 @@ def _stage_report(clips: list, table, jobs: int) -> None:  # noqa: ANN001
     )
     human, bark, synthetic, clean = np.isin(labels, ("real", "other_tts")), labels == "bark", labels == "synthetic", ~table.augmented
     for name, scores in (("logistic", logistic), ("trees", trees), ("minimum", np.minimum(logistic, trees)), ("geometric mean", np.sqrt(logistic * trees))):
-        cut = _threshold(scores, human & clean, human & ~clean, 0.005, 0.02, 0.5)
+        cut = _threshold(scores, human & clean, human & ~clean, training["max_fpr"], training["max_degraded_fpr"], 0.5)
         rates = [100 * np.mean(scores[group & part] >= cut) for group in (bark, synthetic) for part in (clean, ~clean)]
         print(f"  {name:15s} threshold {cut:.3f}: Bark {rates[0]:.1f} / {rates[1]:.1f}%, synthetic {rates[2]:.1f} / {rates[3]:.1f}% (clean / degraded)")
 
@@ -121,7 +122,7 @@ def main() -> None:
             _, threshold, metadata = train(clips, CombFeatures(), n_augment=COPIES, seed=seed, table=table)
             _report(seed, threshold, metadata["leave_one_source_out"])
             if args.stages:
-                _stage_report(clips, table, args.jobs)
+                _stage_report(clips, table, metadata["training"], args.jobs)
 
 
 if __name__ == "__main__":
